@@ -1,0 +1,150 @@
+//! The bus's own accounting, as Prometheus metrics. Every event published ends in exactly one
+//! bus outcome, and every accepted event in exactly one outcome per consumer:
+//!
+//! - `lookout_events_published_total{kind}`
+//! - `lookout_events_total{kind,outcome}`, outcome ∈ `accepted | sampled_out | rate_limited |
+//!   dropped | filtered` (`filtered`: a sanitizer left the event out on purpose)
+//! - `lookout_consumer_events_total{consumer,outcome}`, outcome ∈ `delivered | dropped | failed`
+//!
+//! so `published = Σ outcomes` and, per consumer, `accepted = delivered + dropped + failed`
+//! once the bus is drained. The `kind` label is capped at [`MAX_KIND_LABELS`] values; later
+//! kinds are counted under `kind="other"` so a noisy producer cannot explode cardinality.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::error::{Error, Result};
+
+/// Most distinct `kind` label values; beyond it, kinds share `kind="other"`.
+pub const MAX_KIND_LABELS: usize = 512;
+
+/// Counters of one kind, resolved once so the hot path does no label lookups.
+#[derive(Debug)]
+pub(crate) struct KindCounters {
+    pub published: IntCounter,
+    pub accepted: IntCounter,
+    pub sampled_out: IntCounter,
+    pub rate_limited: IntCounter,
+    pub dropped: IntCounter,
+    pub filtered: IntCounter,
+}
+
+/// Counters of one consumer.
+#[derive(Clone, Debug)]
+pub(crate) struct ConsumerCounters {
+    pub delivered: IntCounter,
+    pub dropped: IntCounter,
+    pub failed: IntCounter,
+}
+
+/// Per-batch time of each pipeline stage.
+#[derive(Clone, Debug)]
+pub(crate) struct StageTimers {
+    pub admit: Histogram,
+    pub sanitize: Histogram,
+    pub fan_out: Histogram,
+}
+
+#[derive(Debug)]
+pub(crate) struct BusMetrics {
+    published: IntCounterVec,
+    events: IntCounterVec,
+    consumer_events: IntCounterVec,
+    pub sanitizer_failures: IntCounterVec,
+    pub ingress_length: IntGauge,
+    pub stages: StageTimers,
+    kinds: RwLock<HashMap<String, Arc<KindCounters>>>,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C, name: &str) -> Result<C> {
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(|e| Error::Metric { name: name.to_string(), reason: e.to_string() })?;
+    Ok(c)
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .map_err(|e| Error::Metric { name: name.to_string(), reason: e.to_string() })?;
+    register(registry, c, name)
+}
+
+impl BusMetrics {
+    pub fn new(registry: &Registry) -> Result<Self> {
+        let published = counter_vec(registry, "lookout_events_published_total", "Events handed to the bus, per kind.", &["kind"])?;
+        let events = counter_vec(
+            registry,
+            "lookout_events_total",
+            "Published events by kind and bus outcome (accepted, sampled_out, rate_limited, dropped, filtered).",
+            &["kind", "outcome"],
+        )?;
+        let consumer_events = counter_vec(
+            registry,
+            "lookout_consumer_events_total",
+            "Accepted events by consumer and outcome (delivered, dropped, failed).",
+            &["consumer", "outcome"],
+        )?;
+        let sanitizer_failures = counter_vec(
+            registry,
+            "lookout_sanitizer_failures_total",
+            "Batches whose sanitizer failed; they went out with every field redacted.",
+            &["sanitizer"],
+        )?;
+        let ingress_length = register(
+            registry,
+            IntGauge::new("lookout_bus_ingress_queue_length", "Events waiting in the bus's ingress queue.")
+                .map_err(|e| Error::Metric { name: "lookout_bus_ingress_queue_length".into(), reason: e.to_string() })?,
+            "lookout_bus_ingress_queue_length",
+        )?;
+        let stage = HistogramVec::new(
+            HistogramOpts::new("lookout_bus_stage_seconds", "Time each pipeline stage spends per batch.")
+                .buckets(vec![1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1.0]),
+            &["stage"],
+        )
+        .map_err(|e| Error::Metric { name: "lookout_bus_stage_seconds".into(), reason: e.to_string() })?;
+        let stage = register(registry, stage, "lookout_bus_stage_seconds")?;
+        let stages = StageTimers {
+            admit: stage.with_label_values(&["admit"]),
+            sanitize: stage.with_label_values(&["sanitize"]),
+            fan_out: stage.with_label_values(&["fan_out"]),
+        };
+        Ok(BusMetrics { published, events, consumer_events, sanitizer_failures, ingress_length, stages, kinds: RwLock::new(HashMap::new()) })
+    }
+
+    /// The counters of `kind`, created on first use (or `other` past the cap).
+    pub fn kind(&self, kind: &str) -> Arc<KindCounters> {
+        if let Some(c) = self.kinds.read().get(kind) {
+            return c.clone();
+        }
+        let mut kinds = self.kinds.write();
+        if let Some(c) = kinds.get(kind) {
+            return c.clone();
+        }
+        let label = if kinds.len() >= MAX_KIND_LABELS { "other" } else { kind };
+        let outcome = |o: &str| self.events.with_label_values(&[label, o]);
+        let counters = Arc::new(KindCounters {
+            published: self.published.with_label_values(&[label]),
+            accepted: outcome("accepted"),
+            sampled_out: outcome("sampled_out"),
+            rate_limited: outcome("rate_limited"),
+            dropped: outcome("dropped"),
+            filtered: outcome("filtered"),
+        });
+        // Past the cap, remember nothing new: the map stays bounded too.
+        if label != "other" {
+            kinds.insert(kind.to_string(), counters.clone());
+        }
+        counters
+    }
+
+    pub fn consumer(&self, name: &str) -> ConsumerCounters {
+        ConsumerCounters {
+            delivered: self.consumer_events.with_label_values(&[name, "delivered"]),
+            dropped: self.consumer_events.with_label_values(&[name, "dropped"]),
+            failed: self.consumer_events.with_label_values(&[name, "failed"]),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `redact`: lookout's default sanitizer policy.
+//!
+//! Config (`init`), every key optional:
+//! - `mode`: `redact` (default) or `hash` (keyed HMAC-SHA256, so equal secrets stay matchable);
+//! - `hash_key`: the key for `hash` mode, at least 16 bytes; required in that mode;
+//! - `extra_keys`: comma-separated fragments that also mark a key sensitive (`ssn,iban`);
+//! - `pattern.<name>`: a regex; each match inside a string becomes `[REDACTED:<name>]`.
+
+mod rules;
+
+use std::cell::RefCell;
+
+use lookout_plugin_sdk::sanitizer::Guest;
+use lookout_plugin_sdk::{Config, Event, FieldValue};
+pub use rules::{Mode, Pattern, Policy};
+
+thread_local! {
+    static POLICY: RefCell<Policy> = RefCell::new(Policy::default());
+}
+
+/// Builds a policy from a plugin config; the error names the offending key.
+pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
+    let mut policy = Policy::default();
+    let mut hash_key = None;
+    let mut hash_mode = false;
+    for (key, value) in config {
+        match key.as_str() {
+            "mode" => match value.as_str() {
+                "redact" => hash_mode = false,
+                "hash" => hash_mode = true,
+                other => return Err(format!("config `mode`: expected `redact` or `hash`, got `{other}`")),
+            },
+            "hash_key" => hash_key = Some(value.as_bytes().to_vec()),
+            "extra_keys" => {
+                policy.extra_keys = value
+                    .split(',')
+                    .map(|k| k.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect::<String>())
+                    .filter(|k| !k.is_empty())
+                    .collect();
+            }
+            k if k.starts_with("pattern.") && k.len() > "pattern.".len() => {
+                let name = k["pattern.".len()..].to_string();
+                let regex = regex_lite::Regex::new(value)
+                    .map_err(|e| format!("config `{k}`: invalid regex: {e}"))?;
+                policy.patterns.push(Pattern { name, regex });
+            }
+            other => {
+                return Err(format!(
+                    "unknown config key `{other}` (known: mode, hash_key, extra_keys, pattern.<name>)"
+                ));
+            }
+        }
+    }
+    if hash_mode {
+        let key = hash_key.ok_or("config `hash_key` is required when `mode` is `hash`")?;
+        if key.len() < 16 {
+            return Err("config `hash_key` must be at least 16 bytes".to_string());
+        }
+        policy.mode = Mode::Hash(key);
+    }
+    Ok(policy)
+}
+
+/// Applies the policy to one event in place.
+pub fn sanitize_event(policy: &Policy, event: &mut Event) {
+    for field in &mut event.fields {
+        if policy.is_sensitive_key(&field.key) {
+            let original = match &field.value {
+                FieldValue::Str(s) => s.clone(),
+                FieldValue::Int(i) => i.to_string(),
+                FieldValue::Float(f) => f.to_string(),
+                FieldValue::Boolean(_) => continue, // `password_set: true` reveals nothing
+            };
+            field.value = FieldValue::Str(policy.replace_value(&original));
+            continue;
+        }
+        match &mut field.value {
+            FieldValue::Str(s) => {
+                if let Some(clean) = policy.scrub(s) {
+                    *s = clean;
+                }
+            }
+            FieldValue::Int(i) if policy.is_secret_integer(*i) => {
+                field.value = FieldValue::Str(policy.replace_value(&i.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Redact;
+
+impl Guest for Redact {
+    fn init(config: Config) -> Result<(), String> {
+        let policy = policy_from_config(&config)?;
+        POLICY.with(|p| *p.borrow_mut() = policy);
+        Ok(())
+    }
+
+    fn sanitize(mut batch: Vec<Event>) -> Vec<Event> {
+        POLICY.with(|p| {
+            let policy = p.borrow();
+            for event in &mut batch {
+                sanitize_event(&policy, event);
+            }
+        });
+        batch
+    }
+}
+
+lookout_plugin_sdk::sanitizer::export_sanitizer!(Redact);
