@@ -1,1 +1,14 @@
-//! placeholder
+//! lookout's WASM runtime: wasmtime, the WIT bindings (bound once, in `bindings`), the
+//! sandbox (empty WASI context, memory cap, epoch deadline) and plugins that run in it.
+//!
+//! Errors the guest may handle are WIT `result`s; traps, timeouts and out-of-memory end the
+//! call, are counted in `lookout_plugin_calls_total`, and never take the host down.
+
+mod bindings;
+mod error;
+mod runtime;
+mod sanitizer;
+
+pub use error::{Error, Result};
+pub use runtime::{Limits, Runtime, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_BYTES, EPOCH_TICK};
+pub use sanitizer::{PluginConfig, WasmSanitizer};

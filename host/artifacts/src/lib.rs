@@ -1,0 +1,25 @@
+//! The WASM artifacts lookout embeds, built by this crate's build script from `plugins/`
+//! (for `wasm32-wasip2`) and `dashboard/` (for `wasm32-unknown-unknown`, JS glue by
+//! wasm-bindgen) in their own target dir, so a plain `cargo build`, `cargo test` or
+//! `cargo install` has them.
+//!
+//! Setting `LOOKOUT_SKIP_WASM_BUILD=1` skips the nested builds and embeds empty
+//! placeholders: for editors and `cargo check` only (see [`BUILT`]).
+
+/// False when the nested builds were skipped and every artifact below is empty.
+pub const BUILT: bool = include!(concat!(env!("OUT_DIR"), "/built.rs"));
+
+/// Plugins built from `plugins/`: components for the `lookout:plugin@0.1.0` worlds.
+pub mod plugins {
+    /// `redact`, the default sanitizer policy.
+    pub const REDACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redact.wasm"));
+    /// `misbehave`, a sanitizer that traps, loops or eats memory on request (tests only).
+    pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
+}
+
+/// The dashboard's files, served by the host.
+pub mod dashboard {
+    pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html"));
+    pub const APP_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard.js"));
+    pub const APP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard_bg.wasm"));
+}

@@ -1,0 +1,262 @@
+//! The wasmtime engine, the sandbox every plugin runs in, and the host functions plugins
+//! import. A plugin gets: no filesystem, network, environment, args or inherited stdio; a
+//! memory cap; a deadline on every call (epoch interruption). A trap ends that call only.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{host, types};
+use crate::error::{Error, Result};
+
+/// How often the engine's epoch advances; call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Default memory cap per plugin instance.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
+/// Default time one call into a plugin may take.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 100;
+/// Most log lines a plugin may write per call; more are counted and discarded.
+const MAX_LOG_LINES_PER_CALL: u32 = 64;
+/// Longest log message kept from a plugin, in bytes.
+const MAX_LOG_MESSAGE: usize = 2048;
+
+/// Resource limits of one plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory the plugin may grow to, in bytes.
+    pub max_memory_bytes: u64,
+    /// Time one call (`init`, `sanitize`, …) may take before it is interrupted.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES, call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS }
+    }
+}
+
+impl Limits {
+    pub(crate) fn validate(&self, plugin: &str) -> Result<()> {
+        let bad = |reason: &str| Err(Error::Manifest { plugin: plugin.to_string(), reason: reason.to_string() });
+        if self.max_memory_bytes < 1 << 20 || self.max_memory_bytes > 4 << 30 {
+            return bad("limits.max_memory_bytes must be between 1 MiB and 4 GiB");
+        }
+        if self.call_timeout_ms == 0 || self.call_timeout_ms > 60_000 {
+            return bad("limits.call_timeout_ms must be between 1 and 60000");
+        }
+        Ok(())
+    }
+
+    /// The call deadline in epoch ticks (at least one).
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.call_timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    }
+}
+
+/// Caps memory and records that it did, so an out-of-memory trap can be named as such.
+pub(crate) struct Sandbox {
+    max_memory: usize,
+    pub memory_denied: bool,
+}
+
+impl ResourceLimiter for Sandbox {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Everything a plugin's store holds.
+pub(crate) struct PluginState {
+    pub plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub sandbox: Sandbox,
+    logs_this_call: u32,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: types::Severity, message: String) {
+        self.logs_this_call += 1;
+        if self.logs_this_call > MAX_LOG_LINES_PER_CALL {
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            types::Severity::Error => tracing::error!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Warn => tracing::warn!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Info => tracing::info!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Debug => tracing::debug!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Trace => tracing::trace!(target: "lookout::plugin", plugin, "{message}"),
+        }
+    }
+
+    fn update_metric(&mut self, name: String, _label_values: Vec<String>, _value: f64) -> std::result::Result<(), String> {
+        // Sanitizers declare no metrics; the metrics world arrives with the plugin platform.
+        Err(format!("metric `{name}` was not declared by this plugin"))
+    }
+}
+
+/// Per-plugin call metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct PluginMetrics {
+    pub calls: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+impl PluginMetrics {
+    fn new(registry: &Registry) -> Result<Self> {
+        let err = |e: prometheus::Error| Error::Runtime(format!("plugin metrics: {e}"));
+        let calls = IntCounterVec::new(
+            Opts::new("lookout_plugin_calls_total", "Calls into WASM plugins by plugin, function and outcome (ok, trap, timeout, out_of_memory)."),
+            &["plugin", "function", "outcome"],
+        )
+        .map_err(err)?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("lookout_plugin_call_duration_seconds", "Time spent in each call into a WASM plugin.")
+                .buckets(vec![1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            &["plugin", "function"],
+        )
+        .map_err(err)?;
+        registry.register(Box::new(calls.clone())).map_err(err)?;
+        registry.register(Box::new(duration.clone())).map_err(err)?;
+        Ok(PluginMetrics { calls, duration })
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine all plugins share, with its epoch ticker and the sandbox's linker.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<PluginState>>,
+    pub(crate) metrics: PluginMetrics,
+    _ticker: Arc<Ticker>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts the engine and its epoch ticker; registers the plugin metrics in `registry`.
+    pub fn new(registry: &Registry) -> Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::Runtime(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        // Rust's std for wasm32-wasip2 imports WASI's cli/io interfaces even when a plugin
+        // uses none; they are linked against an empty context (see `new_store`).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| Error::Runtime(e.to_string()))?;
+        crate::bindings::sanitizer::Sanitizer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("lookout-wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::Runtime(format!("cannot start the epoch ticker: {e}")))?;
+        }
+        Ok(Runtime { engine, linker: Arc::new(linker), metrics: PluginMetrics::new(registry)?, _ticker: Arc::new(Ticker { stop }) })
+    }
+
+    /// Compiles a component; the error says why the bytes are not one.
+    pub(crate) fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Component> {
+        if !wasm.starts_with(b"\0asm") {
+            return Err(Error::InvalidComponent { plugin: plugin.into(), reason: "the file does not start with the WASM magic bytes".into() });
+        }
+        Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent { plugin: plugin.into(), reason: format!("{e:#}") })
+    }
+
+    /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that
+    /// covers instantiation (which runs guest code too).
+    pub(crate) fn new_store(&self, plugin: &Arc<str>, limits: &Limits) -> Store<PluginState> {
+        let wasi = WasiCtx::builder()
+            // A guest's panic message goes here, not to our stderr. It is kept out of logs:
+            // a sanitizer's messages may quote the data it was given.
+            .stderr(MemoryOutputPipe::new(4096))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = PluginState {
+            plugin: plugin.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            sandbox: Sandbox { max_memory: limits.max_memory_bytes as usize, memory_denied: false },
+            logs_this_call: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.sandbox);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        store
+    }
+}
+
+/// Before a call: a fresh deadline and log budget.
+pub(crate) fn arm(store: &mut Store<PluginState>, limits: &Limits) {
+    store.set_epoch_deadline(limits.deadline_ticks());
+    store.data_mut().logs_this_call = 0;
+}
+
+/// What went wrong in a call, in words for the operator, and the outcome label.
+pub(crate) fn describe_trap(store: &Store<PluginState>, limits: &Limits, err: &wasmtime::Error) -> (&'static str, String) {
+    if store.data().sandbox.memory_denied {
+        return ("out_of_memory", format!("ran out of memory (limit {} bytes)", limits.max_memory_bytes));
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => ("timeout", format!("call exceeded its {} ms deadline and was interrupted", limits.call_timeout_ms)),
+        Some(Trap::UnreachableCodeReached) => ("trap", "trapped: the guest panicked or aborted (its message is withheld from logs)".into()),
+        Some(trap) => ("trap", format!("trapped: {trap}")),
+        None => ("trap", format!("failed: {}", err.root_cause())),
+    }
+}
