@@ -1,1 +1,269 @@
+//! The end-to-end harness every test of a real `lookout` process uses: start the binary on a
+//! free port, wait on conditions with deadlines (never bare sleeps), read the live stream and
+//! `/metrics`, and drive a real browser.
+//!
+//! Patience: every deadline is multiplied by `LOOKOUT_TEST_PATIENCE` (default 1) for slow
+//! machines.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+
+/// `d` scaled by `LOOKOUT_TEST_PATIENCE`.
+pub fn patience(d: Duration) -> Duration {
+    let factor = std::env::var("LOOKOUT_TEST_PATIENCE").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+    d.mul_f64(factor.max(0.1))
+}
+
+/// Polls `check` until it returns `Some`, or fails naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience(timeout);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The repository root (for fixtures and the browser scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Where tests leave artifacts (screenshots): `<repo>/target/e2e`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e");
+    std::fs::create_dir_all(&dir).expect("create target/e2e");
+    dir
+}
+
+/// A running `lookout serve`; killed when dropped.
+pub struct Host {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl Host {
+    /// Starts `bin serve --listen 127.0.0.1:0 <extra args>` and waits until it says where it
+    /// listens.
+    pub fn start(bin: &str, extra: &[&str]) -> anyhow::Result<Host> {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {bin}"))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        {
+            let lines = stderr.clone();
+            let pipe = child.stderr.take().expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("lookout: listening on ") {
+                    let base = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let _ = tx.send(base);
+                }
+            }
+        });
+        let base = match rx.recv_timeout(patience(Duration::from_secs(30))) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let logs = stderr.lock().unwrap().join("\n");
+                bail!("lookout did not say where it listens within 30 s; its stderr:\n{logs}");
+            }
+        };
+        let http = reqwest::Client::builder().timeout(patience(Duration::from_secs(30))).build()?;
+        Ok(Host { child, base, stderr, http })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Every line the host wrote to stderr (its JSON logs) so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `GET /metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let text = self.http.get(self.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics body");
+        Metrics::parse(&text)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + patience(timeout);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("lookout did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// A parsed `/metrics` page.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let body = rest.trim_end_matches('}');
+                    let labels = body
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').expect("label has =");
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), Vec::new()),
+            };
+            samples.push(Sample { name, labels, value: value.parse().unwrap_or(f64::NAN) });
+        }
+        Metrics { samples }
+    }
+
+    /// The sum of `name` over every series that has all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+/// A client of `GET /api/v1/events/stream`: yields each message's JSON.
+pub struct LiveStream {
+    rx: tokio::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl LiveStream {
+    /// Connects and returns once the response headers arrived (the host has registered it).
+    pub async fn open(host: &Host, query: &str) -> anyhow::Result<LiveStream> {
+        let client = reqwest::Client::new();
+        let response = client.get(host.url(&format!("/api/v1/events/stream{query}"))).send().await?;
+        if !response.status().is_success() {
+            bail!("stream answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let message: String = buffer.drain(..end + 2).collect();
+                    for line in message.lines() {
+                        if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                            if let Ok(value) = serde_json::from_str(data) {
+                                if tx.send(value).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(LiveStream { rx })
+    }
+
+    /// The next `n` events, or fails after `timeout`.
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + patience(timeout);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => panic!("the live stream ended after {} of {n} events", out.len()),
+                Err(_) => panic!("timed out after {timeout:?} with {} of {n} events from the live stream: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+/// Runs the browser check of `tests/browser/dashboard.mjs` against `host`; returns the
+/// screenshot path. Needs node, `npm install` in tests/browser and Debian's chromium — all
+/// of which `cargo xtask test` installs.
+pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        bail!("tests/browser/node_modules is missing: run `cargo xtask test` (or `npm ci` in tests/browser)");
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        bail!("{chromium} is missing: run `cargo xtask test` (it installs Debian's chromium) or set CHROMIUM");
+    }
+    let screenshot = artifacts_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let output = Command::new("node").current_dir(&dir).arg("dashboard.mjs").arg(&host.base).arg(&screenshot).output().context("cannot run node")?;
+    if !output.status.success() {
+        bail!(
+            "the dashboard check failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(screenshot)
+}

@@ -1,1 +1,166 @@
-fn main() {}
+//! The `lookout` binary: CLI, wiring and shutdown.
+//!
+//! `lookout serve` with no flags and no files runs a working host: the embedded default
+//! config, the embedded `redact` sanitizer and the embedded dashboard.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use lookout_core::Bus;
+use lookout_server::{AppState, DashboardAssets};
+use lookout_wasm::{Runtime, WasmSanitizer};
+use prometheus::Registry;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "lookout", version, about = "A WebAssembly-extensible observability host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: HTTP API, metrics, health, dashboard and the event bus.
+    Serve {
+        /// Address to listen on (overrides `server.listen`); port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<String>,
+        /// A TOML config file; without one, the defaults apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file, including that its sanitizer loads and accepts its config.
+    Check { file: PathBuf },
+    /// Print the default config.
+    Defaults,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen, config } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+                config.validate()?;
+            }
+            init_logging(&config.log.level)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lookout").build()?;
+            runtime.block_on(serve(config))
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let config = Config::load(&file)?;
+            let registry = Registry::new();
+            load_sanitizer(&config, &Runtime::new(&registry)?)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Defaults } => {
+            print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(())
+        }
+    }
+}
+
+/// JSON logs, one object a line, on stderr.
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(env).context("invalid RUST_LOG")?,
+        _ => tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("invalid config `log.level`: `{level}`"))?,
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn load_sanitizer(config: &Config, runtime: &Runtime) -> anyhow::Result<WasmSanitizer> {
+    let (name, wasm) = config.sanitizer_wasm()?;
+    if wasm.is_empty() {
+        bail!("the embedded `{name}` plugin is empty: this binary was built with LOOKOUT_SKIP_WASM_BUILD=1");
+    }
+    let plugin_config = config.sanitizer.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(WasmSanitizer::load(runtime, &name, &wasm, plugin_config, config.sanitizer.limits)?)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let runtime = Runtime::new(&registry)?;
+    let sanitizer = load_sanitizer(&config, &runtime)?;
+    let sanitizer_name = lookout_core::Sanitizer::name(&sanitizer).to_string();
+    let bus = Bus::start(config.bus.clone(), &registry, Box::new(sanitizer))?;
+
+    let dashboard = (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {
+        index_html: lookout_artifacts::dashboard::INDEX_HTML,
+        app_js: lookout_artifacts::dashboard::APP_JS,
+        app_wasm: lookout_artifacts::dashboard::APP_WASM,
+    });
+    let state = AppState { bus: bus.clone(), registry, dashboard, max_body_bytes: config.server.max_body_bytes };
+    let app = lookout_server::router(state);
+
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(target: "lookout", listen = %bound, sanitizer = %sanitizer_name, version = env!("CARGO_PKG_VERSION"), "lookout started");
+    // On stdout, for people and scripts: the one line that says where to look.
+    println!("lookout: listening on http://{bound} (dashboard at http://{bound}/)");
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.notify_waiters();
+        });
+    }
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.notified().await }
+    });
+    // Live streams never end by themselves; give in-flight requests a moment, not forever.
+    tokio::select! {
+        result = server => result.context("http server")?,
+        () = async { shutdown.notified().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+    }
+    tracing::info!(target: "lookout", "shutting down: draining the event bus");
+    bus.shutdown().await;
+    tracing::info!(target: "lookout", "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

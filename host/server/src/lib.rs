@@ -1,1 +1,214 @@
-//! placeholder
+//! lookout's HTTP surface (axum). One router, built by [`router`]:
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /api/v1/events` | ingest a JSON array or NDJSON of events; 202 `{"accepted","dropped"}`, 400 naming the line and field, 413 when too big |
+//! | `GET /api/v1/events/stream` | Server-Sent Events: one sanitized event (JSON) a message; `?kind=` prefix filter |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /health` | liveness: 200 `{"status":"ok"}` while the host runs |
+//! | `GET /` | the dashboard (and its `/assets/…`) |
+//!
+//! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
+//! events from a bus consumer, never from the ingest path.
+
+mod ingest;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use lookout_core::{Batch, Bus, Consumer, ConsumerError, Published};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+pub use ingest::{parse_body, IngestError, Location, MAX_EVENTS_PER_REQUEST};
+
+/// Default largest accepted ingest body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Batches buffered per live-stream client before its bus queue starts dropping.
+const STREAM_BUFFER: usize = 16;
+
+/// The dashboard's files, embedded in the binary.
+#[derive(Clone, Copy, Debug)]
+pub struct DashboardAssets {
+    pub index_html: &'static [u8],
+    pub app_js: &'static [u8],
+    pub app_wasm: &'static [u8],
+}
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub bus: Bus,
+    pub registry: Registry,
+    pub dashboard: Option<DashboardAssets>,
+    pub max_body_bytes: usize,
+}
+
+/// An error response: a status and a JSON body that says what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, body: json!({ "error": message.into() }) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let mut body = json!({ "error": e.reason });
+        match e.at {
+            Location::Body => {}
+            Location::Line(n) => body["line"] = json!(n),
+            Location::Index(i) => body["index"] = json!(i),
+        }
+        if let Some(field) = e.field {
+            body["field"] = json!(field);
+        }
+        ApiError { status: StatusCode::BAD_REQUEST, body }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    Router::new()
+        .route("/api/v1/events", post(ingest_events).layer(DefaultBodyLimit::max(max_body)))
+        .route("/api/v1/events/stream", get(stream_events))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/", get(dashboard_index))
+        .route("/assets/lookout_dashboard.js", get(dashboard_js))
+        .route("/assets/lookout_dashboard_bg.wasm", get(dashboard_wasm))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(Arc::new(state))
+}
+
+async fn ingest_events(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, format!("body is larger than {} bytes; split it into several requests", state.max_body_bytes))
+        } else {
+            ApiError::new(status, rejection.body_text())
+        }
+    })?;
+    let events = parse_body(&body)?;
+    let mut accepted = 0u64;
+    let mut dropped = 0u64;
+    for event in events {
+        match state.bus.publish(event) {
+            Published::Queued => accepted += 1,
+            Published::Dropped => dropped += 1,
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "dropped": dropped }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    /// Only events whose kind starts with this.
+    kind: Option<String>,
+}
+
+/// Forwards sanitized batches to one live-stream client.
+struct StreamClient {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Consumer for StreamClient {
+    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
+        // A slow client makes this wait, so its own bus queue fills and drops (counted).
+        self.tx.send(batch).await.map_err(|_| ConsumerError::Closed)
+    }
+}
+
+async fn stream_events(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (tx, mut rx) = mpsc::channel::<Batch>(STREAM_BUFFER);
+    // Unregistered by the consumer itself (`Closed`) once the client has gone.
+    state
+        .bus
+        .register("live_stream", StreamClient { tx })
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let prefix = query.kind.unwrap_or_default();
+    let stream = async_stream(move |yield_tx| async move {
+        while let Some(batch) = rx.recv().await {
+            for event in batch.iter().filter(|e| e.kind.starts_with(&prefix)) {
+                let data = serde_json::to_string(event).unwrap_or_default();
+                if yield_tx.send(Ok(SseEvent::default().data(data))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A stream fed by a task: the task ends (and drops its resources) when the client goes.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let mut buffer = Vec::new();
+    TextEncoder::new()
+        .encode(&state.registry.gather(), &mut buffer)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], buffer))
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+fn asset(state: &AppState, pick: fn(&DashboardAssets) -> &'static [u8], content_type: &'static str) -> Response {
+    match state.dashboard.as_ref().map(pick) {
+        Some(bytes) if !bytes.is_empty() => ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], bytes).into_response(),
+        _ => ApiError::new(StatusCode::NOT_FOUND, "the dashboard is not part of this build or is disabled").into_response(),
+    }
+}
+
+async fn dashboard_index(State(state): State<Arc<AppState>>) -> Response {
+    asset(&state, |d| d.index_html, "text/html; charset=utf-8")
+}
+
+async fn dashboard_js(State(state): State<Arc<AppState>>) -> Response {
+    asset(&state, |d| d.app_js, "text/javascript; charset=utf-8")
+}
+
+async fn dashboard_wasm(State(state): State<Arc<AppState>>) -> Response {
+    asset(&state, |d| d.app_wasm, "application/wasm")
+}
