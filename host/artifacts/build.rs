@@ -19,7 +19,11 @@ fn main() {
         for name in PLUGINS {
             fs::write(out_dir.join(format!("{name}.wasm")), b"").unwrap();
         }
-        for name in ["index.html", "lookout_dashboard.js", "lookout_dashboard_bg.wasm"] {
+        for name in [
+            "index.html",
+            "lookout_dashboard.js",
+            "lookout_dashboard_bg.wasm",
+        ] {
             fs::write(out_dir.join(name), b"").unwrap();
         }
         fs::write(out_dir.join("built.rs"), "false").unwrap();
@@ -37,9 +41,16 @@ fn main() {
     let plugins = root.join("plugins");
     nested_build(&plugins, "wasm32-wasip2", &wasm_target);
     for name in PLUGINS {
-        let built = wasm_target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
-        fs::copy(&built, out_dir.join(format!("{name}.wasm"))).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-        rerun_from_dep_info(&wasm_target.join("wasm32-wasip2/release").join(format!("{name}.d")));
+        let built = wasm_target
+            .join("wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        fs::copy(&built, out_dir.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
+        rerun_from_dep_info(
+            &wasm_target
+                .join("wasm32-wasip2/release")
+                .join(format!("{name}.d")),
+        );
     }
 
     let dashboard = root.join("dashboard");
@@ -59,7 +70,10 @@ fn main() {
         .generate(&out_dir)
         .unwrap_or_else(|e| panic!("wasm-bindgen on {}: {e:#}", app.display()));
     fs::copy(dashboard.join("index.html"), out_dir.join("index.html")).unwrap();
-    println!("cargo:rerun-if-changed={}", dashboard.join("index.html").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        dashboard.join("index.html").display()
+    );
     fs::write(out_dir.join("built.rs"), "true").unwrap();
 
     for dir in [&plugins, &dashboard] {
@@ -75,7 +89,9 @@ fn nested_build(dir: &Path, target: &str, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     // Cargo reads config from the working directory, not --manifest-path.
-    cmd.current_dir(dir).args(["build", "--release", "--target", target]).env("CARGO_TARGET_DIR", target_dir);
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", target])
+        .env("CARGO_TARGET_DIR", target_dir);
     // The outer build's flags must not leak into the guest build (never env_clear: the
     // jobserver in CARGO_MAKEFLAGS keeps the nested build within -j).
     for var in [
@@ -92,25 +108,44 @@ fn nested_build(dir: &Path, target: &str, target_dir: &Path) {
     ] {
         cmd.env_remove(var);
     }
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", dir.display()));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", dir.display()));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for line in stderr.lines().filter(|l| l.starts_with("warning") || l.starts_with("error")) {
-        println!("cargo:warning=[{}] {line}", dir.file_name().unwrap().to_string_lossy());
+    for line in stderr
+        .lines()
+        .filter(|l| l.starts_with("warning") || l.starts_with("error"))
+    {
+        println!(
+            "cargo:warning=[{}] {line}",
+            dir.file_name().unwrap().to_string_lossy()
+        );
     }
     if !output.status.success() {
-        let hint = if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") {
-            format!("\n\nthe `{target}` target is missing: run `rustup target add {target}` (or `rustup toolchain install` in the repository root)")
+        let hint = if stderr.contains("may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
+            format!(
+                "\n\nthe `{target}` target is missing: run `rustup target add {target}` (or `rustup toolchain install` in the repository root)"
+            )
         } else {
             String::new()
         };
-        panic!("building {} for {target} failed:\n{stderr}{hint}", dir.display());
+        panic!(
+            "building {} for {target} failed:\n{stderr}{hint}",
+            dir.display()
+        );
     }
 }
 
 /// Emits `rerun-if-changed` for every source a nested build's dep-info lists.
 fn rerun_from_dep_info(path: &Path) {
-    let Ok(text) = fs::read_to_string(path) else { return };
-    let Some((_, deps)) = text.split_once(": ") else { return };
+    let Ok(text) = fs::read_to_string(path) else {
+        return;
+    };
+    let Some((_, deps)) = text.split_once(": ") else {
+        return;
+    };
     for dep in deps.replace("\\\n", " ").split_whitespace() {
         if Path::new(dep).exists() {
             println!("cargo:rerun-if-changed={dep}");
@@ -124,7 +159,11 @@ fn locked_version(lock: &Path, name: &str) -> Option<String> {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         if line == format!("name = \"{name}\"") {
-            return lines.next()?.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string);
+            return lines
+                .next()?
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')
+                .map(str::to_string);
         }
     }
     None

@@ -11,12 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use futures_util::StreamExt;
 
 /// `d` scaled by `LOOKOUT_TEST_PATIENCE`.
 pub fn patience(d: Duration) -> Duration {
-    let factor = std::env::var("LOOKOUT_TEST_PATIENCE").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+    let factor = std::env::var("LOOKOUT_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(1.0);
     d.mul_f64(factor.max(0.1))
 }
 
@@ -31,19 +34,27 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 /// The repository root (for fixtures and the browser scripts).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Where tests leave artifacts (screenshots): `<repo>/target/e2e`.
 pub fn artifacts_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from).join("e2e");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from)
+        .join("e2e");
     std::fs::create_dir_all(&dir).expect("create target/e2e");
     dir
 }
@@ -85,7 +96,11 @@ impl Host {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("lookout: listening on ") {
-                    let base = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let base = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(base);
                 }
             }
@@ -98,8 +113,15 @@ impl Host {
                 bail!("lookout did not say where it listens within 30 s; its stderr:\n{logs}");
             }
         };
-        let http = reqwest::Client::builder().timeout(patience(Duration::from_secs(30))).build()?;
-        Ok(Host { child, base, stderr, http })
+        let http = reqwest::Client::builder()
+            .timeout(patience(Duration::from_secs(30)))
+            .build()?;
+        Ok(Host {
+            child,
+            base,
+            stderr,
+            http,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -113,13 +135,23 @@ impl Host {
 
     /// `GET /metrics`, parsed.
     pub async fn metrics(&self) -> Metrics {
-        let text = self.http.get(self.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics body");
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
         Metrics::parse(&text)
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -160,7 +192,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn parse(text: &str) -> Metrics {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("sample has a value");
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => {
@@ -177,7 +212,11 @@ impl Metrics {
                 }
                 None => (series.to_string(), Vec::new()),
             };
-            samples.push(Sample { name, labels, value: value.parse().unwrap_or(f64::NAN) });
+            samples.push(Sample {
+                name,
+                labels,
+                value: value.parse().unwrap_or(f64::NAN),
+            });
         }
         Metrics { samples }
     }
@@ -186,7 +225,12 @@ impl Metrics {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
-            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
             .map(|s| s.value)
             .sum()
     }
@@ -201,9 +245,16 @@ impl LiveStream {
     /// Connects and returns once the response headers arrived (the host has registered it).
     pub async fn open(host: &Host, query: &str) -> anyhow::Result<LiveStream> {
         let client = reqwest::Client::new();
-        let response = client.get(host.url(&format!("/api/v1/events/stream{query}"))).send().await?;
+        let response = client
+            .get(host.url(&format!("/api/v1/events/stream{query}")))
+            .send()
+            .await?;
         if !response.status().is_success() {
-            bail!("stream answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+            bail!(
+                "stream answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
@@ -214,7 +265,10 @@ impl LiveStream {
                 while let Some(end) = buffer.find("\n\n") {
                     let message: String = buffer.drain(..end + 2).collect();
                     for line in message.lines() {
-                        if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                        if let Some(data) = line
+                            .strip_prefix("data: ")
+                            .or_else(|| line.strip_prefix("data:"))
+                        {
                             if let Ok(value) = serde_json::from_str(data) {
                                 if tx.send(value).await.is_err() {
                                     return;
@@ -236,7 +290,10 @@ impl LiveStream {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(v)) => out.push(v),
                 Ok(None) => panic!("the live stream ended after {} of {n} events", out.len()),
-                Err(_) => panic!("timed out after {timeout:?} with {} of {n} events from the live stream: {out:?}", out.len()),
+                Err(_) => panic!(
+                    "timed out after {timeout:?} with {} of {n} events from the live stream: {out:?}",
+                    out.len()
+                ),
             }
         }
         out
@@ -249,15 +306,25 @@ impl LiveStream {
 pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
     let dir = repo_root().join("tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
-        bail!("tests/browser/node_modules is missing: run `cargo xtask test` (or `npm ci` in tests/browser)");
+        bail!(
+            "tests/browser/node_modules is missing: run `cargo xtask test` (or `npm ci` in tests/browser)"
+        );
     }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
-        bail!("{chromium} is missing: run `cargo xtask test` (it installs Debian's chromium) or set CHROMIUM");
+        bail!(
+            "{chromium} is missing: run `cargo xtask test` (it installs Debian's chromium) or set CHROMIUM"
+        );
     }
     let screenshot = artifacts_dir().join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let output = Command::new("node").current_dir(&dir).arg("dashboard.mjs").arg(&host.base).arg(&screenshot).output().context("cannot run node")?;
+    let output = Command::new("node")
+        .current_dir(&dir)
+        .arg("dashboard.mjs")
+        .arg(&host.base)
+        .arg(&screenshot)
+        .output()
+        .context("cannot run node")?;
     if !output.status.success() {
         bail!(
             "the dashboard check failed:\n{}\n{}",

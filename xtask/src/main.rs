@@ -1,1 +1,194 @@
-fn main() {}
+//! Build orchestration for lookout, run as `cargo xtask <command>`:
+//!
+//! - `setup`: the pinned toolchain and its wasm targets, Debian's chromium (for the browser
+//!   tests), and the browser driver's npm package. Idempotent; installs only what is missing.
+//! - `test`: `setup`, then every test: the host workspace, the plugins' own unit tests, and
+//!   formatting. This is what CI runs (`.ci/run`).
+//! - `demo`: builds lookout, starts `lookout serve`, and a publisher that sends a steady
+//!   stream of realistic events (some with secrets in them); prints the dashboard URL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+const WASM_TARGETS: &[&str] = &["wasm32-wasip2", "wasm32-unknown-unknown"];
+const DEMO_LISTEN: &str = "127.0.0.1:8787";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = repo_root();
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(&root, true),
+        Some("test") => test(&root),
+        Some("demo") => demo(
+            &root,
+            args.get(1).map(String::as_str).unwrap_or(DEMO_LISTEN),
+        ),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|test|demo [ADDR]>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The rust targets always; the browser-test tools when `browser` is set.
+fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
+    // `rustup toolchain install` in the root reads rust-toolchain.toml and adds its targets
+    // to an already-installed toolchain, which a plain build does not do.
+    let installed = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "list", "--installed"])
+        .output();
+    let missing = match &installed {
+        Ok(out) => {
+            let list = String::from_utf8_lossy(&out.stdout);
+            WASM_TARGETS
+                .iter()
+                .any(|t| !list.lines().any(|l| l.trim() == *t))
+        }
+        Err(_) => true,
+    };
+    if missing {
+        run(Command::new("rustup")
+            .current_dir(root)
+            .args(["toolchain", "install"]))?;
+        run(Command::new("rustup")
+            .current_dir(root)
+            .args(["target", "add"])
+            .args(WASM_TARGETS))?;
+    }
+    if !browser {
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/chromium").exists() {
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut all: Vec<&str> = sudo.to_vec();
+            all.push("apt-get");
+            all.extend_from_slice(args);
+            let mut cmd = Command::new(all[0]);
+            cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+            run(&mut cmd)
+        };
+        apt(&["update", "-qq"])?;
+        apt(&[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "chromium-driver",
+        ])?;
+    }
+    let browser_dir = root.join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").exists() {
+        run(Command::new("npm")
+            .current_dir(&browser_dir)
+            .args(["ci", "--no-audit", "--no-fund"]))?;
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup(root, true)?;
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--all-targets"]))?;
+    // The plugins' rules, natively (the real components are tested from the host).
+    run(cargo()
+        .current_dir(root.join("plugins"))
+        .args(["test", "-p", "redact"])
+        .env("CARGO_TARGET_DIR", root.join("target/plugins-native")))?;
+    eprintln!("xtask: every test passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
+    setup(root, false)?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--release", "-p", "lookout"]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release/lookout");
+    let log_path = target.join("demo-lookout.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut host = Command::new(&bin)
+        .args(["serve", "--listen", listen])
+        .stdout(Stdio::inherit())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let base = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(listen).is_err() {
+        if let Some(status) = host.try_wait()? {
+            bail!(
+                "lookout exited with {status} (is {listen} already in use? pass another address: cargo xtask demo 127.0.0.1:8788)"
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = host.kill();
+            bail!("lookout did not start listening on {listen} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut publisher = Command::new("python3")
+        .arg(root.join("examples/demo_publisher.py"))
+        .arg(&base)
+        .spawn()
+        .context("cannot start examples/demo_publisher.py (python3 is needed)")?;
+    println!();
+    println!("  lookout demo is running.");
+    println!("  dashboard: {base}/");
+    println!("  metrics:   {base}/metrics");
+    println!("  stream:    curl -N {base}/api/v1/events/stream");
+    println!(
+        "  logs:      {} (JSON, one object a line)",
+        log_path.display()
+    );
+    println!("  Ctrl-C stops the demo.");
+    println!();
+    let status = publisher.wait()?;
+    let _ = host.kill();
+    let _ = host.wait();
+    if !status.success() {
+        bail!("the demo publisher stopped with {status}");
+    }
+    Ok(())
+}

@@ -21,5 +21,6 @@ pub mod plugins {
 pub mod dashboard {
     pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html"));
     pub const APP_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard.js"));
-    pub const APP_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard_bg.wasm"));
+    pub const APP_WASM: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard_bg.wasm"));
 }

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -20,11 +20,11 @@ use parking_lot::Mutex;
 use prometheus::Registry;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::config::{lookup, BusConfig};
+use crate::config::{BusConfig, lookup};
 use crate::error::{Error, Result};
-use crate::event::{now_ns, Event, Severity};
+use crate::event::{Event, Severity, now_ns};
 use crate::metrics::{BusMetrics, ConsumerCounters, KindCounters};
-use crate::sanitize::{redact_everything, Sanitizer};
+use crate::sanitize::{Sanitizer, redact_everything};
 
 /// A sanitized batch, shared by every consumer without copying.
 #[derive(Clone, Debug)]
@@ -117,7 +117,11 @@ impl ConsumerHandle {
 
 impl Bus {
     /// Starts the pipeline thread. Must be called inside a tokio runtime: consumers run on it.
-    pub fn start(config: BusConfig, registry: &Registry, sanitizer: Box<dyn Sanitizer>) -> Result<Bus> {
+    pub fn start(
+        config: BusConfig,
+        registry: &Registry,
+        sanitizer: Box<dyn Sanitizer>,
+    ) -> Result<Bus> {
         config.validate()?;
         let (tx, rx) = mpsc::sync_channel(config.ingress_capacity);
         let (done_tx, done_rx) = oneshot::channel();
@@ -137,14 +141,21 @@ impl Bus {
             runtime: tokio::runtime::Handle::current(),
             pipeline_done: Mutex::new(Some(done_rx)),
         });
-        let pipeline = Pipeline { inner: inner.clone(), kinds: HashMap::new(), config: inner.config.load_full() };
+        let pipeline = Pipeline {
+            inner: inner.clone(),
+            kinds: HashMap::new(),
+            config: inner.config.load_full(),
+        };
         std::thread::Builder::new()
             .name("lookout-bus".into())
             .spawn(move || {
                 pipeline.run(rx);
                 let _ = done_tx.send(());
             })
-            .map_err(|e| Error::Config { field: "bus".into(), reason: format!("cannot start the pipeline thread: {e}") })?;
+            .map_err(|e| Error::Config {
+                field: "bus".into(),
+                reason: format!("cannot start the pipeline thread: {e}"),
+            })?;
         Ok(Bus { inner })
     }
 
@@ -185,7 +196,12 @@ impl Bus {
         let id = self.inner.next_consumer.fetch_add(1, Ordering::Relaxed);
         let counters = self.inner.metrics.consumer(name);
         let in_flight = Arc::new(AtomicU64::new(0));
-        let slot = Arc::new(ConsumerSlot { id, tx, counters: counters.clone(), in_flight: in_flight.clone() });
+        let slot = Arc::new(ConsumerSlot {
+            id,
+            tx,
+            counters: counters.clone(),
+            in_flight: in_flight.clone(),
+        });
         {
             let _edit = self.inner.consumers_edit.lock();
             let mut list = Vec::clone(&self.inner.consumers.load());
@@ -217,12 +233,22 @@ impl Bus {
             }
         });
         self.inner.consumer_tasks.lock().push(task);
-        Ok(ConsumerHandle { bus: self.clone(), id })
+        Ok(ConsumerHandle {
+            bus: self.clone(),
+            id,
+        })
     }
 
     fn remove_consumer(&self, id: u64) {
         let _edit = self.inner.consumers_edit.lock();
-        let list: Vec<_> = self.inner.consumers.load().iter().filter(|s| s.id != id).cloned().collect();
+        let list: Vec<_> = self
+            .inner
+            .consumers
+            .load()
+            .iter()
+            .filter(|s| s.id != id)
+            .cloned()
+            .collect();
         self.inner.consumers.store(Arc::new(list));
     }
 
@@ -260,9 +286,14 @@ impl Bus {
     pub async fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let pipeline_idle =
-                self.inner.processed.load(Ordering::Acquire) >= self.inner.enqueued.load(Ordering::Acquire);
-            let consumers_idle = self.inner.consumers.load().iter().all(|s| s.in_flight.load(Ordering::Acquire) == 0);
+            let pipeline_idle = self.inner.processed.load(Ordering::Acquire)
+                >= self.inner.enqueued.load(Ordering::Acquire);
+            let consumers_idle = self
+                .inner
+                .consumers
+                .load()
+                .iter()
+                .all(|s| s.in_flight.load(Ordering::Acquire) == 0);
             if pipeline_idle && consumers_idle {
                 return true;
             }
@@ -350,14 +381,28 @@ impl Pipeline {
                 self.kinds.clear();
             }
             let config = &self.config;
-            let rate = lookup(&config.sampling.rates, kind).copied().unwrap_or(config.sampling.default_rate);
-            let threshold = if rate >= 1.0 { u64::MAX } else { (rate * u64::MAX as f64) as u64 };
+            let rate = lookup(&config.sampling.rates, kind)
+                .copied()
+                .unwrap_or(config.sampling.default_rate);
+            let threshold = if rate >= 1.0 {
+                u64::MAX
+            } else {
+                (rate * u64::MAX as f64) as u64
+            };
             let limiter = lookup(&config.rate_limits, kind).map(|l| {
-                let per_second = std::num::NonZeroU32::new(l.per_second).unwrap_or(std::num::NonZeroU32::MIN);
-                let burst = l.burst.and_then(std::num::NonZeroU32::new).unwrap_or(per_second);
+                let per_second =
+                    std::num::NonZeroU32::new(l.per_second).unwrap_or(std::num::NonZeroU32::MIN);
+                let burst = l
+                    .burst
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(per_second);
                 RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
             });
-            let state = KindState { counters: self.inner.metrics.kind(kind), threshold, limiter };
+            let state = KindState {
+                counters: self.inner.metrics.kind(kind),
+                threshold,
+                limiter,
+            };
             self.kinds.insert(kind.to_string(), state);
         }
         self.kinds.get_mut(kind).expect("inserted above")
@@ -392,13 +437,21 @@ impl Pipeline {
             }
         }
         let admitted = Instant::now();
-        self.inner.metrics.stages.admit.observe((admitted - started).as_secs_f64());
+        self.inner
+            .metrics
+            .stages
+            .admit
+            .observe((admitted - started).as_secs_f64());
 
         if !events.is_empty() {
             self.sanitize(&mut events, &meta);
         }
         let cleaned = Instant::now();
-        self.inner.metrics.stages.sanitize.observe((cleaned - admitted).as_secs_f64());
+        self.inner
+            .metrics
+            .stages
+            .sanitize
+            .observe((cleaned - admitted).as_secs_f64());
 
         if !events.is_empty() {
             let batch = Batch(Arc::new(events));
@@ -411,7 +464,11 @@ impl Pipeline {
                 }
             }
         }
-        self.inner.metrics.stages.fan_out.observe(cleaned.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .stages
+            .fan_out
+            .observe(cleaned.elapsed().as_secs_f64());
         self.inner.processed.fetch_add(taken, Ordering::AcqRel);
     }
 
@@ -442,7 +499,11 @@ impl Pipeline {
             Err(e) => e.to_string(),
         };
         tracing::error!(target: "lookout::bus", sanitizer = sanitizer.name(), reason = %failure, events = meta.len(), "sanitizer failed; batch failed closed");
-        self.inner.metrics.sanitizer_failures.with_label_values(&[sanitizer.name()]).inc();
+        self.inner
+            .metrics
+            .sanitizer_failures
+            .with_label_values(&[sanitizer.name()])
+            .inc();
         redact_everything(events);
         let mut left = events.iter().map(|e| e.id).peekable();
         for (id, counters) in meta {
@@ -482,7 +543,9 @@ fn sample_hash(event: &Event) -> u64 {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// splitmix64's finalizer: spreads nearby inputs over the whole range.

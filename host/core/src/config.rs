@@ -55,7 +55,11 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig { default_rate: 1.0, rates: BTreeMap::new(), keep_errors: true }
+        SamplingConfig {
+            default_rate: 1.0,
+            rates: BTreeMap::new(),
+            keep_errors: true,
+        }
     }
 }
 
@@ -74,25 +78,42 @@ fn check_pattern(field: &str, pattern: &str) -> Result<()> {
     if pattern == "*" {
         return Ok(());
     }
-    crate::event::validate_kind(kind).map_err(|reason| Error::Config { field: field.to_string(), reason })
+    crate::event::validate_kind(kind).map_err(|reason| Error::Config {
+        field: field.to_string(),
+        reason,
+    })
 }
 
 impl BusConfig {
     /// Checks every setting; the error names the first wrong field and why.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| Err(Error::Config { field: field.to_string(), reason });
+        let bad = |field: &str, reason: String| {
+            Err(Error::Config {
+                field: field.to_string(),
+                reason,
+            })
+        };
         if self.ingress_capacity == 0 || self.ingress_capacity > 16 << 20 {
-            return bad("bus.ingress_capacity", "must be between 1 and 16777216".into());
+            return bad(
+                "bus.ingress_capacity",
+                "must be between 1 and 16777216".into(),
+            );
         }
         if self.batch_size == 0 || self.batch_size > 65_536 {
             return bad("bus.batch_size", "must be between 1 and 65536".into());
         }
         if self.consumer_capacity == 0 || self.consumer_capacity > 1 << 20 {
-            return bad("bus.consumer_capacity", "must be between 1 and 1048576".into());
+            return bad(
+                "bus.consumer_capacity",
+                "must be between 1 and 1048576".into(),
+            );
         }
         let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
         if !rate_ok(self.sampling.default_rate) {
-            return bad("bus.sampling.default_rate", format!("{} is not between 0.0 and 1.0", self.sampling.default_rate));
+            return bad(
+                "bus.sampling.default_rate",
+                format!("{} is not between 0.0 and 1.0", self.sampling.default_rate),
+            );
         }
         for (pattern, rate) in &self.sampling.rates {
             let field = format!("bus.sampling.rates.\"{pattern}\"");
@@ -105,7 +126,10 @@ impl BusConfig {
             let field = format!("bus.rate_limits.\"{pattern}\"");
             check_pattern(&field, pattern)?;
             if limit.per_second == 0 {
-                return bad(&field, "per_second must be at least 1 (use sampling rate 0.0 to drop a kind)".into());
+                return bad(
+                    &field,
+                    "per_second must be at least 1 (use sampling rate 0.0 to drop a kind)".into(),
+                );
             }
             if limit.burst == Some(0) {
                 return bad(&field, "burst must be at least 1".into());
@@ -142,7 +166,13 @@ mod tests {
         assert!(err.contains("bus.sampling.rates.\"request.*\""), "{err}");
         assert!(err.contains("1.5"), "{err}");
         let mut c = BusConfig::default();
-        c.rate_limits.insert("Bad Kind".into(), RateLimit { per_second: 1, burst: None });
+        c.rate_limits.insert(
+            "Bad Kind".into(),
+            RateLimit {
+                per_second: 1,
+                burst: None,
+            },
+        );
         assert!(c.validate().unwrap_err().to_string().contains("Bad Kind"));
     }
 

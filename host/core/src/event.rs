@@ -8,7 +8,9 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// How serious an event is; ordered from `Trace` to `Error`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Trace,
@@ -126,7 +128,10 @@ impl Event {
 
     #[must_use]
     pub fn field(mut self, key: impl Into<String>, value: impl Into<FieldValue>) -> Self {
-        self.fields.push(Field { key: key.into(), value: value.into() });
+        self.fields.push(Field {
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -138,7 +143,9 @@ impl Event {
 
 /// Now, as unix nanoseconds.
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 struct FieldsAsMap<'a>(&'a [Field]);
@@ -183,10 +190,17 @@ pub fn validate_kind(kind: &str) -> Result<(), String> {
     }
     for segment in kind.split('.') {
         if segment.is_empty() {
-            return Err(format!("kind `{kind}` has an empty segment (dotted name expected, e.g. `worker.crashed`)"));
+            return Err(format!(
+                "kind `{kind}` has an empty segment (dotted name expected, e.g. `worker.crashed`)"
+            ));
         }
-        if !segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
-            return Err(format!("kind `{kind}` may hold only lowercase letters, digits, `_`, `-` and dots"));
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "kind `{kind}` may hold only lowercase letters, digits, `_`, `-` and dots"
+            ));
         }
     }
     Ok(())
@@ -198,7 +212,11 @@ mod tests {
 
     #[test]
     fn event_json_has_fields_as_an_object_in_order() {
-        let mut e = Event::new("worker.crashed").correlation_id("c1").field("b", 2i64).field("a", "x").field("ok", false);
+        let mut e = Event::new("worker.crashed")
+            .correlation_id("c1")
+            .field("b", 2i64)
+            .field("a", "x")
+            .field("ok", false);
         e.id = 7;
         e.timestamp_ns = 9;
         let json = serde_json::to_string(&e).unwrap();

@@ -21,8 +21,11 @@ mod metrics;
 mod sanitize;
 
 pub use bus::{Batch, Bus, Consumer, ConsumerError, ConsumerHandle, Published};
-pub use config::{BusConfig, RateLimit, SamplingConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONSUMER_CAPACITY, DEFAULT_INGRESS_CAPACITY};
+pub use config::{
+    BusConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONSUMER_CAPACITY, DEFAULT_INGRESS_CAPACITY, RateLimit,
+    SamplingConfig,
+};
 pub use error::{Error, Result};
-pub use event::{now_ns, validate_kind, Event, Field, FieldValue, Severity, MAX_KIND_LEN};
+pub use event::{Event, Field, FieldValue, MAX_KIND_LEN, Severity, now_ns, validate_kind};
 pub use metrics::MAX_KIND_LABELS;
-pub use sanitize::{redact_everything, PassThrough, SanitizeError, Sanitizer, FAILED_CLOSED};
+pub use sanitize::{FAILED_CLOSED, PassThrough, SanitizeError, Sanitizer, redact_everything};

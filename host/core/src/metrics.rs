@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::error::{Error, Result};
 
@@ -59,22 +61,41 @@ pub(crate) struct BusMetrics {
     kinds: RwLock<HashMap<String, Arc<KindCounters>>>,
 }
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C, name: &str) -> Result<C> {
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+    name: &str,
+) -> Result<C> {
     registry
         .register(Box::new(c.clone()))
-        .map_err(|e| Error::Metric { name: name.to_string(), reason: e.to_string() })?;
+        .map_err(|e| Error::Metric {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(c)
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .map_err(|e| Error::Metric { name: name.to_string(), reason: e.to_string() })?;
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).map_err(|e| Error::Metric {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
     register(registry, c, name)
 }
 
 impl BusMetrics {
     pub fn new(registry: &Registry) -> Result<Self> {
-        let published = counter_vec(registry, "lookout_events_published_total", "Events handed to the bus, per kind.", &["kind"])?;
+        let published = counter_vec(
+            registry,
+            "lookout_events_published_total",
+            "Events handed to the bus, per kind.",
+            &["kind"],
+        )?;
         let events = counter_vec(
             registry,
             "lookout_events_total",
@@ -95,23 +116,45 @@ impl BusMetrics {
         )?;
         let ingress_length = register(
             registry,
-            IntGauge::new("lookout_bus_ingress_queue_length", "Events waiting in the bus's ingress queue.")
-                .map_err(|e| Error::Metric { name: "lookout_bus_ingress_queue_length".into(), reason: e.to_string() })?,
+            IntGauge::new(
+                "lookout_bus_ingress_queue_length",
+                "Events waiting in the bus's ingress queue.",
+            )
+            .map_err(|e| Error::Metric {
+                name: "lookout_bus_ingress_queue_length".into(),
+                reason: e.to_string(),
+            })?,
             "lookout_bus_ingress_queue_length",
         )?;
         let stage = HistogramVec::new(
-            HistogramOpts::new("lookout_bus_stage_seconds", "Time each pipeline stage spends per batch.")
-                .buckets(vec![1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1.0]),
+            HistogramOpts::new(
+                "lookout_bus_stage_seconds",
+                "Time each pipeline stage spends per batch.",
+            )
+            .buckets(vec![
+                1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1.0,
+            ]),
             &["stage"],
         )
-        .map_err(|e| Error::Metric { name: "lookout_bus_stage_seconds".into(), reason: e.to_string() })?;
+        .map_err(|e| Error::Metric {
+            name: "lookout_bus_stage_seconds".into(),
+            reason: e.to_string(),
+        })?;
         let stage = register(registry, stage, "lookout_bus_stage_seconds")?;
         let stages = StageTimers {
             admit: stage.with_label_values(&["admit"]),
             sanitize: stage.with_label_values(&["sanitize"]),
             fan_out: stage.with_label_values(&["fan_out"]),
         };
-        Ok(BusMetrics { published, events, consumer_events, sanitizer_failures, ingress_length, stages, kinds: RwLock::new(HashMap::new()) })
+        Ok(BusMetrics {
+            published,
+            events,
+            consumer_events,
+            sanitizer_failures,
+            ingress_length,
+            stages,
+            kinds: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The counters of `kind`, created on first use (or `other` past the cap).
@@ -123,7 +166,11 @@ impl BusMetrics {
         if let Some(c) = kinds.get(kind) {
             return c.clone();
         }
-        let label = if kinds.len() >= MAX_KIND_LABELS { "other" } else { kind };
+        let label = if kinds.len() >= MAX_KIND_LABELS {
+            "other"
+        } else {
+            kind
+        };
         let outcome = |o: &str| self.events.with_label_values(&[label, o]);
         let counters = Arc::new(KindCounters {
             published: self.published.with_label_values(&[label]),

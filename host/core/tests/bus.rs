@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_core::{
-    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FieldValue, PassThrough, Published, RateLimit, SanitizeError,
-    Sanitizer, Severity, FAILED_CLOSED,
+    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, PassThrough,
+    Published, RateLimit, SanitizeError, Sanitizer, Severity,
 };
 use parking_lot::Mutex;
 use prometheus::Registry;
@@ -39,7 +39,11 @@ struct Flaky(u64);
 impl Consumer for Flaky {
     async fn handle(&mut self, _batch: Batch) -> Result<(), ConsumerError> {
         self.0 += 1;
-        if self.0 % 2 == 0 { Err(ConsumerError::Failed("flaky".into())) } else { Ok(()) }
+        if self.0 % 2 == 0 {
+            Err(ConsumerError::Failed("flaky".into()))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -50,16 +54,33 @@ fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
 }
 
 fn outcomes(registry: &Registry) -> BTreeMap<String, u64> {
-    ["accepted", "sampled_out", "rate_limited", "dropped", "filtered"]
-        .into_iter()
-        .map(|o| (o.to_string(), counter(registry, "lookout_events_total", &[("outcome", o)])))
-        .collect()
+    [
+        "accepted",
+        "sampled_out",
+        "rate_limited",
+        "dropped",
+        "filtered",
+    ]
+    .into_iter()
+    .map(|o| {
+        (
+            o.to_string(),
+            counter(registry, "lookout_events_total", &[("outcome", o)]),
+        )
+    })
+    .collect()
 }
 
 fn start(config: BusConfig) -> (Bus, Registry) {
@@ -82,14 +103,21 @@ async fn sampling_keeps_or_drops_a_request_whole() {
         bus.publish(Event::new("request.started").correlation_id(&cid));
         bus.publish(Event::new("request.completed").correlation_id(&cid));
         if i % 10 == 0 {
-            bus.publish(Event::new("request.failed").correlation_id(&cid).severity(Severity::Error));
+            bus.publish(
+                Event::new("request.failed")
+                    .correlation_id(&cid)
+                    .severity(Severity::Error),
+            );
         }
     }
     assert!(bus.flush(Duration::from_secs(10)).await);
     let events = seen.0.lock().clone();
     let mut per_request: HashMap<String, Vec<String>> = HashMap::new();
     for e in &events {
-        per_request.entry(e.correlation_id.clone().unwrap()).or_default().push(e.kind.clone());
+        per_request
+            .entry(e.correlation_id.clone().unwrap())
+            .or_default()
+            .push(e.kind.clone());
     }
     let mut kept = 0;
     for (cid, kinds) in &per_request {
@@ -98,7 +126,10 @@ async fn sampling_keeps_or_drops_a_request_whole() {
         assert_eq!(started, completed, "{cid} kept only half: {kinds:?}");
         kept += usize::from(started);
     }
-    assert!((450..=750).contains(&kept), "kept {kept} of 2000 requests at rate 0.3");
+    assert!(
+        (450..=750).contains(&kept),
+        "kept {kept} of 2000 requests at rate 0.3"
+    );
     let errors = events.iter().filter(|e| e.kind == "request.failed").count();
     assert_eq!(errors, 200, "every error event is kept");
     assert_eq!(outcomes(&registry)["sampled_out"], 2 * (2000 - kept as u64));
@@ -113,8 +144,17 @@ async fn sampling_keeps_or_drops_a_request_whole() {
         bus2.publish(Event::new("request.started").correlation_id(format!("req-{i}")));
     }
     assert!(bus2.flush(Duration::from_secs(10)).await);
-    let a: HashSet<_> = events.iter().filter(|e| e.kind == "request.started").map(|e| e.correlation_id.clone()).collect();
-    let b: HashSet<_> = seen2.0.lock().iter().map(|e| e.correlation_id.clone()).collect();
+    let a: HashSet<_> = events
+        .iter()
+        .filter(|e| e.kind == "request.started")
+        .map(|e| e.correlation_id.clone())
+        .collect();
+    let b: HashSet<_> = seen2
+        .0
+        .lock()
+        .iter()
+        .map(|e| e.correlation_id.clone())
+        .collect();
     assert_eq!(a, b);
 }
 
@@ -122,7 +162,13 @@ async fn sampling_keeps_or_drops_a_request_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_caps_only_the_noisy_kind() {
     let mut config = BusConfig::default();
-    config.rate_limits.insert("noisy.*".into(), RateLimit { per_second: 5, burst: Some(20) });
+    config.rate_limits.insert(
+        "noisy.*".into(),
+        RateLimit {
+            per_second: 5,
+            burst: Some(20),
+        },
+    );
     let (bus, registry) = start(config);
     let seen = Collect::default();
     bus.register("collect", seen.clone()).unwrap();
@@ -137,7 +183,14 @@ async fn rate_limit_caps_only_the_noisy_kind() {
     assert_eq!(quiet, 1000);
     // The burst, plus whatever the steady rate refilled while the test ran.
     assert!((20..=40).contains(&noisy), "{noisy} noisy events passed");
-    assert_eq!(counter(&registry, "lookout_events_total", &[("kind", "noisy.log"), ("outcome", "rate_limited")]), 1000 - noisy as u64);
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_events_total",
+            &[("kind", "noisy.log"), ("outcome", "rate_limited")]
+        ),
+        1000 - noisy as u64
+    );
 }
 
 /// Holds the pipeline until released, so the ingress queue fills.
@@ -160,9 +213,15 @@ async fn full_ingress_drops_without_blocking_and_counts() {
     let registry = Registry::new();
     let gate = Arc::new(Gate(Mutex::new(())));
     let held = gate.0.lock();
-    let config = BusConfig { ingress_capacity: 100, batch_size: 10, ..BusConfig::default() };
+    let config = BusConfig {
+        ingress_capacity: 100,
+        batch_size: 10,
+        ..BusConfig::default()
+    };
     let bus = Bus::start(config, &registry, Box::new(GateRef(gate.clone()))).unwrap();
-    let results: Vec<Published> = (0..1000).map(|_| bus.publish(Event::new("burst"))).collect();
+    let results: Vec<Published> = (0..1000)
+        .map(|_| bus.publish(Event::new("burst")))
+        .collect();
     let dropped = results.iter().filter(|r| **r == Published::Dropped).count() as u64;
     // The pipeline holds at most one batch while blocked; the queue holds 100.
     assert!(dropped >= 1000 - 100 - 10, "only {dropped} dropped");
@@ -171,17 +230,25 @@ async fn full_ingress_drops_without_blocking_and_counts() {
     let o = outcomes(&registry);
     assert_eq!(o["dropped"], dropped);
     assert_eq!(o["accepted"], 1000 - dropped);
-    assert_eq!(counter(&registry, "lookout_events_published_total", &[]), 1000);
+    assert_eq!(
+        counter(&registry, "lookout_events_published_total", &[]),
+        1000
+    );
 }
 
 /// A slow consumer drops (and counts) only its own batches; a fast one gets everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_drops_only_its_own_events() {
-    let config = BusConfig { consumer_capacity: 64, batch_size: 16, ..BusConfig::default() };
+    let config = BusConfig {
+        consumer_capacity: 64,
+        batch_size: 16,
+        ..BusConfig::default()
+    };
     let (bus, registry) = start(config);
     let fast = Collect::default();
     bus.register("fast", fast.clone()).unwrap();
-    bus.register("slow", Slow(Duration::from_millis(50))).unwrap();
+    bus.register("slow", Slow(Duration::from_millis(50)))
+        .unwrap();
     // One batch at a time, each handed on only when the fast consumer has it: the fast one
     // never lags; the slow one (50 ms a batch, room for 64, at least 300 batches) must overflow.
     for step in 0..300 {
@@ -190,29 +257,50 @@ async fn slow_consumer_drops_only_its_own_events() {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while fast.0.lock().len() < (step as usize + 1) * 16 {
-            assert!(std::time::Instant::now() < deadline, "fast consumer stalled at step {step}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fast consumer stalled at step {step}"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
     assert!(bus.flush(Duration::from_secs(30)).await);
     assert_eq!(fast.0.lock().len(), 4800);
-    let c = |consumer, outcome| counter(&registry, "lookout_consumer_events_total", &[("consumer", consumer), ("outcome", outcome)]);
+    let c = |consumer, outcome| {
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", consumer), ("outcome", outcome)],
+        )
+    };
     assert_eq!(c("fast", "delivered"), 4800);
     assert_eq!(c("fast", "dropped"), 0);
-    assert!(c("slow", "dropped") > 0, "the slow consumer should have overflowed");
+    assert!(
+        c("slow", "dropped") > 0,
+        "the slow consumer should have overflowed"
+    );
     assert_eq!(c("slow", "delivered") + c("slow", "dropped"), 4800);
 }
 
 /// A consumer's failures are counted as `failed`; it stays registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_failures_are_counted() {
-    let (bus, registry) = start(BusConfig { batch_size: 1, ..BusConfig::default() });
+    let (bus, registry) = start(BusConfig {
+        batch_size: 1,
+        ..BusConfig::default()
+    });
     bus.register("flaky", Flaky::default()).unwrap();
     for _ in 0..10 {
         bus.publish(Event::new("x"));
         assert!(bus.flush(Duration::from_secs(5)).await);
     }
-    let c = |outcome| counter(&registry, "lookout_consumer_events_total", &[("consumer", "flaky"), ("outcome", outcome)]);
+    let c = |outcome| {
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "flaky"), ("outcome", outcome)],
+        )
+    };
     assert_eq!(c("failed"), 5);
     assert_eq!(c("delivered"), 5);
 }
@@ -225,7 +313,10 @@ impl Sanitizer for Broken {
         "broken"
     }
     fn sanitize(&self, _batch: &mut Vec<Event>) -> Result<(), SanitizeError> {
-        Err(SanitizeError { sanitizer: "broken".into(), reason: "trap".into() })
+        Err(SanitizeError {
+            sanitizer: "broken".into(),
+            reason: "trap".into(),
+        })
     }
 }
 
@@ -249,21 +340,35 @@ async fn failing_sanitizer_fails_closed() {
     let bus = Bus::start(BusConfig::default(), &registry, Box::new(Broken)).unwrap();
     let seen = Collect::default();
     bus.register("collect", seen.clone()).unwrap();
-    bus.publish(Event::new("login").field("password", "hunter2").field("attempt", 3i64));
+    bus.publish(
+        Event::new("login")
+            .field("password", "hunter2")
+            .field("attempt", 3i64),
+    );
     assert!(bus.flush(Duration::from_secs(5)).await);
     let events = seen.0.lock().clone();
     assert_eq!(events.len(), 1);
     for f in &events[0].fields {
         assert_eq!(f.value, FieldValue::Str(FAILED_CLOSED.into()), "{f:?}");
     }
-    assert_eq!(counter(&registry, "lookout_sanitizer_failures_total", &[("sanitizer", "broken")]), 1);
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_sanitizer_failures_total",
+            &[("sanitizer", "broken")]
+        ),
+        1
+    );
 
     // A sanitizer that breaks its contract has its whole batch dropped, and counted.
     bus.set_sanitizer(Box::new(Forger));
     bus.publish(Event::new("login").field("password", "hunter2"));
     assert!(bus.flush(Duration::from_secs(5)).await);
     assert_eq!(seen.0.lock().len(), 1, "nothing of a forged batch goes out");
-    assert_eq!(counter(&registry, "lookout_events_total", &[("outcome", "dropped")]), 1);
+    assert_eq!(
+        counter(&registry, "lookout_events_total", &[("outcome", "dropped")]),
+        1
+    );
 }
 
 /// Leaves out every event whose kind starts with `debug.`.
@@ -285,13 +390,24 @@ impl Sanitizer for DropDebug {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_accounted_for_under_load() {
     let registry = Registry::new();
-    let mut config = BusConfig { ingress_capacity: 8192, consumer_capacity: 8, ..BusConfig::default() };
+    let mut config = BusConfig {
+        ingress_capacity: 8192,
+        consumer_capacity: 8,
+        ..BusConfig::default()
+    };
     config.sampling.rates.insert("request.*".into(), 0.5);
-    config.rate_limits.insert("noisy.*".into(), RateLimit { per_second: 1000, burst: None });
+    config.rate_limits.insert(
+        "noisy.*".into(),
+        RateLimit {
+            per_second: 1000,
+            burst: None,
+        },
+    );
     let bus = Bus::start(config, &registry, Box::new(DropDebug)).unwrap();
     let all = Collect::default();
     bus.register("all", all.clone()).unwrap();
-    bus.register("slow", Slow(Duration::from_micros(300))).unwrap();
+    bus.register("slow", Slow(Duration::from_micros(300)))
+        .unwrap();
     bus.register("flaky", Flaky::default()).unwrap();
 
     const PRODUCERS: u64 = 4;
@@ -300,11 +416,19 @@ async fn every_event_is_accounted_for_under_load() {
         .map(|p| {
             let bus = bus.clone();
             std::thread::spawn(move || {
-                let kinds = ["request.started", "noisy.tick", "debug.trace", "worker.started", "request.completed"];
+                let kinds = [
+                    "request.started",
+                    "noisy.tick",
+                    "debug.trace",
+                    "worker.started",
+                    "request.completed",
+                ];
                 let mut queued = 0u64;
                 for i in 0..PER_PRODUCER {
                     let kind = kinds[(i % 5) as usize];
-                    let e = Event::new(kind).correlation_id(format!("{p}-{}", i / 5)).field("i", i as i64);
+                    let e = Event::new(kind)
+                        .correlation_id(format!("{p}-{}", i / 5))
+                        .field("i", i as i64);
                     if bus.publish(e) == Published::Queued {
                         queued += 1;
                     }
@@ -319,15 +443,43 @@ async fn every_event_is_accounted_for_under_load() {
     let published = counter(&registry, "lookout_events_published_total", &[]);
     assert_eq!(published, PRODUCERS * PER_PRODUCER);
     let o = outcomes(&registry);
-    assert_eq!(o.values().sum::<u64>(), published, "published = Σ outcomes: {o:?}");
-    assert_eq!(published - queued, o["dropped"], "every refused publish is a counted drop");
-    assert!(o["sampled_out"] > 0 && o["rate_limited"] > 0 && o["filtered"] > 0, "{o:?}");
+    assert_eq!(
+        o.values().sum::<u64>(),
+        published,
+        "published = Σ outcomes: {o:?}"
+    );
+    assert_eq!(
+        published - queued,
+        o["dropped"],
+        "every refused publish is a counted drop"
+    );
+    assert!(
+        o["sampled_out"] > 0 && o["rate_limited"] > 0 && o["filtered"] > 0,
+        "{o:?}"
+    );
     let accepted = o["accepted"];
     for consumer in ["all", "slow", "flaky"] {
-        let c = |outcome| counter(&registry, "lookout_consumer_events_total", &[("consumer", consumer), ("outcome", outcome)]);
-        assert_eq!(c("delivered") + c("dropped") + c("failed"), accepted, "consumer {consumer}");
+        let c = |outcome| {
+            counter(
+                &registry,
+                "lookout_consumer_events_total",
+                &[("consumer", consumer), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(
+            c("delivered") + c("dropped") + c("failed"),
+            accepted,
+            "consumer {consumer}"
+        );
     }
-    assert_eq!(all.0.lock().len() as u64, counter(&registry, "lookout_consumer_events_total", &[("consumer", "all"), ("outcome", "delivered")]));
+    assert_eq!(
+        all.0.lock().len() as u64,
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "all"), ("outcome", "delivered")]
+        )
+    );
     assert!(all.0.lock().iter().all(|e| !e.kind.starts_with("debug.")));
 }
 
@@ -343,7 +495,11 @@ async fn ids_are_unique_and_monotonic() {
     assert!(bus.flush(Duration::from_secs(5)).await);
     let events = seen.0.lock();
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(events.iter().all(|e| e.timestamp_ns > 1_600_000_000_000_000_000));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.timestamp_ns > 1_600_000_000_000_000_000)
+    );
 }
 
 /// A config with an out-of-range value is refused with the field named; the old one stays.

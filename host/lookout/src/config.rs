@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use lookout_core::BusConfig;
 use lookout_wasm::Limits;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: DEFAULT_LISTEN.into(), max_body_bytes: lookout_server::DEFAULT_MAX_BODY_BYTES, dashboard: true }
+        ServerConfig {
+            listen: DEFAULT_LISTEN.into(),
+            max_body_bytes: lookout_server::DEFAULT_MAX_BODY_BYTES,
+            dashboard: true,
+        }
     }
 }
 
@@ -53,7 +57,11 @@ pub struct SanitizerConfig {
 
 impl Default for SanitizerConfig {
     fn default() -> Self {
-        SanitizerConfig { plugin: "redact".into(), config: BTreeMap::new(), limits: Limits::default() }
+        SanitizerConfig {
+            plugin: "redact".into(),
+            config: BTreeMap::new(),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -66,16 +74,22 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
 impl Config {
     /// Reads and checks a config file; the error names the file and the offending key.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config: Config = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
-        config.validate().with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(config)
     }
 
@@ -90,10 +104,12 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.server
-            .listen
-            .parse()
-            .with_context(|| format!("invalid config `server.listen`: `{}` is not an address like 127.0.0.1:8787", self.server.listen))
+        self.server.listen.parse().with_context(|| {
+            format!(
+                "invalid config `server.listen`: `{}` is not an address like 127.0.0.1:8787",
+                self.server.listen
+            )
+        })
     }
 
     /// The sanitizer plugin's bytes: embedded by name, or read from a path.
@@ -102,8 +118,15 @@ impl Config {
             "redact" => Ok(("redact".into(), lookout_artifacts::plugins::REDACT.to_vec())),
             path => {
                 let path = PathBuf::from(path);
-                let bytes = std::fs::read(&path).with_context(|| format!("invalid config `sanitizer.plugin`: cannot read {}", path.display()))?;
-                let name = path.file_stem().map_or_else(|| "sanitizer".into(), |s| s.to_string_lossy().into_owned());
+                let bytes = std::fs::read(&path).with_context(|| {
+                    format!(
+                        "invalid config `sanitizer.plugin`: cannot read {}",
+                        path.display()
+                    )
+                })?;
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| "sanitizer".into(), |s| s.to_string_lossy().into_owned());
                 Ok((name, bytes))
             }
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use lookout_core::Bus;
 use lookout_server::{AppState, DashboardAssets};
@@ -19,7 +19,11 @@ use prometheus::Registry;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "lookout", version, about = "A WebAssembly-extensible observability host")]
+#[command(
+    name = "lookout",
+    version,
+    about = "A WebAssembly-extensible observability host"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,17 +68,24 @@ fn main() -> anyhow::Result<()> {
                 config.validate()?;
             }
             init_logging(&config.log.level)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("lookout").build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("lookout")
+                .build()?;
             runtime.block_on(serve(config))
         }
-        Command::Config { command: ConfigCommand::Check { file } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
             let config = Config::load(&file)?;
             let registry = Registry::new();
             load_sanitizer(&config, &Runtime::new(&registry)?)?;
             println!("{}: ok", file.display());
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Defaults } => {
+        Command::Config {
+            command: ConfigCommand::Defaults,
+        } => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())
         }
@@ -84,8 +95,11 @@ fn main() -> anyhow::Result<()> {
 /// JSON logs, one object a line, on stderr.
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(env).context("invalid RUST_LOG")?,
-        _ => tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("invalid config `log.level`: `{level}`"))?,
+        Ok(env) if !env.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(env).context("invalid RUST_LOG")?
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("invalid config `log.level`: `{level}`"))?,
     };
     tracing_subscriber::fmt()
         .json()
@@ -100,10 +114,23 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 fn load_sanitizer(config: &Config, runtime: &Runtime) -> anyhow::Result<WasmSanitizer> {
     let (name, wasm) = config.sanitizer_wasm()?;
     if wasm.is_empty() {
-        bail!("the embedded `{name}` plugin is empty: this binary was built with LOOKOUT_SKIP_WASM_BUILD=1");
+        bail!(
+            "the embedded `{name}` plugin is empty: this binary was built with LOOKOUT_SKIP_WASM_BUILD=1"
+        );
     }
-    let plugin_config = config.sanitizer.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    Ok(WasmSanitizer::load(runtime, &name, &wasm, plugin_config, config.sanitizer.limits)?)
+    let plugin_config = config
+        .sanitizer
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(WasmSanitizer::load(
+        runtime,
+        &name,
+        &wasm,
+        plugin_config,
+        config.sanitizer.limits,
+    )?)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -113,16 +140,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sanitizer_name = lookout_core::Sanitizer::name(&sanitizer).to_string();
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(sanitizer))?;
 
-    let dashboard = (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {
-        index_html: lookout_artifacts::dashboard::INDEX_HTML,
-        app_js: lookout_artifacts::dashboard::APP_JS,
-        app_wasm: lookout_artifacts::dashboard::APP_WASM,
-    });
-    let state = AppState { bus: bus.clone(), registry, dashboard, max_body_bytes: config.server.max_body_bytes };
+    let dashboard =
+        (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {
+            index_html: lookout_artifacts::dashboard::INDEX_HTML,
+            app_js: lookout_artifacts::dashboard::APP_JS,
+            app_wasm: lookout_artifacts::dashboard::APP_WASM,
+        });
+    let state = AppState {
+        bus: bus.clone(),
+        registry,
+        dashboard,
+        max_body_bytes: config.server.max_body_bytes,
+    };
     let app = lookout_server::router(state);
 
     let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(target: "lookout", listen = %bound, sanitizer = %sanitizer_name, version = env!("CARGO_PKG_VERSION"), "lookout started");
     // On stdout, for people and scripts: the one line that says where to look.
@@ -155,7 +190,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -2,7 +2,7 @@
 //! line). The whole body is checked before anything is published, and the first problem is
 //! reported with its line (NDJSON) or index (array) and the field at fault.
 
-use lookout_core::{validate_kind, Event, FieldValue, Severity};
+use lookout_core::{Event, FieldValue, Severity, validate_kind};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -46,19 +46,33 @@ struct IncomingEvent {
 
 /// Parses a whole body into events, or names the first problem.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Event>, IngestError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| IngestError { at: Location::Body, field: None, reason: format!("body is not UTF-8: {e}") })?;
+    let text = std::str::from_utf8(body).map_err(|e| IngestError {
+        at: Location::Body,
+        field: None,
+        reason: format!("body is not UTF-8: {e}"),
+    })?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
-        return Err(IngestError { at: Location::Body, field: None, reason: "body is empty: expected a JSON array of events or NDJSON".into() });
+        return Err(IngestError {
+            at: Location::Body,
+            field: None,
+            reason: "body is empty: expected a JSON array of events or NDJSON".into(),
+        });
     }
     let mut events = Vec::new();
     if trimmed.starts_with('[') {
-        let values: Vec<Value> = serde_json::from_str(text)
-            .map_err(|e| IngestError { at: Location::Body, field: None, reason: format!("invalid JSON array: {e}") })?;
+        let values: Vec<Value> = serde_json::from_str(text).map_err(|e| IngestError {
+            at: Location::Body,
+            field: None,
+            reason: format!("invalid JSON array: {e}"),
+        })?;
         check_count(values.len())?;
         for (i, value) in values.into_iter().enumerate() {
-            events.push(to_event(value).map_err(|(field, reason)| IngestError { at: Location::Index(i), field, reason })?);
+            events.push(to_event(value).map_err(|(field, reason)| IngestError {
+                at: Location::Index(i),
+                field,
+                reason,
+            })?);
         }
     } else {
         for (n, line) in text.lines().enumerate() {
@@ -66,9 +80,16 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Event>, IngestError> {
                 continue;
             }
             let at = Location::Line(n + 1);
-            let value: Value = serde_json::from_str(line)
-                .map_err(|e| IngestError { at, field: None, reason: format!("invalid JSON: {e}") })?;
-            events.push(to_event(value).map_err(|(field, reason)| IngestError { at, field, reason })?);
+            let value: Value = serde_json::from_str(line).map_err(|e| IngestError {
+                at,
+                field: None,
+                reason: format!("invalid JSON: {e}"),
+            })?;
+            events.push(to_event(value).map_err(|(field, reason)| IngestError {
+                at,
+                field,
+                reason,
+            })?);
             check_count(events.len())?;
         }
     }
@@ -77,7 +98,11 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Event>, IngestError> {
 
 fn check_count(n: usize) -> Result<(), IngestError> {
     if n > MAX_EVENTS_PER_REQUEST {
-        return Err(IngestError { at: Location::Body, field: None, reason: format!("more than {MAX_EVENTS_PER_REQUEST} events in one request") });
+        return Err(IngestError {
+            at: Location::Body,
+            field: None,
+            reason: format!("more than {MAX_EVENTS_PER_REQUEST} events in one request"),
+        });
     }
     Ok(())
 }
@@ -86,7 +111,10 @@ type FieldError = (Option<String>, String);
 
 fn to_event(value: Value) -> Result<Event, FieldError> {
     if !value.is_object() {
-        return Err((None, "expected an object like {\"kind\": \"...\", \"fields\": {...}}".into()));
+        return Err((
+            None,
+            "expected an object like {\"kind\": \"...\", \"fields\": {...}}".into(),
+        ));
     }
     let incoming: IncomingEvent = serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
@@ -102,29 +130,44 @@ fn to_event(value: Value) -> Result<Event, FieldError> {
             "info" => Severity::Info,
             "warn" | "warning" => Severity::Warn,
             "error" => Severity::Error,
-            other => return Err((Some("severity".into()), format!("`{other}` is not one of trace, debug, info, warn, error"))),
+            other => {
+                return Err((
+                    Some("severity".into()),
+                    format!("`{other}` is not one of trace, debug, info, warn, error"),
+                ));
+            }
         };
     }
     if let Some(cid) = incoming.correlation_id {
         if cid.is_empty()
             || cid.len() > MAX_CORRELATION_ID_LEN
-            || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            || !cid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         {
             return Err((
                 Some("correlation_id".into()),
-                format!("must be 1–{MAX_CORRELATION_ID_LEN} characters of letters, digits, `-`, `_`, `.`, `:`"),
+                format!(
+                    "must be 1–{MAX_CORRELATION_ID_LEN} characters of letters, digits, `-`, `_`, `.`, `:`"
+                ),
             ));
         }
         event.correlation_id = Some(cid);
     }
     if let Some(fields) = incoming.fields {
         if fields.len() > MAX_FIELDS {
-            return Err((Some("fields".into()), format!("more than {MAX_FIELDS} fields")));
+            return Err((
+                Some("fields".into()),
+                format!("more than {MAX_FIELDS} fields"),
+            ));
         }
         for (key, value) in fields {
             let name = format!("fields.{key}");
             if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err((Some(name), format!("field keys must be 1–{MAX_KEY_LEN} bytes")));
+                return Err((
+                    Some(name),
+                    format!("field keys must be 1–{MAX_KEY_LEN} bytes"),
+                ));
             }
             let value = match value {
                 Value::String(s) => FieldValue::Str(s),
@@ -133,9 +176,18 @@ fn to_event(value: Value) -> Result<Event, FieldError> {
                     Some(i) => FieldValue::Int(i),
                     None => FieldValue::Float(n.as_f64().unwrap_or(f64::NAN)),
                 },
-                Value::Null => return Err((Some(name), "null is not a field value (omit the field)".into())),
+                Value::Null => {
+                    return Err((
+                        Some(name),
+                        "null is not a field value (omit the field)".into(),
+                    ));
+                }
                 Value::Array(_) | Value::Object(_) => {
-                    return Err((Some(name), "field values must be a string, number or bool, not an array or object".into()));
+                    return Err((
+                        Some(name),
+                        "field values must be a string, number or bool, not an array or object"
+                            .into(),
+                    ));
                 }
             };
             event.fields.push(lookout_core::Field { key, value });
@@ -161,11 +213,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_field() {
-        let err = parse_body(b"{\"kind\":\"ok\"}\n{\"kind\":\"ok\",\"fields\":{\"deep\":{\"a\":1}}}\n").unwrap_err();
+        let err =
+            parse_body(b"{\"kind\":\"ok\"}\n{\"kind\":\"ok\",\"fields\":{\"deep\":{\"a\":1}}}\n")
+                .unwrap_err();
         assert_eq!(err.at, Location::Line(2));
         assert_eq!(err.field.as_deref(), Some("fields.deep"));
         let err = parse_body(br#"[{"kind":"ok"},{"kind":"Bad Kind"}]"#).unwrap_err();
-        assert_eq!((err.at, err.field.as_deref()), (Location::Index(1), Some("kind")));
+        assert_eq!(
+            (err.at, err.field.as_deref()),
+            (Location::Index(1), Some("kind"))
+        );
         let err = parse_body(br#"[{"kind":"ok","sevrity":"info"}]"#).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("sevrity"));
         let err = parse_body(b"{\"kind\":\"ok\"}\n{not json\n").unwrap_err();

@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-pub use ingest::{parse_body, IngestError, Location, MAX_EVENTS_PER_REQUEST};
+pub use ingest::{IngestError, Location, MAX_EVENTS_PER_REQUEST, parse_body};
 
 /// Default largest accepted ingest body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -65,7 +65,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, body: json!({ "error": message.into() }) }
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
     }
 }
 
@@ -86,7 +89,10 @@ impl From<IngestError> for ApiError {
         if let Some(field) = e.field {
             body["field"] = json!(field);
         }
-        ApiError { status: StatusCode::BAD_REQUEST, body }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body,
+        }
     }
 }
 
@@ -94,7 +100,10 @@ impl From<IngestError> for ApiError {
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body_bytes;
     Router::new()
-        .route("/api/v1/events", post(ingest_events).layer(DefaultBodyLimit::max(max_body)))
+        .route(
+            "/api/v1/events",
+            post(ingest_events).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route("/api/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -105,11 +114,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(Arc::new(state))
 }
 
-async fn ingest_events(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, ApiError> {
+async fn ingest_events(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, format!("body is larger than {} bytes; split it into several requests", state.max_body_bytes))
+            ApiError::new(
+                status,
+                format!(
+                    "body is larger than {} bytes; split it into several requests",
+                    state.max_body_bytes
+                ),
+            )
         } else {
             ApiError::new(status, rejection.body_text())
         }
@@ -123,7 +141,10 @@ async fn ingest_events(State(state): State<Arc<AppState>>, body: Result<Bytes, B
             Published::Dropped => dropped += 1,
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted, "dropped": dropped }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": accepted, "dropped": dropped })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -161,7 +182,11 @@ async fn stream_events(
         while let Some(batch) = rx.recv().await {
             for event in batch.iter().filter(|e| e.kind.starts_with(&prefix)) {
                 let data = serde_json::to_string(event).unwrap_or_default();
-                if yield_tx.send(Ok(SseEvent::default().data(data))).await.is_err() {
+                if yield_tx
+                    .send(Ok(SseEvent::default().data(data)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -186,18 +211,44 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse
     let mut buffer = Vec::new();
     TextEncoder::new()
         .encode(&state.registry.gather(), &mut buffer)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], buffer))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics: {e}"),
+            )
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        buffer,
+    ))
 }
 
 async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-fn asset(state: &AppState, pick: fn(&DashboardAssets) -> &'static [u8], content_type: &'static str) -> Response {
+fn asset(
+    state: &AppState,
+    pick: fn(&DashboardAssets) -> &'static [u8],
+    content_type: &'static str,
+) -> Response {
     match state.dashboard.as_ref().map(pick) {
-        Some(bytes) if !bytes.is_empty() => ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], bytes).into_response(),
-        _ => ApiError::new(StatusCode::NOT_FOUND, "the dashboard is not part of this build or is disabled").into_response(),
+        Some(bytes) if !bytes.is_empty() => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        _ => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the dashboard is not part of this build or is disabled",
+        )
+        .into_response(),
     }
 }
 

@@ -8,8 +8,14 @@ pub enum Error {
     InvalidComponent { plugin: String, reason: String },
     /// The component does not fit the world it claims (missing exports, wrong signatures,
     /// imports the sandbox does not offer).
-    #[error("plugin `{plugin}`: does not implement the `{world}` world of lookout:plugin@0.1.0: {reason}")]
-    WrongWorld { plugin: String, world: String, reason: String },
+    #[error(
+        "plugin `{plugin}`: does not implement the `{world}` world of lookout:plugin@0.1.0: {reason}"
+    )]
+    WrongWorld {
+        plugin: String,
+        world: String,
+        reason: String,
+    },
     /// The plugin's own `init` refused its config.
     #[error("plugin `{plugin}`: init rejected its config: {reason}")]
     Init { plugin: String, reason: String },

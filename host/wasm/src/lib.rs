@@ -10,5 +10,5 @@ mod runtime;
 mod sanitizer;
 
 pub use error::{Error, Result};
-pub use runtime::{Limits, Runtime, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_BYTES, EPOCH_TICK};
+pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_BYTES, EPOCH_TICK, Limits, Runtime};
 pub use sanitizer::{PluginConfig, WasmSanitizer};

@@ -2,8 +2,8 @@
 //! import. A plugin gets: no filesystem, network, environment, args or inherited stdio; a
 //! memory cap; a deadline on every call (epoch interruption). A trap ends that call only.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -39,13 +39,21 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES, call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS }
+        Limits {
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+        }
     }
 }
 
 impl Limits {
     pub(crate) fn validate(&self, plugin: &str) -> Result<()> {
-        let bad = |reason: &str| Err(Error::Manifest { plugin: plugin.to_string(), reason: reason.to_string() });
+        let bad = |reason: &str| {
+            Err(Error::Manifest {
+                plugin: plugin.to_string(),
+                reason: reason.to_string(),
+            })
+        };
         if self.max_memory_bytes < 1 << 20 || self.max_memory_bytes > 4 << 30 {
             return bad("limits.max_memory_bytes must be between 1 MiB and 4 GiB");
         }
@@ -68,7 +76,12 @@ pub(crate) struct Sandbox {
 }
 
 impl ResourceLimiter for Sandbox {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             self.memory_denied = true;
             return Ok(false);
@@ -76,7 +89,12 @@ impl ResourceLimiter for Sandbox {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -92,7 +110,10 @@ pub(crate) struct PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -114,15 +135,26 @@ impl host::Host for PluginState {
         }
         let plugin = &*self.plugin;
         match level {
-            types::Severity::Error => tracing::error!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Error => {
+                tracing::error!(target: "lookout::plugin", plugin, "{message}")
+            }
             types::Severity::Warn => tracing::warn!(target: "lookout::plugin", plugin, "{message}"),
             types::Severity::Info => tracing::info!(target: "lookout::plugin", plugin, "{message}"),
-            types::Severity::Debug => tracing::debug!(target: "lookout::plugin", plugin, "{message}"),
-            types::Severity::Trace => tracing::trace!(target: "lookout::plugin", plugin, "{message}"),
+            types::Severity::Debug => {
+                tracing::debug!(target: "lookout::plugin", plugin, "{message}")
+            }
+            types::Severity::Trace => {
+                tracing::trace!(target: "lookout::plugin", plugin, "{message}")
+            }
         }
     }
 
-    fn update_metric(&mut self, name: String, _label_values: Vec<String>, _value: f64) -> std::result::Result<(), String> {
+    fn update_metric(
+        &mut self,
+        name: String,
+        _label_values: Vec<String>,
+        _value: f64,
+    ) -> std::result::Result<(), String> {
         // Sanitizers declare no metrics; the metrics world arrives with the plugin platform.
         Err(format!("metric `{name}` was not declared by this plugin"))
     }
@@ -144,8 +176,13 @@ impl PluginMetrics {
         )
         .map_err(err)?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("lookout_plugin_call_duration_seconds", "Time spent in each call into a WASM plugin.")
-                .buckets(vec![1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            HistogramOpts::new(
+                "lookout_plugin_call_duration_seconds",
+                "Time spent in each call into a WASM plugin.",
+            )
+            .buckets(vec![
+                1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
             &["plugin", "function"],
         )
         .map_err(err)?;
@@ -189,9 +226,13 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         // Rust's std for wasm32-wasip2 imports WASI's cli/io interfaces even when a plugin
         // uses none; they are linked against an empty context (see `new_store`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| Error::Runtime(e.to_string()))?;
-        crate::bindings::sanitizer::Sanitizer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Runtime(e.to_string()))?;
+        crate::bindings::sanitizer::Sanitizer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| Error::Runtime(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -206,15 +247,26 @@ impl Runtime {
                 })
                 .map_err(|e| Error::Runtime(format!("cannot start the epoch ticker: {e}")))?;
         }
-        Ok(Runtime { engine, linker: Arc::new(linker), metrics: PluginMetrics::new(registry)?, _ticker: Arc::new(Ticker { stop }) })
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            metrics: PluginMetrics::new(registry)?,
+            _ticker: Arc::new(Ticker { stop }),
+        })
     }
 
     /// Compiles a component; the error says why the bytes are not one.
     pub(crate) fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Component> {
         if !wasm.starts_with(b"\0asm") {
-            return Err(Error::InvalidComponent { plugin: plugin.into(), reason: "the file does not start with the WASM magic bytes".into() });
+            return Err(Error::InvalidComponent {
+                plugin: plugin.into(),
+                reason: "the file does not start with the WASM magic bytes".into(),
+            });
         }
-        Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent { plugin: plugin.into(), reason: format!("{e:#}") })
+        Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+            plugin: plugin.into(),
+            reason: format!("{e:#}"),
+        })
     }
 
     /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that
@@ -232,7 +284,10 @@ impl Runtime {
             plugin: plugin.clone(),
             wasi,
             table: ResourceTable::new(),
-            sandbox: Sandbox { max_memory: limits.max_memory_bytes as usize, memory_denied: false },
+            sandbox: Sandbox {
+                max_memory: limits.max_memory_bytes as usize,
+                memory_denied: false,
+            },
             logs_this_call: 0,
         };
         let mut store = Store::new(&self.engine, state);
@@ -249,13 +304,32 @@ pub(crate) fn arm(store: &mut Store<PluginState>, limits: &Limits) {
 }
 
 /// What went wrong in a call, in words for the operator, and the outcome label.
-pub(crate) fn describe_trap(store: &Store<PluginState>, limits: &Limits, err: &wasmtime::Error) -> (&'static str, String) {
+pub(crate) fn describe_trap(
+    store: &Store<PluginState>,
+    limits: &Limits,
+    err: &wasmtime::Error,
+) -> (&'static str, String) {
     if store.data().sandbox.memory_denied {
-        return ("out_of_memory", format!("ran out of memory (limit {} bytes)", limits.max_memory_bytes));
+        return (
+            "out_of_memory",
+            format!(
+                "ran out of memory (limit {} bytes)",
+                limits.max_memory_bytes
+            ),
+        );
     }
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => ("timeout", format!("call exceeded its {} ms deadline and was interrupted", limits.call_timeout_ms)),
-        Some(Trap::UnreachableCodeReached) => ("trap", "trapped: the guest panicked or aborted (its message is withheld from logs)".into()),
+        Some(Trap::Interrupt) => (
+            "timeout",
+            format!(
+                "call exceeded its {} ms deadline and was interrupted",
+                limits.call_timeout_ms
+            ),
+        ),
+        Some(Trap::UnreachableCodeReached) => (
+            "trap",
+            "trapped: the guest panicked or aborted (its message is withheld from logs)".into(),
+        ),
         Some(trap) => ("trap", format!("trapped: {trap}")),
         None => ("trap", format!("failed: {}", err.root_cause())),
     }

@@ -12,7 +12,7 @@ use wasmtime::Store;
 use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::bindings::types as wit;
 use crate::error::{Error, Result};
-use crate::runtime::{arm, describe_trap, Limits, PluginState, Runtime};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
 
 /// The `[config]` handed to a plugin's `init`.
 pub type PluginConfig = Vec<(String, String)>;
@@ -34,20 +34,43 @@ pub struct WasmSanitizer {
 
 impl std::fmt::Debug for WasmSanitizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmSanitizer").field("name", &self.name).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("WasmSanitizer")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
 impl WasmSanitizer {
     /// Compiles, links and initialises the component; any error names the plugin and what
     /// was wrong, and nothing is left running.
-    pub fn load(runtime: &Runtime, name: &str, wasm: &[u8], config: PluginConfig, limits: Limits) -> Result<WasmSanitizer> {
+    pub fn load(
+        runtime: &Runtime,
+        name: &str,
+        wasm: &[u8],
+        config: PluginConfig,
+        limits: Limits,
+    ) -> Result<WasmSanitizer> {
         limits.validate(name)?;
         let component = runtime.compile(name, wasm)?;
-        let wrong_world = |e: wasmtime::Error| Error::WrongWorld { plugin: name.into(), world: "sanitizer".into(), reason: format!("{e:#}") };
-        let pre = runtime.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
+            plugin: name.into(),
+            world: "sanitizer".into(),
+            reason: format!("{e:#}"),
+        };
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = SanitizerPre::new(pre).map_err(wrong_world)?;
-        let sanitizer = WasmSanitizer { name: name.into(), runtime: runtime.clone(), pre, config, limits, live: Mutex::new(None) };
+        let sanitizer = WasmSanitizer {
+            name: name.into(),
+            runtime: runtime.clone(),
+            pre,
+            config,
+            limits,
+            live: Mutex::new(None),
+        };
         let live = sanitizer.instantiate()?;
         *sanitizer.live.lock() = Some(live);
         Ok(sanitizer)
@@ -56,7 +79,10 @@ impl WasmSanitizer {
     /// A fresh instance with `init` run on the plugin's config.
     fn instantiate(&self) -> Result<Live> {
         let mut store = self.runtime.new_store(&self.name, &self.limits);
-        let trap = |store: &Store<PluginState>, e: wasmtime::Error| Error::Trap { plugin: self.name.to_string(), reason: describe_trap(store, &self.limits, &e).1 };
+        let trap = |store: &Store<PluginState>, e: wasmtime::Error| Error::Trap {
+            plugin: self.name.to_string(),
+            reason: describe_trap(store, &self.limits, &e).1,
+        };
         let bindings = match self.pre.instantiate(&mut store) {
             Ok(b) => b,
             Err(e) => return Err(trap(&store, e)),
@@ -64,7 +90,10 @@ impl WasmSanitizer {
         arm(&mut store, &self.limits);
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(reason)) => Err(Error::Init { plugin: self.name.to_string(), reason }),
+            Ok(Err(reason)) => Err(Error::Init {
+                plugin: self.name.to_string(),
+                reason,
+            }),
             Err(e) => Err(trap(&store, e)),
         }
     }
@@ -80,7 +109,10 @@ impl Sanitizer for WasmSanitizer {
     }
 
     fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
-        let fail = |reason: String| SanitizeError { sanitizer: self.name.to_string(), reason };
+        let fail = |reason: String| SanitizeError {
+            sanitizer: self.name.to_string(),
+            reason,
+        };
         let metrics = &self.runtime.metrics;
         let mut guard = self.live.lock();
         if guard.is_none() {
@@ -92,16 +124,25 @@ impl Sanitizer for WasmSanitizer {
         let input: Vec<wit::Event> = batch.drain(..).map(to_wit).collect();
         let started = Instant::now();
         let result = live.bindings.call_sanitize(&mut live.store, &input);
-        metrics.duration.with_label_values(&[&self.name, "sanitize"]).observe(started.elapsed().as_secs_f64());
+        metrics
+            .duration
+            .with_label_values(&[&self.name, "sanitize"])
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(output) => {
-                metrics.calls.with_label_values(&[&self.name, "sanitize", "ok"]).inc();
+                metrics
+                    .calls
+                    .with_label_values(&[&self.name, "sanitize", "ok"])
+                    .inc();
                 batch.extend(output.into_iter().map(from_wit));
                 Ok(())
             }
             Err(e) => {
                 let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
-                metrics.calls.with_label_values(&[&self.name, "sanitize", outcome]).inc();
+                metrics
+                    .calls
+                    .with_label_values(&[&self.name, "sanitize", outcome])
+                    .inc();
                 *guard = None;
                 batch.extend(input.into_iter().map(from_wit));
                 Err(fail(reason))

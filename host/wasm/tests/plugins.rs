@@ -4,13 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_artifacts::plugins::{MISBEHAVE, REDACT};
-use lookout_core::{Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FieldValue, Sanitizer, FAILED_CLOSED};
+use lookout_core::{
+    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, Sanitizer,
+};
 use lookout_wasm::{Error, Limits, Runtime, WasmSanitizer};
 use parking_lot::Mutex;
 use prometheus::Registry;
 
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn sanitize(s: &WasmSanitizer, events: Vec<Event>) -> Vec<Event> {
@@ -34,23 +39,79 @@ const SECRETS: &[(&str, &str, &str)] = &[
     ("password", "hunter2", "hunter2"),
     ("db_password", "correct horse", "correct horse"),
     ("api_key", "k-123456", "k-123456"),
-    ("Authorization", "Bearer abc.def.ghi-token", "abc.def.ghi-token"),
+    (
+        "Authorization",
+        "Bearer abc.def.ghi-token",
+        "abc.def.ghi-token",
+    ),
     ("cookie", "session=abcdef; theme=dark", "abcdef"),
     ("private_key", "-----BEGIN PRIVATE KEY-----", "BEGIN"),
     ("credentials", "user:pass", "user:pass"),
-    ("message", "using key AKIAIOSFODNN7EXAMPLE for s3", "AKIAIOSFODNN7EXAMPLE"),
-    ("message", "sent header Authorization: Bearer eyJraWQiOiJ4In0.eyJzdWIiOiJ1In0.c2lnbmF0dXJl", "eyJzdWIiOiJ1In0"),
-    ("message", "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "dozjgNryP4J3jVmNHl0w5N"),
-    ("message", "key: -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7V\n-----END RSA PRIVATE KEY-----", "MIIEpAIBAAKCAQEA7V"),
-    ("message", "charged card 4111 1111 1111 1111 ok", "4111 1111 1111 1111"),
-    ("message", "charged card 5500-0000-0000-0004", "5500-0000-0000-0004"),
-    ("message", "connect postgres://app:s3cr3tpw@db.internal:5432/orders", "s3cr3tpw"),
-    ("message", "retrying with password=hunter2&user=bob", "hunter2"),
-    ("message", "body {\"user\":\"bob\",\"client_secret\":\"xyz-987\"}", "xyz-987"),
-    ("message", "GET /callback?code=1&access_token=ya29.a0AfH6&state=2", "ya29.a0AfH6"),
-    ("message", "pushed with ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
-    ("message", "slack xoxb-123456789012-abcdefghij", "xoxb-123456789012-abcdefghij"),
-    ("message", "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    (
+        "message",
+        "using key AKIAIOSFODNN7EXAMPLE for s3",
+        "AKIAIOSFODNN7EXAMPLE",
+    ),
+    (
+        "message",
+        "sent header Authorization: Bearer eyJraWQiOiJ4In0.eyJzdWIiOiJ1In0.c2lnbmF0dXJl",
+        "eyJzdWIiOiJ1In0",
+    ),
+    (
+        "message",
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "dozjgNryP4J3jVmNHl0w5N",
+    ),
+    (
+        "message",
+        "key: -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7V\n-----END RSA PRIVATE KEY-----",
+        "MIIEpAIBAAKCAQEA7V",
+    ),
+    (
+        "message",
+        "charged card 4111 1111 1111 1111 ok",
+        "4111 1111 1111 1111",
+    ),
+    (
+        "message",
+        "charged card 5500-0000-0000-0004",
+        "5500-0000-0000-0004",
+    ),
+    (
+        "message",
+        "connect postgres://app:s3cr3tpw@db.internal:5432/orders",
+        "s3cr3tpw",
+    ),
+    (
+        "message",
+        "retrying with password=hunter2&user=bob",
+        "hunter2",
+    ),
+    (
+        "message",
+        "body {\"user\":\"bob\",\"client_secret\":\"xyz-987\"}",
+        "xyz-987",
+    ),
+    (
+        "message",
+        "GET /callback?code=1&access_token=ya29.a0AfH6&state=2",
+        "ya29.a0AfH6",
+    ),
+    (
+        "message",
+        "pushed with ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    ),
+    (
+        "message",
+        "slack xoxb-123456789012-abcdefghij",
+        "xoxb-123456789012-abcdefghij",
+    ),
+    (
+        "message",
+        "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    ),
 ];
 
 /// Every secret kind the default policy knows is gone from what comes out, and ordinary
@@ -61,7 +122,12 @@ fn redact_removes_every_kind_of_secret() {
     let s = WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap();
     let events: Vec<Event> = SECRETS
         .iter()
-        .map(|(k, v, _)| Event::new("request.completed").field(*k, *v).field("command", "charge").field("duration_ms", 12i64))
+        .map(|(k, v, _)| {
+            Event::new("request.completed")
+                .field(*k, *v)
+                .field("command", "charge")
+                .field("duration_ms", 12i64)
+        })
         .collect();
     let out = sanitize(&s, events);
     assert_eq!(out.len(), SECRETS.len());
@@ -73,7 +139,14 @@ fn redact_removes_every_kind_of_secret() {
         assert_eq!(e.get("duration_ms"), Some(&FieldValue::Int(12)));
     }
     // A card number stored as a number is caught too.
-    let out = sanitize(&s, vec![Event::new("payment").field("amount", 1999i64).field("ref", 4111111111111111i64)]);
+    let out = sanitize(
+        &s,
+        vec![
+            Event::new("payment")
+                .field("amount", 1999i64)
+                .field("ref", 4111111111111111i64),
+        ],
+    );
     assert_eq!(out[0].get("amount"), Some(&FieldValue::Int(1999)));
     assert!(text(&out[0], "ref").starts_with("[REDACTED"));
 }
@@ -83,17 +156,39 @@ fn redact_removes_every_kind_of_secret() {
 #[test]
 fn redact_config_extends_the_policy_and_bad_config_is_named() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let cfg = config(&[("extra_keys", "employee_ssn, iban"), ("pattern.order_ref", "ORD-[0-9]{6}")]);
+    let cfg = config(&[
+        ("extra_keys", "employee_ssn, iban"),
+        ("pattern.order_ref", "ORD-[0-9]{6}"),
+    ]);
     let s = WasmSanitizer::load(&runtime, "redact", REDACT, cfg, Limits::default()).unwrap();
-    let out = sanitize(&s, vec![Event::new("x").field("employee_ssn", "123-45-6789").field("IBAN", "DE89370400440532013000").field("note", "see ORD-123456 now")]);
+    let out = sanitize(
+        &s,
+        vec![
+            Event::new("x")
+                .field("employee_ssn", "123-45-6789")
+                .field("IBAN", "DE89370400440532013000")
+                .field("note", "see ORD-123456 now"),
+        ],
+    );
     assert_eq!(text(&out[0], "employee_ssn"), "[REDACTED]");
     assert_eq!(text(&out[0], "IBAN"), "[REDACTED]");
     assert_eq!(text(&out[0], "note"), "see [REDACTED:order_ref] now");
 
     let cfg = config(&[("mode", "hash"), ("hash_key", "0123456789abcdef0123")]);
     let s = WasmSanitizer::load(&runtime, "redact", REDACT, cfg, Limits::default()).unwrap();
-    let out = sanitize(&s, vec![Event::new("x").field("password", "hunter2"), Event::new("x").field("password", "hunter2"), Event::new("x").field("password", "other")]);
-    let (a, b, c) = (text(&out[0], "password"), text(&out[1], "password"), text(&out[2], "password"));
+    let out = sanitize(
+        &s,
+        vec![
+            Event::new("x").field("password", "hunter2"),
+            Event::new("x").field("password", "hunter2"),
+            Event::new("x").field("password", "other"),
+        ],
+    );
+    let (a, b, c) = (
+        text(&out[0], "password"),
+        text(&out[1], "password"),
+        text(&out[2], "password"),
+    );
     assert!(a.starts_with("[HASH:") && !a.contains("hunter2"), "{a}");
     assert_eq!(a, b);
     assert_ne!(a, c);
@@ -104,7 +199,8 @@ fn redact_config_extends_the_policy_and_bad_config_is_named() {
         (config(&[("pattern.x", "([")]), "pattern.x"),
         (config(&[("extra_kyes", "a")]), "extra_kyes"),
     ] {
-        let err = WasmSanitizer::load(&runtime, "redact", REDACT, bad, Limits::default()).unwrap_err();
+        let err =
+            WasmSanitizer::load(&runtime, "redact", REDACT, bad, Limits::default()).unwrap_err();
         assert!(matches!(err, Error::Init { .. }), "{err}");
         assert!(err.to_string().contains(named), "{err}");
     }
@@ -126,7 +222,13 @@ fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
-        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
 }
@@ -138,28 +240,69 @@ fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
 async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry).unwrap();
-    let limits = Limits { max_memory_bytes: 16 << 20, call_timeout_ms: 50 };
+    let limits = Limits {
+        max_memory_bytes: 16 << 20,
+        call_timeout_ms: 50,
+    };
     let s = WasmSanitizer::load(&runtime, "misbehave", MISBEHAVE, Vec::new(), limits).unwrap();
-    let bus = Bus::start(BusConfig { batch_size: 1, ..BusConfig::default() }, &registry, Box::new(s)).unwrap();
+    let bus = Bus::start(
+        BusConfig {
+            batch_size: 1,
+            ..BusConfig::default()
+        },
+        &registry,
+        Box::new(s),
+    )
+    .unwrap();
     let seen = Collect::default();
     bus.register("collect", seen.clone()).unwrap();
 
     for kind in ["test.trap", "test.loop", "test.oom", "plain"] {
-        bus.publish(Event::new(kind).field("password", "hunter2").field("note", "AKIAIOSFODNN7EXAMPLE"));
-        assert!(bus.flush(Duration::from_secs(20)).await, "{kind} never came out");
+        bus.publish(
+            Event::new(kind)
+                .field("password", "hunter2")
+                .field("note", "AKIAIOSFODNN7EXAMPLE"),
+        );
+        assert!(
+            bus.flush(Duration::from_secs(20)).await,
+            "{kind} never came out"
+        );
     }
     let events = seen.0.lock().clone();
     assert_eq!(events.len(), 4);
     for e in &events[..3] {
         for f in &e.fields {
-            assert_eq!(f.value, FieldValue::Str(FAILED_CLOSED.into()), "{}: {f:?}", e.kind);
+            assert_eq!(
+                f.value,
+                FieldValue::Str(FAILED_CLOSED.into()),
+                "{}: {f:?}",
+                e.kind
+            );
         }
     }
     // misbehave passes a normal batch through as it is: proof that a fresh instance ran it.
-    assert_eq!(events[3].get("password"), Some(&FieldValue::Str("hunter2".into())));
-    assert_eq!(counter(&registry, "lookout_sanitizer_failures_total", &[("sanitizer", "misbehave")]), 3);
+    assert_eq!(
+        events[3].get("password"),
+        Some(&FieldValue::Str("hunter2".into()))
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_sanitizer_failures_total",
+            &[("sanitizer", "misbehave")]
+        ),
+        3
+    );
     for outcome in ["trap", "timeout", "out_of_memory", "ok"] {
-        assert_eq!(counter(&registry, "lookout_plugin_calls_total", &[("plugin", "misbehave"), ("outcome", outcome)]), 1, "{outcome}");
+        assert_eq!(
+            counter(
+                &registry,
+                "lookout_plugin_calls_total",
+                &[("plugin", "misbehave"), ("outcome", outcome)]
+            ),
+            1,
+            "{outcome}"
+        );
     }
 }
 
@@ -167,18 +310,59 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
 #[test]
 fn invalid_components_are_refused_with_a_reason() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let err = WasmSanitizer::load(&runtime, "junk", b"not wasm at all", Vec::new(), Limits::default()).unwrap_err();
-    assert!(err.to_string().contains("junk") && err.to_string().contains("magic"), "{err}");
+    let err = WasmSanitizer::load(
+        &runtime,
+        "junk",
+        b"not wasm at all",
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("junk") && err.to_string().contains("magic"),
+        "{err}"
+    );
     // A core module (not a component).
-    let err = WasmSanitizer::load(&runtime, "core", b"\0asm\x01\0\0\0", Vec::new(), Limits::default()).unwrap_err();
+    let err = WasmSanitizer::load(
+        &runtime,
+        "core",
+        b"\0asm\x01\0\0\0",
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
     // Truncated component.
-    let err = WasmSanitizer::load(&runtime, "cut", &REDACT[..REDACT.len() / 2], Vec::new(), Limits::default()).unwrap_err();
+    let err = WasmSanitizer::load(
+        &runtime,
+        "cut",
+        &REDACT[..REDACT.len() / 2],
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
     // Limits out of range.
-    let err = WasmSanitizer::load(&runtime, "tiny", REDACT, Vec::new(), Limits { max_memory_bytes: 10, call_timeout_ms: 10 }).unwrap_err();
+    let err = WasmSanitizer::load(
+        &runtime,
+        "tiny",
+        REDACT,
+        Vec::new(),
+        Limits {
+            max_memory_bytes: 10,
+            call_timeout_ms: 10,
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("max_memory_bytes"), "{err}");
     // init refusing its config.
-    let err = WasmSanitizer::load(&runtime, "misbehave", MISBEHAVE, config(&[("fail_init", "1")]), Limits::default()).unwrap_err();
+    let err = WasmSanitizer::load(
+        &runtime,
+        "misbehave",
+        MISBEHAVE,
+        config(&[("fail_init", "1")]),
+        Limits::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("fail_init"), "{err}");
 }

@@ -9,5 +9,9 @@ fn dashboard_renders_an_event_posted_after_it_loaded() {
     let host = default_host();
     let screenshot = lookout_testkit::check_dashboard_in_browser(&host).unwrap();
     let size = std::fs::metadata(&screenshot).unwrap().len();
-    assert!(size > 1000, "screenshot {} is only {size} bytes", screenshot.display());
+    assert!(
+        size > 1000,
+        "screenshot {} is only {size} bytes",
+        screenshot.display()
+    );
 }

@@ -2,12 +2,18 @@
 
 use std::time::Duration;
 
-use lookout_testkit::{eventually, LiveStream};
-use serde_json::{json, Value};
+use lookout_testkit::{LiveStream, eventually};
+use serde_json::{Value, json};
 
 use crate::default_host;
 
-const SECRETS: &[&str] = &["hunter2", "AKIAIOSFODNN7EXAMPLE", "4111 1111 1111 1111", "s3cr3tpw", "abc123tokenvalue"];
+const SECRETS: &[&str] = &[
+    "hunter2",
+    "AKIAIOSFODNN7EXAMPLE",
+    "4111 1111 1111 1111",
+    "s3cr3tpw",
+    "abc123tokenvalue",
+];
 
 fn events_with_secrets() -> Value {
     json!([
@@ -26,17 +32,38 @@ async fn posted_secrets_come_back_redacted_and_counted() {
     let host = default_host();
     let mut stream = LiveStream::open(&host, "").await.unwrap();
 
-    let response = host.http.post(host.url("/api/v1/events")).json(&events_with_secrets()).send().await.unwrap();
+    let response = host
+        .http
+        .post(host.url("/api/v1/events"))
+        .json(&events_with_secrets())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"accepted": 5, "dropped": 0}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": 5, "dropped": 0})
+    );
 
     let events = stream.take(5, Duration::from_secs(10)).await;
     let text = serde_json::to_string(&events).unwrap();
     for secret in SECRETS {
-        assert!(!text.contains(secret), "{secret} leaked to the stream: {text}");
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked to the stream: {text}"
+        );
     }
     let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["auth.login", "storage.upload", "payment.charged", "db.connect", "http.request"]);
+    assert_eq!(
+        kinds,
+        [
+            "auth.login",
+            "storage.upload",
+            "payment.charged",
+            "db.connect",
+            "http.request"
+        ]
+    );
     assert_eq!(events[0]["fields"]["password"], "[REDACTED]");
     assert_eq!(events[0]["fields"]["user"], "bob");
     assert_eq!(events[0]["correlation_id"], "req-1");
@@ -44,18 +71,44 @@ async fn posted_secrets_come_back_redacted_and_counted() {
     assert_eq!(events[1]["severity"], "warn");
     assert_eq!(events[2]["fields"]["amount"], 12.5);
     assert_eq!(events[3]["fields"]["ok"], false);
-    assert!(events.windows(2).all(|w| w[0]["id"].as_u64() < w[1]["id"].as_u64()));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["id"].as_u64() < w[1]["id"].as_u64())
+    );
 
-    let metrics = eventually("the live stream counted as delivered", Duration::from_secs(5), || async {
-        let m = host.metrics().await;
-        (m.sum("lookout_consumer_events_total", &[("consumer", "live_stream"), ("outcome", "delivered")]) >= 5.0).then_some(m)
-    })
+    let metrics = eventually(
+        "the live stream counted as delivered",
+        Duration::from_secs(5),
+        || async {
+            let m = host.metrics().await;
+            (m.sum(
+                "lookout_consumer_events_total",
+                &[("consumer", "live_stream"), ("outcome", "delivered")],
+            ) >= 5.0)
+                .then_some(m)
+        },
+    )
     .await;
     assert_eq!(metrics.sum("lookout_events_published_total", &[]), 5.0);
-    assert_eq!(metrics.sum("lookout_events_total", &[("outcome", "accepted")]), 5.0);
-    assert_eq!(metrics.sum("lookout_events_total", &[("kind", "auth.login"), ("outcome", "accepted")]), 1.0);
+    assert_eq!(
+        metrics.sum("lookout_events_total", &[("outcome", "accepted")]),
+        5.0
+    );
+    assert_eq!(
+        metrics.sum(
+            "lookout_events_total",
+            &[("kind", "auth.login"), ("outcome", "accepted")]
+        ),
+        1.0
+    );
     assert_eq!(metrics.sum("lookout_sanitizer_failures_total", &[]), 0.0);
-    assert!(metrics.sum("lookout_plugin_calls_total", &[("plugin", "redact"), ("outcome", "ok")]) >= 1.0);
+    assert!(
+        metrics.sum(
+            "lookout_plugin_calls_total",
+            &[("plugin", "redact"), ("outcome", "ok")]
+        ) >= 1.0
+    );
 
     let logs = host.logs().join("\n");
     assert!(logs.contains("lookout started"), "{logs}");
@@ -99,33 +152,63 @@ async fn bad_bodies_are_refused_and_publish_nothing() {
         }
     };
 
-    let (status, body) = post("{\"kind\":\"ok.one\"}\n{\"kind\":\"ok.two\",\"fields\":{\"nested\":{\"a\":1}}}".into()).await;
+    let (status, body) = post(
+        "{\"kind\":\"ok.one\"}\n{\"kind\":\"ok.two\",\"fields\":{\"nested\":{\"a\":1}}}".into(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["line"], 2);
     assert_eq!(body["field"], "fields.nested");
 
     let (status, body) = post("[{\"kind\":\"ok\"}, {\"kind\":\"Not A Kind\"}]".into()).await;
-    assert_eq!((status, &body["index"], &body["field"]), (400, &json!(1), &json!("kind")));
+    assert_eq!(
+        (status, &body["index"], &body["field"]),
+        (400, &json!(1), &json!("kind"))
+    );
 
     let (status, body) = post("[{\"kind\":\"ok\", \"extra\": 1}]".into()).await;
     assert_eq!((status, &body["field"]), (400, &json!("extra")));
 
     let (status, body) = post("{\"kind\": ".into()).await;
     assert_eq!((status, &body["line"]), (400, &json!(1)));
-    assert!(body["error"].as_str().unwrap().contains("invalid JSON"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid JSON"),
+        "{body}"
+    );
 
     let (status, _) = post(String::new()).await;
     assert_eq!(status, 400);
 
     let big = format!("[{}]", vec![r#"{"kind":"big","fields":{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#; 20_000].join(","));
-    let (status, body) = post(big).await;
+    // On its own connection: the server answers 413 without reading the body and closes the
+    // connection, which a pooled client would otherwise try to reuse.
+    let response = reqwest::Client::new()
+        .post(host.url("/api/v1/events"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
     assert_eq!(status, 413);
-    assert!(body["error"].as_str().unwrap().contains("larger than"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
 
     let metrics = host.metrics().await;
-    assert_eq!(metrics.sum("lookout_events_published_total", &[]), 0.0, "a refused body published something");
+    assert_eq!(
+        metrics.sum("lookout_events_published_total", &[]),
+        0.0,
+        "a refused body published something"
+    );
 
-    let response = host.http.get(host.url("/no/such/route")).send().await.unwrap();
+    let response = host
+        .http
+        .get(host.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["error"].is_string());
 }
@@ -137,13 +220,34 @@ async fn health_and_metrics_answer() {
     let host = default_host();
     let response = host.http.get(host.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
 
-    host.http.post(host.url("/api/v1/events")).body("{\"kind\":\"warm.up\"}").send().await.unwrap();
+    host.http
+        .post(host.url("/api/v1/events"))
+        .body("{\"kind\":\"warm.up\"}")
+        .send()
+        .await
+        .unwrap();
     let response = host.http.get(host.url("/metrics")).send().await.unwrap();
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = response.text().await.unwrap();
-    for family in ["lookout_events_published_total", "lookout_events_total", "lookout_bus_stage_seconds", "lookout_plugin_call_duration_seconds"] {
-        assert!(text.contains(&format!("# TYPE {family} ")), "{family} missing:\n{text}");
+    for family in [
+        "lookout_events_published_total",
+        "lookout_events_total",
+        "lookout_bus_stage_seconds",
+        "lookout_plugin_call_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
+        );
     }
 }

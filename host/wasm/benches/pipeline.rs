@@ -1,0 +1,137 @@
+//! Bus throughput, end to end (publish → sample → rate-limit → sanitize → fan-out → one
+//! consumer), with the bare pipeline and with the real `redact` WASM sanitizer; plus the cost
+//! of one `publish` call, which is all the request path pays.
+//!
+//! Run: `cargo bench -p lookout-wasm --bench pipeline` (results go in docs/performance.md).
+//! `LOOKOUT_BENCH_EVENTS` sets the events per run (default 1,000,000; 2,000 as a smoke test
+//! under `cargo test --all-targets`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lookout_artifacts::plugins::REDACT;
+use lookout_core::{
+    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, PassThrough, Published, Sanitizer,
+};
+use lookout_wasm::{Limits, Runtime, WasmSanitizer};
+use prometheus::Registry;
+
+struct Count(Arc<AtomicU64>);
+
+impl Consumer for Count {
+    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A request-completed event as a worker pool would publish it: 8 fields, one secret.
+fn event(i: u64) -> Event {
+    Event::new("request.completed")
+        .correlation_id(format!("req-{i:016x}"))
+        .field("pool", "default")
+        .field("command", "render_pdf")
+        .field("worker", "w3")
+        .field("duration_ms", 12.5)
+        .field("success", true)
+        .field("queue_wait_ms", 0.25)
+        .field("user", "amy@example.com")
+        .field(
+            "message",
+            if i % 16 == 0 {
+                "retry with password=hunter2"
+            } else {
+                "rendered 3 pages in 12 ms"
+            },
+        )
+}
+
+struct Run {
+    name: &'static str,
+    events: u64,
+    elapsed: Duration,
+    publish_ns: f64,
+    dropped: u64,
+}
+
+async fn run(name: &'static str, sanitizer: Box<dyn Sanitizer>, events: u64) -> Run {
+    let registry = Registry::new();
+    // The ingress queue holds a whole run: the pipeline's speed is measured, not the drop path.
+    let config = BusConfig {
+        ingress_capacity: 1 << 20,
+        batch_size: 512,
+        consumer_capacity: 1 << 20,
+        ..BusConfig::default()
+    };
+    let bus = Bus::start(config, &registry, sanitizer).unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    bus.register("count", Count(seen.clone())).unwrap();
+    // Build the events first: the bench measures the bus, not string formatting.
+    let prepared: Vec<Event> = (0..events).map(event).collect();
+    let started = Instant::now();
+    let mut publish_time = Duration::ZERO;
+    let mut dropped = 0;
+    let mut pending = prepared.into_iter().peekable();
+    while pending.peek().is_some() {
+        let t = Instant::now();
+        for e in pending.by_ref().take(65_536) {
+            if bus.publish(e) == Published::Dropped {
+                dropped += 1;
+            }
+        }
+        publish_time += t.elapsed();
+    }
+    assert!(
+        bus.flush(Duration::from_secs(600)).await,
+        "bus did not drain"
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(seen.load(Ordering::Relaxed) + dropped, events);
+    Run {
+        name,
+        events,
+        elapsed,
+        publish_ns: publish_time.as_nanos() as f64 / events as f64,
+        dropped,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not: then only a smoke run.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let default_events = if benching { 1_000_000 } else { 2_000 };
+    let events: u64 = std::env::var("LOOKOUT_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_events);
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        runs.push(
+            run(
+                "bare pipeline (pass-through sanitizer)",
+                Box::new(PassThrough),
+                events,
+            )
+            .await,
+        );
+        let redact =
+            WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap();
+        runs.push(run("with the redact WASM sanitizer", Box::new(redact), events).await);
+    }
+    println!("| pipeline | events | time | events/s | publish() ns/event | dropped |");
+    println!("|---|---|---|---|---|---|");
+    for r in runs.iter().skip(2) {
+        println!(
+            "| {} | {} | {:.2} s | {:.0} | {:.0} | {} |",
+            r.name,
+            r.events,
+            r.elapsed.as_secs_f64(),
+            r.events as f64 / r.elapsed.as_secs_f64(),
+            r.publish_ns,
+            r.dropped
+        );
+    }
+}
