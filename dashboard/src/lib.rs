@@ -32,7 +32,13 @@ impl StreamEvent {
     fn time(&self) -> String {
         let ms = self.timestamp_ns / 1_000_000;
         let secs = ms / 1000;
-        format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            ms % 1000
+        )
     }
 
     fn fields_text(&self) -> String {
@@ -71,8 +77,12 @@ fn App() -> impl IntoView {
         };
         set_link.set(Link::Live);
         while let Some(Ok((_, message))) = messages.next().await {
-            let Some(data) = message.data().as_string() else { continue };
-            let Ok(event) = serde_json::from_str::<StreamEvent>(&data) else { continue };
+            let Some(data) = message.data().as_string() else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<StreamEvent>(&data) else {
+                continue;
+            };
             set_counts.update(|c| *c.entry(event.kind.clone()).or_default() += 1);
             set_events.update(|list| {
                 list.insert(0, event);

@@ -4,6 +4,9 @@
 //!
 //! Patience: every deadline is multiplied by `LOOKOUT_TEST_PATIENCE` (default 1) for slow
 //! machines.
+//!
+//! For in-process tests of the bus it also has [`Collect`] (a consumer that keeps what it is
+//! given) and [`counter`] (a counter read straight from a registry).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -268,12 +271,10 @@ impl LiveStream {
                         if let Some(data) = line
                             .strip_prefix("data: ")
                             .or_else(|| line.strip_prefix("data:"))
+                            && let Ok(value) = serde_json::from_str(data)
+                            && tx.send(value).await.is_err()
                         {
-                            if let Ok(value) = serde_json::from_str(data) {
-                                if tx.send(value).await.is_err() {
-                                    return;
-                                }
-                            }
+                            return;
                         }
                     }
                 }
@@ -333,4 +334,51 @@ pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(screenshot)
+}
+
+/// A bus consumer that keeps every event it is given.
+#[derive(Clone, Default)]
+pub struct Collect(pub Arc<Mutex<Vec<lookout_core::Event>>>);
+
+impl Collect {
+    /// A copy of everything received so far.
+    pub fn events(&self) -> Vec<lookout_core::Event> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl lookout_core::Consumer for Collect {
+    async fn handle(
+        &mut self,
+        batch: lookout_core::Batch,
+    ) -> Result<(), lookout_core::ConsumerError> {
+        self.0.lock().unwrap().extend(batch.iter().cloned());
+        Ok(())
+    }
+}
+
+/// A counter family read from `registry`, summed over the series that have all of `labels`.
+pub fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }

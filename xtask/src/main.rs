@@ -2,8 +2,8 @@
 //!
 //! - `setup`: the pinned toolchain and its wasm targets, Debian's chromium (for the browser
 //!   tests), and the browser driver's npm package. Idempotent; installs only what is missing.
-//! - `test`: `setup`, then every test: the host workspace, the plugins' own unit tests, and
-//!   formatting. This is what CI runs (`.ci/run`).
+//! - `test`: `setup`, then formatting, clippy, and every test: the host workspace and the
+//!   plugins' own unit tests. This is what CI runs (`.ci/run`).
 //! - `demo`: builds lookout, starts `lookout serve`, and a publisher that sends a steady
 //!   stream of realistic events (some with secrets in them); prints the dashboard URL.
 
@@ -124,7 +124,21 @@ fn is_root() -> bool {
 fn test(root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     setup(root, true)?;
-    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    for dir in [
+        root.to_path_buf(),
+        root.join("plugins"),
+        root.join("dashboard"),
+    ] {
+        run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
+    }
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo()
         .current_dir(root)
         .args(["test", "--workspace", "--all-targets"]))?;

@@ -8,19 +8,9 @@ use lookout_core::{
     Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, PassThrough,
     Published, RateLimit, SanitizeError, Sanitizer, Severity,
 };
+use lookout_testkit::{Collect, counter};
 use parking_lot::Mutex;
 use prometheus::Registry;
-
-/// Collects every event it is given.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Event>>>);
-
-impl Consumer for Collect {
-    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
-        self.0.lock().extend(batch.iter().cloned());
-        Ok(())
-    }
-}
 
 /// Takes its time over every batch.
 struct Slow(Duration);
@@ -39,30 +29,12 @@ struct Flaky(u64);
 impl Consumer for Flaky {
     async fn handle(&mut self, _batch: Batch) -> Result<(), ConsumerError> {
         self.0 += 1;
-        if self.0 % 2 == 0 {
+        if self.0.is_multiple_of(2) {
             Err(ConsumerError::Failed("flaky".into()))
         } else {
             Ok(())
         }
     }
-}
-
-/// Reads a counter family from the registry, summed by the given label values.
-fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
 }
 
 fn outcomes(registry: &Registry) -> BTreeMap<String, u64> {
@@ -111,7 +83,7 @@ async fn sampling_keeps_or_drops_a_request_whole() {
         }
     }
     assert!(bus.flush(Duration::from_secs(10)).await);
-    let events = seen.0.lock().clone();
+    let events = seen.events();
     let mut per_request: HashMap<String, Vec<String>> = HashMap::new();
     for e in &events {
         per_request
@@ -150,8 +122,7 @@ async fn sampling_keeps_or_drops_a_request_whole() {
         .map(|e| e.correlation_id.clone())
         .collect();
     let b: HashSet<_> = seen2
-        .0
-        .lock()
+        .events()
         .iter()
         .map(|e| e.correlation_id.clone())
         .collect();
@@ -177,7 +148,7 @@ async fn rate_limit_caps_only_the_noisy_kind() {
         bus.publish(Event::new("quiet.log"));
     }
     assert!(bus.flush(Duration::from_secs(10)).await);
-    let events = seen.0.lock();
+    let events = seen.events();
     let noisy = events.iter().filter(|e| e.kind == "noisy.log").count();
     let quiet = events.iter().filter(|e| e.kind == "quiet.log").count();
     assert_eq!(quiet, 1000);
@@ -256,7 +227,7 @@ async fn slow_consumer_drops_only_its_own_events() {
             bus.publish(Event::new("tick").field("i", i64::from(step * 16 + i)));
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while fast.0.lock().len() < (step as usize + 1) * 16 {
+        while fast.len() < (step as usize + 1) * 16 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "fast consumer stalled at step {step}"
@@ -265,7 +236,7 @@ async fn slow_consumer_drops_only_its_own_events() {
         }
     }
     assert!(bus.flush(Duration::from_secs(30)).await);
-    assert_eq!(fast.0.lock().len(), 4800);
+    assert_eq!(fast.len(), 4800);
     let c = |consumer, outcome| {
         counter(
             &registry,
@@ -346,7 +317,7 @@ async fn failing_sanitizer_fails_closed() {
             .field("attempt", 3i64),
     );
     assert!(bus.flush(Duration::from_secs(5)).await);
-    let events = seen.0.lock().clone();
+    let events = seen.events();
     assert_eq!(events.len(), 1);
     for f in &events[0].fields {
         assert_eq!(f.value, FieldValue::Str(FAILED_CLOSED.into()), "{f:?}");
@@ -364,7 +335,7 @@ async fn failing_sanitizer_fails_closed() {
     bus.set_sanitizer(Box::new(Forger));
     bus.publish(Event::new("login").field("password", "hunter2"));
     assert!(bus.flush(Duration::from_secs(5)).await);
-    assert_eq!(seen.0.lock().len(), 1, "nothing of a forged batch goes out");
+    assert_eq!(seen.len(), 1, "nothing of a forged batch goes out");
     assert_eq!(
         counter(&registry, "lookout_events_total", &[("outcome", "dropped")]),
         1
@@ -473,14 +444,14 @@ async fn every_event_is_accounted_for_under_load() {
         );
     }
     assert_eq!(
-        all.0.lock().len() as u64,
+        all.len() as u64,
         counter(
             &registry,
             "lookout_consumer_events_total",
             &[("consumer", "all"), ("outcome", "delivered")]
         )
     );
-    assert!(all.0.lock().iter().all(|e| !e.kind.starts_with("debug.")));
+    assert!(all.events().iter().all(|e| !e.kind.starts_with("debug.")));
 }
 
 /// Ids are unique and increase in publish order; timestamps are stamped.
@@ -493,7 +464,7 @@ async fn ids_are_unique_and_monotonic() {
         bus.publish(Event::new("x"));
     }
     assert!(bus.flush(Duration::from_secs(5)).await);
-    let events = seen.0.lock();
+    let events = seen.events();
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     assert!(
         events

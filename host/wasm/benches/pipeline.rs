@@ -39,7 +39,7 @@ fn event(i: u64) -> Event {
         .field("user", "amy@example.com")
         .field(
             "message",
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 "retry with password=hunter2"
             } else {
                 "rendered 3 pages in 12 ms"

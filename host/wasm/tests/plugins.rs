@@ -1,14 +1,11 @@
 //! Real components built from `plugins/`, run in the real sandbox.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lookout_artifacts::plugins::{MISBEHAVE, REDACT};
-use lookout_core::{
-    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, Sanitizer,
-};
+use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, Sanitizer};
+use lookout_testkit::{Collect, counter};
 use lookout_wasm::{Error, Limits, Runtime, WasmSanitizer};
-use parking_lot::Mutex;
 use prometheus::Registry;
 
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -206,33 +203,6 @@ fn redact_config_extends_the_policy_and_bad_config_is_named() {
     }
 }
 
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Event>>>);
-
-impl Consumer for Collect {
-    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
-        self.0.lock().extend(batch.iter().cloned());
-        Ok(())
-    }
-}
-
-fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
-}
-
 /// A sanitizer that traps, loops or runs out of memory fails its batch closed — consumers
 /// see every field redacted — the failure is counted by kind, and the next batch is
 /// sanitized by a fresh instance.
@@ -268,7 +238,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
             "{kind} never came out"
         );
     }
-    let events = seen.0.lock().clone();
+    let events = seen.events();
     assert_eq!(events.len(), 4);
     for e in &events[..3] {
         for f in &e.fields {

@@ -28,13 +28,22 @@ pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
             "mode" => match value.as_str() {
                 "redact" => hash_mode = false,
                 "hash" => hash_mode = true,
-                other => return Err(format!("config `mode`: expected `redact` or `hash`, got `{other}`")),
+                other => {
+                    return Err(format!(
+                        "config `mode`: expected `redact` or `hash`, got `{other}`"
+                    ));
+                }
             },
             "hash_key" => hash_key = Some(value.as_bytes().to_vec()),
             "extra_keys" => {
                 policy.extra_keys = value
                     .split(',')
-                    .map(|k| k.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect::<String>())
+                    .map(|k| {
+                        k.chars()
+                            .filter(char::is_ascii_alphanumeric)
+                            .map(|c| c.to_ascii_lowercase())
+                            .collect::<String>()
+                    })
                     .filter(|k| !k.is_empty())
                     .collect();
             }

@@ -32,12 +32,28 @@ const SENSITIVE_KEY_FRAGMENTS: &[&str] = &[
 ];
 
 /// Whole normalized keys that are sensitive but too short to match as fragments.
-const SENSITIVE_KEYS: &[&str] = &["auth", "pwd", "pw", "pass", "pin", "otp", "ssn", "jwt", "key"];
+const SENSITIVE_KEYS: &[&str] = &[
+    "auth", "pwd", "pw", "pass", "pin", "otp", "ssn", "jwt", "key",
+];
 
 /// Endings that make a key describe a secret rather than hold one (`token_count`, `token_type`).
 const BENIGN_KEY_SUFFIXES: &[&str] = &[
-    "count", "total", "len", "length", "size", "ttl", "type", "expiry", "expires", "expiresat",
-    "expiresin", "limit", "used", "present", "set", "configured",
+    "count",
+    "total",
+    "len",
+    "length",
+    "size",
+    "ttl",
+    "type",
+    "expiry",
+    "expires",
+    "expiresat",
+    "expiresin",
+    "limit",
+    "used",
+    "present",
+    "set",
+    "configured",
 ];
 
 /// Prefixes of vendor tokens that are secrets by shape, with the minimum length of the rest.
@@ -93,13 +109,20 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { mode: Mode::Redact, extra_keys: Vec::new(), patterns: Vec::new() }
+        Policy {
+            mode: Mode::Redact,
+            extra_keys: Vec::new(),
+            patterns: Vec::new(),
+        }
     }
 }
 
 /// `Api-Key` → `apikey`.
 fn normalize_key(key: &str) -> String {
-    key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 impl Policy {
@@ -109,7 +132,9 @@ impl Policy {
         if key.is_empty() {
             return false;
         }
-        if SENSITIVE_KEYS.contains(&key.as_str()) || self.extra_keys.iter().any(|k| key.contains(k.as_str())) {
+        if SENSITIVE_KEYS.contains(&key.as_str())
+            || self.extra_keys.iter().any(|k| key.contains(k.as_str()))
+        {
             return true;
         }
         SENSITIVE_KEY_FRAGMENTS.iter().any(|f| key.contains(f))
@@ -152,7 +177,11 @@ impl Policy {
         for pattern in &self.patterns {
             for m in pattern.regex.find_iter(text) {
                 if !m.is_empty() {
-                    spans.push(Span { start: m.start(), end: m.end(), what: SpanKind::User(&pattern.name) });
+                    spans.push(Span {
+                        start: m.start(),
+                        end: m.end(),
+                        what: SpanKind::User(&pattern.name),
+                    });
                 }
             }
         }
@@ -242,7 +271,8 @@ impl Policy {
                     let stop = if to_line_end {
                         b == b'\n' || b == b'"'
                     } else {
-                        b.is_ascii_whitespace() || matches!(b, b'&' | b',' | b';' | b'"' | b'\'' | b'}' | b')' | b']')
+                        b.is_ascii_whitespace()
+                            || matches!(b, b'&' | b',' | b';' | b'"' | b'\'' | b'}' | b')' | b']')
                     };
                     if stop {
                         break;
@@ -252,7 +282,11 @@ impl Policy {
                 (start, end)
             };
             if end > start {
-                spans.push(Span { start, end, what: SpanKind::Builtin("secret") });
+                spans.push(Span {
+                    start,
+                    end,
+                    what: SpanKind::Builtin("secret"),
+                });
             }
             i = end.max(i);
         }
@@ -293,14 +327,17 @@ fn find_ci(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.len() > haystack.len() {
         return None;
     }
-    (from..=haystack.len() - needle.len()).find(|&i| haystack[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    (from..=haystack.len() - needle.len())
+        .find(|&i| haystack[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
 fn find_pem_keys(text: &str, spans: &mut Vec<Span<'_>>) {
     let bytes = text.as_bytes();
     let mut from = 0;
     while let Some(begin) = find_ci(bytes, b"-----BEGIN ", from) {
-        let header_end = find_ci(bytes, b"-----", begin + 11).map(|i| i + 5).unwrap_or(bytes.len());
+        let header_end = find_ci(bytes, b"-----", begin + 11)
+            .map(|i| i + 5)
+            .unwrap_or(bytes.len());
         let header = &text[begin..header_end];
         if !header.to_ascii_uppercase().contains("PRIVATE KEY") {
             from = header_end;
@@ -309,7 +346,11 @@ fn find_pem_keys(text: &str, spans: &mut Vec<Span<'_>>) {
         let end = find_ci(bytes, b"-----END ", header_end)
             .and_then(|e| find_ci(bytes, b"-----", e + 9).map(|i| i + 5))
             .unwrap_or(bytes.len());
-        spans.push(Span { start: begin, end, what: SpanKind::Builtin("private_key") });
+        spans.push(Span {
+            start: begin,
+            end,
+            what: SpanKind::Builtin("private_key"),
+        });
         from = end;
     }
 }
@@ -342,7 +383,11 @@ fn find_jwts(text: &str, spans: &mut Vec<Span<'_>>) {
             end += 1;
         }
         if dots == 2 && first_len >= 10 {
-            spans.push(Span { start, end, what: SpanKind::Builtin("jwt") });
+            spans.push(Span {
+                start,
+                end,
+                what: SpanKind::Builtin("jwt"),
+            });
             from = end;
         }
     }
@@ -367,12 +412,17 @@ fn find_auth_schemes(text: &str, spans: &mut Vec<Span<'_>>) {
             }
             let mut end = start;
             while end < bytes.len()
-                && (bytes[end].is_ascii_alphanumeric() || matches!(bytes[end], b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
+                && (bytes[end].is_ascii_alphanumeric()
+                    || matches!(bytes[end], b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
             {
                 end += 1;
             }
             if end - start >= 8 {
-                spans.push(Span { start, end, what: SpanKind::Builtin("token") });
+                spans.push(Span {
+                    start,
+                    end,
+                    what: SpanKind::Builtin("token"),
+                });
                 from = end;
             }
         }
@@ -395,11 +445,24 @@ fn find_words(text: &str, spans: &mut Vec<Span<'_>>) {
         let word = &text[start..i];
         if word.len() == 20
             && AWS_KEY_PREFIXES.iter().any(|p| word.starts_with(p))
-            && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
-            spans.push(Span { start, end: i, what: SpanKind::Builtin("aws_access_key") });
-        } else if TOKEN_PREFIXES.iter().any(|(p, min)| word.starts_with(p) && word.len() >= p.len() + min) {
-            spans.push(Span { start, end: i, what: SpanKind::Builtin("api_token") });
+            spans.push(Span {
+                start,
+                end: i,
+                what: SpanKind::Builtin("aws_access_key"),
+            });
+        } else if TOKEN_PREFIXES
+            .iter()
+            .any(|(p, min)| word.starts_with(p) && word.len() >= p.len() + min)
+        {
+            spans.push(Span {
+                start,
+                end: i,
+                what: SpanKind::Builtin("api_token"),
+            });
         }
     }
 }
@@ -412,12 +475,25 @@ fn find_url_passwords(text: &str, spans: &mut Vec<Span<'_>>) {
         from = at + 3;
         let authority_end = bytes[from..]
             .iter()
-            .position(|&b| matches!(b, b'/' | b'?' | b'#') || b.is_ascii_whitespace() || b == b'"' || b == b'\'')
+            .position(|&b| {
+                matches!(b, b'/' | b'?' | b'#')
+                    || b.is_ascii_whitespace()
+                    || b == b'"'
+                    || b == b'\''
+            })
             .map_or(bytes.len(), |p| p + from);
-        let Some(at_sign) = text[from..authority_end].rfind('@').map(|p| p + from) else { continue };
-        let Some(colon) = text[from..at_sign].find(':').map(|p| p + from) else { continue };
+        let Some(at_sign) = text[from..authority_end].rfind('@').map(|p| p + from) else {
+            continue;
+        };
+        let Some(colon) = text[from..at_sign].find(':').map(|p| p + from) else {
+            continue;
+        };
         if at_sign > colon + 1 {
-            spans.push(Span { start: colon + 1, end: at_sign, what: SpanKind::Builtin("password") });
+            spans.push(Span {
+                start: colon + 1,
+                end: at_sign,
+                what: SpanKind::Builtin("password"),
+            });
         }
         from = authority_end;
     }
@@ -442,7 +518,11 @@ fn find_cards(text: &str, spans: &mut Vec<Span<'_>>) {
             if b.is_ascii_digit() {
                 digits.push(b);
                 end += 1;
-            } else if (b == b' ' || b == b'-') && end + 1 < bytes.len() && bytes[end + 1].is_ascii_digit() && digits.len() < 19 {
+            } else if (b == b' ' || b == b'-')
+                && end + 1 < bytes.len()
+                && bytes[end + 1].is_ascii_digit()
+                && digits.len() < 19
+            {
                 end += 1;
             } else {
                 break;
@@ -451,7 +531,11 @@ fn find_cards(text: &str, spans: &mut Vec<Span<'_>>) {
         // Trim to the last digit (a separator is never the end).
         let followed_by_word = end < bytes.len() && bytes[end].is_ascii_alphabetic();
         if !followed_by_word && looks_like_card(&digits) {
-            spans.push(Span { start, end, what: SpanKind::Builtin("card_number") });
+            spans.push(Span {
+                start,
+                end,
+                what: SpanKind::Builtin("card_number"),
+            });
         }
         i = end.max(start + 1);
     }
@@ -473,7 +557,7 @@ fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// HMAC-SHA256(key, value), first 8 bytes in hex.
@@ -491,7 +575,10 @@ fn keyed_hash(key: &[u8], value: &[u8]) -> String {
     let mut outer = Sha256::new();
     outer.update(k.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
-    outer.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    outer.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -505,10 +592,32 @@ mod tests {
     #[test]
     fn sensitive_keys_are_recognised_and_counts_are_not() {
         let p = Policy::default();
-        for key in ["password", "DB_PASSWORD", "api-key", "X-Api-Key", "Authorization", "set-cookie", "private_key", "aws_secret_access_key", "client_secret", "auth", "proxy_auth", "credentials", "pin"] {
+        for key in [
+            "password",
+            "DB_PASSWORD",
+            "api-key",
+            "X-Api-Key",
+            "Authorization",
+            "set-cookie",
+            "private_key",
+            "aws_secret_access_key",
+            "client_secret",
+            "auth",
+            "proxy_auth",
+            "credentials",
+            "pin",
+        ] {
             assert!(p.is_sensitive_key(key), "{key}");
         }
-        for key in ["author", "token_count", "session_id", "command", "user", "duration_ms", "token_type"] {
+        for key in [
+            "author",
+            "token_count",
+            "session_id",
+            "command",
+            "user",
+            "duration_ms",
+            "token_type",
+        ] {
             assert!(!p.is_sensitive_key(key), "{key}");
         }
     }
@@ -518,7 +627,10 @@ mod tests {
         let cases = [
             ("key AKIAIOSFODNN7EXAMPLE used", "AKIAIOSFODNN7EXAMPLE"),
             ("Authorization: Bearer abc.def-ghi_jkl", "abc.def-ghi_jkl"),
-            ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-x done", "eyJhbGciOiJIUzI1NiJ9"),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-x done",
+                "eyJhbGciOiJIUzI1NiJ9",
+            ),
             ("card 4111 1111 1111 1111 charged", "4111 1111 1111 1111"),
             ("card 4111-1111-1111-1111", "1111-1111"),
             ("postgres://app:s3cr3t@db:5432/x", "s3cr3t"),
@@ -526,7 +638,10 @@ mod tests {
             ("{\"api_key\": \"abcd1234\"}", "abcd1234"),
             ("GET /x?user=a&token=zzz999&y=1", "zzz999"),
             ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123"),
-            ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "MIIEow"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+                "MIIEow",
+            ),
         ];
         for (input, secret) in cases {
             let out = scrub(input);
@@ -537,15 +652,26 @@ mod tests {
 
     #[test]
     fn ordinary_text_is_left_alone() {
-        for s in ["request took 1732760000123456789 ns", "worker 3 started", "order 4111111111111112", "see https://example.com/a:b@c"] {
+        for s in [
+            "request took 1732760000123456789 ns",
+            "worker 3 started",
+            "order 4111111111111112",
+            "see https://example.com/a:b@c",
+        ] {
             assert_eq!(scrub(s), s);
         }
     }
 
     #[test]
     fn hash_mode_is_stable_and_keyed() {
-        let a = Policy { mode: Mode::Hash(b"k1".to_vec()), ..Policy::default() };
-        let b = Policy { mode: Mode::Hash(b"k2".to_vec()), ..Policy::default() };
+        let a = Policy {
+            mode: Mode::Hash(b"k1".to_vec()),
+            ..Policy::default()
+        };
+        let b = Policy {
+            mode: Mode::Hash(b"k2".to_vec()),
+            ..Policy::default()
+        };
         assert_eq!(a.replace_value("x"), a.replace_value("x"));
         assert_ne!(a.replace_value("x"), b.replace_value("x"));
         assert!(!a.replace_value("hunter2").contains("hunter2"));

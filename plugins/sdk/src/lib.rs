@@ -57,7 +57,10 @@ pub use sanitizer::lookout::plugin::types::{
 
 /// The value of `key` in a plugin's config, if present.
 pub fn config_value<'a>(config: &'a Config, key: &str) -> Option<&'a str> {
-    config.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    config
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Every known key of a plugin's config must be in `known`; a typo is an `init` error, not a

@@ -238,7 +238,25 @@ async fn health_and_metrics_answer() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4")
     );
-    let text = response.text().await.unwrap();
+    // Families with labels appear once the pipeline has handled the first event.
+    let text = eventually(
+        "the warm-up event accepted",
+        Duration::from_secs(10),
+        || async {
+            let text = host
+                .http
+                .get(host.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(r#"lookout_events_total{kind="warm.up",outcome="accepted"} 1"#)
+                .then_some(text)
+        },
+    )
+    .await;
     for family in [
         "lookout_events_published_total",
         "lookout_events_total",
