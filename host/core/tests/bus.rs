@@ -483,3 +483,34 @@ async fn invalid_config_change_is_refused_and_changes_nothing() {
     assert!(err.contains("bus.sampling.default_rate"), "{err}");
     assert_eq!(*bus.config(), BusConfig::default());
 }
+
+/// An unregistered consumer gets nothing published afterwards; what it was given before
+/// stays counted, and other consumers are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_consumer_gets_nothing_more() {
+    let (bus, registry) = start(BusConfig::default());
+    let leaving = Collect::default();
+    let staying = Collect::default();
+    let handle = bus.register("leaving", leaving.clone()).unwrap();
+    bus.register("staying", staying.clone()).unwrap();
+    for _ in 0..10 {
+        bus.publish(Event::new("before"));
+    }
+    assert!(bus.flush(Duration::from_secs(5)).await);
+    handle.unregister();
+    for _ in 0..10 {
+        bus.publish(Event::new("after"));
+    }
+    assert!(bus.flush(Duration::from_secs(5)).await);
+    assert_eq!(leaving.len(), 10);
+    assert!(leaving.events().iter().all(|e| e.kind == "before"));
+    assert_eq!(staying.len(), 20);
+    let delivered = |c| {
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", c), ("outcome", "delivered")],
+        )
+    };
+    assert_eq!((delivered("leaving"), delivered("staying")), (10, 20));
+}

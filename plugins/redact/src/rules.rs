@@ -29,6 +29,12 @@ const SENSITIVE_KEY_FRAGMENTS: &[&str] = &[
     "cvc",
     "connectionstring",
     "dsn",
+    "accountkey",
+    "encryptionkey",
+    "signingkey",
+    "masterkey",
+    "sessionkey",
+    "licensekey",
 ];
 
 /// Whole normalized keys that are sensitive but too short to match as fragments.
@@ -234,7 +240,9 @@ impl Policy {
             while j < bytes.len() && bytes[j] == b' ' {
                 j += 1;
             }
-            if j >= bytes.len() || (bytes[j] != b'=' && bytes[j] != b':') {
+            // A command-line flag takes its value after a space: `--password hunter2`.
+            let flag = key.starts_with('-') && j > i && j < bytes.len();
+            if j >= bytes.len() || (bytes[j] != b'=' && bytes[j] != b':' && !flag) {
                 continue;
             }
             // `http://` is a scheme, not a key; URL credentials have their own rule.
@@ -244,7 +252,9 @@ impl Policy {
             if !self.is_sensitive_key(key) {
                 continue;
             }
-            j += 1;
+            if bytes[j] == b'=' || bytes[j] == b':' {
+                j += 1;
+            }
             while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
                 j += 1;
             }
@@ -637,6 +647,16 @@ mod tests {
             ("login password=hunter2 ok", "hunter2"),
             ("{\"api_key\": \"abcd1234\"}", "abcd1234"),
             ("GET /x?user=a&token=zzz999&y=1", "zzz999"),
+            ("mysql -u root --password hunter2 -h db", "hunter2"),
+            ("run.sh --api-key=k-0987 --verbose", "k-0987"),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=bWFkZS11cA==;",
+                "bWFkZS11cA",
+            ),
+            (
+                "PUT /b/o?X-Amz-Signature=abcdef0123&X-Amz-Date=1",
+                "abcdef0123",
+            ),
             ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123"),
             (
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
@@ -657,6 +677,8 @@ mod tests {
             "worker 3 started",
             "order 4111111111111112",
             "see https://example.com/a:b@c",
+            "ls --color auto -la",
+            "used --token-count 5 in total",
         ] {
             assert_eq!(scrub(s), s);
         }
