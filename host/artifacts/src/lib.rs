@@ -13,6 +13,8 @@ pub const BUILT: bool = include!(concat!(env!("OUT_DIR"), "/built.rs"));
 pub mod plugins {
     /// `redact`, the default sanitizer policy.
     pub const REDACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redact.wasm"));
+    /// `allowlist`, the strict sanitizer policy: only listed keys keep their values.
+    pub const ALLOWLIST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/allowlist.wasm"));
     /// `misbehave`, a sanitizer that traps, loops or eats memory on request (tests only).
     pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
 }

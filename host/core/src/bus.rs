@@ -24,7 +24,7 @@ use crate::config::{BusConfig, lookup};
 use crate::error::{Error, Result};
 use crate::event::{Event, Severity, now_ns};
 use crate::metrics::{BusMetrics, ConsumerCounters, KindCounters};
-use crate::sanitize::{Sanitizer, redact_everything};
+use crate::sanitize::{FailurePolicy, Sanitizer, redact_everything};
 
 /// A sanitized batch, shared by every consumer without copying.
 #[derive(Clone, Debug)]
@@ -504,7 +504,10 @@ impl Pipeline {
             .sanitizer_failures
             .with_label_values(&[sanitizer.name()])
             .inc();
-        redact_everything(events);
+        match sanitizer.failure_policy() {
+            FailurePolicy::Redact => redact_everything(events),
+            FailurePolicy::Drop => events.clear(),
+        }
         let mut left = events.iter().map(|e| e.id).peekable();
         for (id, counters) in meta {
             if left.peek() == Some(id) {

@@ -28,4 +28,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use event::{Event, Field, FieldValue, MAX_KIND_LEN, Severity, now_ns, validate_kind};
 pub use metrics::MAX_KIND_LABELS;
-pub use sanitize::{FAILED_CLOSED, PassThrough, SanitizeError, Sanitizer, redact_everything};
+pub use sanitize::{
+    FAILED_CLOSED, FailurePolicy, PassThrough, RedactAll, SanitizeError, Sanitizer,
+    redact_everything,
+};

@@ -2,6 +2,8 @@
 //! batch before fan-out; it never lets a batch through unsanitized. If the sanitizer fails,
 //! the batch *fails closed*: every field value is replaced by [`FAILED_CLOSED`].
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Event, FieldValue};
 
 /// The value every field gets when the sanitizer failed on its batch.
@@ -15,6 +17,17 @@ pub struct SanitizeError {
     pub reason: String,
 }
 
+/// What the bus does with a batch whose sanitizer failed. Never "pass it through".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Send the batch with every field value replaced by [`FAILED_CLOSED`].
+    #[default]
+    Redact,
+    /// Drop the batch; its events are counted `dropped`.
+    Drop,
+}
+
 /// Rewrites batches of events. Implementations must be cheap to call concurrently from the
 /// bus's pipeline thread; the WASM runtime provides the real one.
 pub trait Sanitizer: Send + Sync + 'static {
@@ -25,6 +38,11 @@ pub trait Sanitizer: Send + Sync + 'static {
     /// not be added or reordered, and ids must be kept, or the whole batch is dropped. On
     /// `Err` the bus redacts every field of what is left in `batch` and sends that.
     fn sanitize(&self, batch: &mut Vec<Event>) -> Result<(), SanitizeError>;
+
+    /// What to do with a batch this sanitizer failed on.
+    fn failure_policy(&self) -> FailurePolicy {
+        FailurePolicy::Redact
+    }
 }
 
 /// A sanitizer that changes nothing: for tests and benchmarks of the bare pipeline only.
@@ -37,6 +55,22 @@ impl Sanitizer for PassThrough {
     }
 
     fn sanitize(&self, _batch: &mut Vec<Event>) -> Result<(), SanitizeError> {
+        Ok(())
+    }
+}
+
+/// Redacts every field of every event: the safe placeholder before the configured
+/// sanitizer is installed.
+#[derive(Debug, Default)]
+pub struct RedactAll;
+
+impl Sanitizer for RedactAll {
+    fn name(&self) -> &str {
+        "redact-all"
+    }
+
+    fn sanitize(&self, batch: &mut Vec<Event>) -> Result<(), SanitizeError> {
+        redact_everything(batch);
         Ok(())
     }
 }

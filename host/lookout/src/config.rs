@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use lookout_core::BusConfig;
-use lookout_wasm::Limits;
+use lookout_core::{BusConfig, FailurePolicy};
+use lookout_wasm::{Limits, Manifest, World};
 use serde::{Deserialize, Serialize};
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Serve the dashboard at `/`.
     pub dashboard: bool,
+    /// Bearer token for the mutating admin routes (plugin swaps); at least 16 characters.
+    /// Without one they accept loopback clients only. `LOOKOUT_ADMIN_TOKEN` overrides it.
+    pub admin_token: Option<String>,
+    /// Largest plugin upload (manifest + component), in bytes.
+    pub max_plugin_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +45,8 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.into(),
             max_body_bytes: lookout_server::DEFAULT_MAX_BODY_BYTES,
             dashboard: true,
+            admin_token: None,
+            max_plugin_bytes: lookout_server::DEFAULT_MAX_PLUGIN_BYTES,
         }
     }
 }
@@ -48,11 +55,14 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SanitizerConfig {
-    /// `redact` (embedded) or a path to a `.wasm` component of the `sanitizer` world.
+    /// `redact` or `allowlist` (both embedded), or a path to a `.wasm` component of the
+    /// `sanitizer` world.
     pub plugin: String,
     /// Handed to the plugin's `init`.
     pub config: BTreeMap<String, String>,
     pub limits: Limits,
+    /// What happens to a batch the sanitizer failed on: `redact` every field, or `drop` it.
+    pub on_failure: FailurePolicy,
 }
 
 impl Default for SanitizerConfig {
@@ -61,6 +71,7 @@ impl Default for SanitizerConfig {
             plugin: "redact".into(),
             config: BTreeMap::new(),
             limits: Limits::default(),
+            on_failure: FailurePolicy::default(),
         }
     }
 }
@@ -99,6 +110,17 @@ impl Config {
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 256 << 20 {
             bail!("invalid config `server.max_body_bytes`: must be between 1024 and 268435456");
         }
+        if self.server.max_plugin_bytes < 1024 || self.server.max_plugin_bytes > 256 << 20 {
+            bail!("invalid config `server.max_plugin_bytes`: must be between 1024 and 268435456");
+        }
+        if self
+            .server
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            bail!("invalid config `server.admin_token`: use at least 16 characters");
+        }
         self.bus.validate()?;
         Ok(())
     }
@@ -112,10 +134,17 @@ impl Config {
         })
     }
 
-    /// The sanitizer plugin's bytes: embedded by name, or read from a path.
-    pub fn sanitizer_wasm(&self) -> anyhow::Result<(String, Vec<u8>)> {
-        match self.sanitizer.plugin.as_str() {
-            "redact" => Ok(("redact".into(), lookout_artifacts::plugins::REDACT.to_vec())),
+    /// The sanitizer's manifest and bytes: an embedded plugin by name, or one read from a path.
+    pub fn sanitizer(&self) -> anyhow::Result<(Manifest, Vec<u8>)> {
+        let (name, wasm) = match self.sanitizer.plugin.as_str() {
+            "redact" => (
+                "redact".to_string(),
+                lookout_artifacts::plugins::REDACT.to_vec(),
+            ),
+            "allowlist" => (
+                "allowlist".to_string(),
+                lookout_artifacts::plugins::ALLOWLIST.to_vec(),
+            ),
             path => {
                 let path = PathBuf::from(path);
                 let bytes = std::fs::read(&path).with_context(|| {
@@ -127,8 +156,26 @@ impl Config {
                 let name = path
                     .file_stem()
                     .map_or_else(|| "sanitizer".into(), |s| s.to_string_lossy().into_owned());
-                Ok((name, bytes))
+                (name, bytes)
             }
+        };
+        if wasm.is_empty() {
+            bail!(
+                "the embedded `{name}` plugin is empty: this binary was built with LOOKOUT_SKIP_WASM_BUILD=1"
+            );
         }
+        let mut manifest = Manifest::new(&name, World::Sanitizer);
+        manifest.config = self.sanitizer.config.clone();
+        manifest.limits = self.sanitizer.limits;
+        manifest.on_failure = self.sanitizer.on_failure;
+        Ok((manifest, wasm))
+    }
+
+    /// The admin token: `LOOKOUT_ADMIN_TOKEN`, else `server.admin_token`.
+    pub fn admin_token(&self) -> Option<String> {
+        std::env::var("LOOKOUT_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.server.admin_token.clone())
     }
 }

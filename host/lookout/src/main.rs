@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lookout_core::Bus;
+use lookout_core::{Bus, RedactAll};
 use lookout_server::{AppState, DashboardAssets};
-use lookout_wasm::{Runtime, WasmSanitizer};
+use lookout_wasm::{PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
 use crate::config::Config;
@@ -78,8 +78,8 @@ fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Check { file },
         } => {
             let config = Config::load(&file)?;
-            let registry = Registry::new();
-            load_sanitizer(&config, &Runtime::new(&registry)?)?;
+            let (manifest, wasm) = config.sanitizer()?;
+            WasmSanitizer::from_manifest(&Runtime::new(&Registry::new())?, &manifest, &wasm)?;
             println!("{}: ok", file.display());
             Ok(())
         }
@@ -111,34 +111,16 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_sanitizer(config: &Config, runtime: &Runtime) -> anyhow::Result<WasmSanitizer> {
-    let (name, wasm) = config.sanitizer_wasm()?;
-    if wasm.is_empty() {
-        bail!(
-            "the embedded `{name}` plugin is empty: this binary was built with LOOKOUT_SKIP_WASM_BUILD=1"
-        );
-    }
-    let plugin_config = config
-        .sanitizer
-        .config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(WasmSanitizer::load(
-        runtime,
-        &name,
-        &wasm,
-        plugin_config,
-        config.sanitizer.limits,
-    )?)
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry)?;
-    let sanitizer = load_sanitizer(&config, &runtime)?;
-    let sanitizer_name = lookout_core::Sanitizer::name(&sanitizer).to_string();
-    let bus = Bus::start(config.bus.clone(), &registry, Box::new(sanitizer))?;
+    // Until the configured sanitizer is installed (before the listener opens) everything
+    // would be redacted: there is never a moment without a sanitizer.
+    let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;
+    let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
+    let (manifest, wasm) = config.sanitizer()?;
+    let sanitizer_name = manifest.name.clone();
+    plugins.install(manifest, &wasm, "startup")?;
 
     let dashboard =
         (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {
@@ -151,6 +133,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
         dashboard,
         max_body_bytes: config.server.max_body_bytes,
+        plugins,
+        admin_token: config.admin_token(),
+        max_plugin_bytes: config.server.max_plugin_bytes,
     };
     let app = lookout_server::router(state);
 
@@ -171,6 +156,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown.notify_waiters();
         });
     }
+    // Connection info lets the admin guard tell loopback clients from others.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move { shutdown.notified().await }

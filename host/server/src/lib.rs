@@ -7,10 +7,12 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /health` | liveness: 200 `{"status":"ok"}` while the host runs |
 //! | `GET /` | the dashboard (and its `/assets/…`) |
+//! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //!
 //! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
 //! events from a bus consumer, never from the ingest path.
 
+mod admin;
 mod ingest;
 
 use std::convert::Infallible;
@@ -23,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use lookout_core::{Batch, Bus, Consumer, ConsumerError, Published};
@@ -36,6 +38,8 @@ pub use ingest::{IngestError, Location, MAX_EVENTS_PER_REQUEST, parse_body};
 
 /// Default largest accepted ingest body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default largest plugin upload (manifest + component), in bytes.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 16 << 20;
 /// Batches buffered per live-stream client before its bus queue starts dropping.
 const STREAM_BUFFER: usize = 16;
 
@@ -54,6 +58,10 @@ pub struct AppState {
     pub registry: Registry,
     pub dashboard: Option<DashboardAssets>,
     pub max_body_bytes: usize,
+    pub plugins: Arc<lookout_wasm::PluginRegistry>,
+    /// When set, mutating routes need `Authorization: Bearer <token>`; when not, loopback only.
+    pub admin_token: Option<String>,
+    pub max_plugin_bytes: usize,
 }
 
 /// An error response: a status and a JSON body that says what was wrong.
@@ -99,7 +107,26 @@ impl From<IngestError> for ApiError {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body_bytes;
+    let max_plugin = state.max_plugin_bytes;
+    let state = Arc::new(state);
+    let admin = Router::new()
+        .route(
+            "/api/v1/plugins/{name}",
+            put(admin::put_plugin)
+                .delete(admin::delete_plugin)
+                .layer(DefaultBodyLimit::max(max_plugin)),
+        )
+        .route(
+            "/api/v1/plugins/{name}/rollback",
+            post(admin::rollback_plugin),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
     Router::new()
+        .merge(admin)
+        .route("/api/v1/plugins", get(admin::list_plugins))
         .route(
             "/api/v1/events",
             post(ingest_events).layer(DefaultBodyLimit::max(max_body)),
@@ -111,7 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/lookout_dashboard.js", get(dashboard_js))
         .route("/assets/lookout_dashboard_bg.wasm", get(dashboard_wasm))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 async fn ingest_events(

@@ -25,6 +25,15 @@ pub enum Error {
     /// The manifest or limits are invalid.
     #[error("plugin `{plugin}`: invalid manifest: {reason}")]
     Manifest { plugin: String, reason: String },
+    /// A manifest fixture did not give the output it expects.
+    #[error("plugin `{plugin}`: {reason}")]
+    Fixture { plugin: String, reason: String },
+    /// No plugin of that name is loaded.
+    #[error("plugin `{plugin}` is not loaded")]
+    NotFound { plugin: String },
+    /// The request cannot be done in the plugin's current state.
+    #[error("plugin `{plugin}`: {reason}")]
+    Conflict { plugin: String, reason: String },
     /// The runtime itself could not start.
     #[error("wasm runtime: {0}")]
     Runtime(String),

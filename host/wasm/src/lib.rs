@@ -6,9 +6,13 @@
 
 mod bindings;
 mod error;
+mod manifest;
+mod registry;
 mod runtime;
 mod sanitizer;
 
 pub use error::{Error, Result};
-pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_BYTES, EPOCH_TICK, Limits, Runtime};
+pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
+pub use registry::{PluginInfo, PluginRegistry, PreviousInfo, SwapRecord};
+pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime};
 pub use sanitizer::{PluginConfig, WasmSanitizer};

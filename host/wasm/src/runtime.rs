@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Default memory cap per plugin instance.
-pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MAX_MEMORY_MIB: u32 = 64;
 /// Default time one call into a plugin may take.
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 100;
 /// Most log lines a plugin may write per call; more are counted and discarded.
@@ -31,8 +31,8 @@ const MAX_LOG_MESSAGE: usize = 2048;
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Linear memory the plugin may grow to, in bytes.
-    pub max_memory_bytes: u64,
+    /// Linear memory the plugin may grow to, in MiB.
+    pub max_memory_mib: u32,
     /// Time one call (`init`, `sanitize`, …) may take before it is interrupted.
     pub call_timeout_ms: u64,
 }
@@ -40,7 +40,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
         }
     }
@@ -54,8 +54,8 @@ impl Limits {
                 reason: reason.to_string(),
             })
         };
-        if self.max_memory_bytes < 1 << 20 || self.max_memory_bytes > 4 << 30 {
-            return bad("limits.max_memory_bytes must be between 1 MiB and 4 GiB");
+        if self.max_memory_mib == 0 || self.max_memory_mib > 4096 {
+            return bad("limits.max_memory_mib must be between 1 and 4096");
         }
         if self.call_timeout_ms == 0 || self.call_timeout_ms > 60_000 {
             return bad("limits.call_timeout_ms must be between 1 and 60000");
@@ -285,7 +285,7 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             sandbox: Sandbox {
-                max_memory: limits.max_memory_bytes as usize,
+                max_memory: limits.max_memory_mib as usize * (1 << 20),
                 memory_denied: false,
             },
             logs_this_call: 0,
@@ -312,10 +312,7 @@ pub(crate) fn describe_trap(
     if store.data().sandbox.memory_denied {
         return (
             "out_of_memory",
-            format!(
-                "ran out of memory (limit {} bytes)",
-                limits.max_memory_bytes
-            ),
+            format!("ran out of memory (limit {} MiB)", limits.max_memory_mib),
         );
     }
     match err.downcast_ref::<Trap>() {

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use lookout_core::{Event, Field, FieldValue, SanitizeError, Sanitizer, Severity};
+use lookout_core::{Event, FailurePolicy, Field, FieldValue, SanitizeError, Sanitizer, Severity};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
 use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::bindings::types as wit;
 use crate::error::{Error, Result};
+use crate::manifest::{Fixture, Manifest, World};
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
 
 /// The `[config]` handed to a plugin's `init`.
@@ -29,6 +30,7 @@ pub struct WasmSanitizer {
     pre: SanitizerPre<PluginState>,
     config: PluginConfig,
     limits: Limits,
+    on_failure: FailurePolicy,
     live: Mutex<Option<Live>>,
 }
 
@@ -69,11 +71,76 @@ impl WasmSanitizer {
             pre,
             config,
             limits,
+            on_failure: FailurePolicy::default(),
             live: Mutex::new(None),
         };
         let live = sanitizer.instantiate()?;
         *sanitizer.live.lock() = Some(live);
         Ok(sanitizer)
+    }
+
+    /// Loads the plugin a manifest describes, then runs the manifest's fixtures against it.
+    pub fn from_manifest(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        wasm: &[u8],
+    ) -> Result<WasmSanitizer> {
+        manifest.validate()?;
+        if manifest.world != World::Sanitizer {
+            return Err(Error::WrongWorld {
+                plugin: manifest.name.clone(),
+                world: "sanitizer".into(),
+                reason: format!("its manifest says world `{}`", manifest.world.as_str()),
+            });
+        }
+        let mut sanitizer = WasmSanitizer::load(
+            runtime,
+            &manifest.name,
+            wasm,
+            manifest.init_config(),
+            manifest.limits,
+        )?;
+        sanitizer.on_failure = manifest.on_failure;
+        sanitizer.run_fixtures(&manifest.fixtures)?;
+        Ok(sanitizer)
+    }
+
+    /// Runs each fixture's input through the plugin and compares with what it expects.
+    fn run_fixtures(&self, fixtures: &[Fixture]) -> Result<()> {
+        for (i, fixture) in fixtures.iter().enumerate() {
+            let label = if fixture.name.is_empty() {
+                format!("fixtures[{i}]")
+            } else {
+                format!("fixture `{}`", fixture.name)
+            };
+            let fail = |reason: String| Error::Fixture {
+                plugin: self.name.to_string(),
+                reason: format!("{label}: {reason}"),
+            };
+            let mut batch: Vec<Event> = fixture
+                .input
+                .iter()
+                .enumerate()
+                .map(|(n, e)| e.to_event(n as u64 + 1))
+                .collect();
+            self.sanitize(&mut batch).map_err(|e| fail(e.reason))?;
+            if batch.len() != fixture.expect.len() {
+                return Err(fail(format!(
+                    "expected {} events out, got {}",
+                    fixture.expect.len(),
+                    batch.len()
+                )));
+            }
+            for (n, (got, want)) in batch.iter().zip(&fixture.expect).enumerate() {
+                if !want.matches(got) {
+                    let got = serde_json::to_string(got).unwrap_or_default();
+                    return Err(fail(format!(
+                        "event {n} came out as {got}, which is not what the fixture expects"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A fresh instance with `init` run on the plugin's config.
@@ -106,6 +173,10 @@ impl WasmSanitizer {
 impl Sanitizer for WasmSanitizer {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn failure_policy(&self) -> FailurePolicy {
+        self.on_failure
     }
 
     fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {

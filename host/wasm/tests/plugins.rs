@@ -1,11 +1,15 @@
 //! Real components built from `plugins/`, run in the real sandbox.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use lookout_artifacts::plugins::{MISBEHAVE, REDACT};
-use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, Sanitizer};
+use lookout_artifacts::plugins::{ALLOWLIST, MISBEHAVE, REDACT};
+use lookout_core::{
+    Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, RedactAll,
+    Sanitizer,
+};
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{Error, Limits, Runtime, WasmSanitizer};
+use lookout_wasm::{Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer, World};
 use prometheus::Registry;
 
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -211,7 +215,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry).unwrap();
     let limits = Limits {
-        max_memory_bytes: 16 << 20,
+        max_memory_mib: 16,
         call_timeout_ms: 50,
     };
     let s = WasmSanitizer::load(&runtime, "misbehave", MISBEHAVE, Vec::new(), limits).unwrap();
@@ -319,12 +323,12 @@ fn invalid_components_are_refused_with_a_reason() {
         REDACT,
         Vec::new(),
         Limits {
-            max_memory_bytes: 10,
+            max_memory_mib: 0,
             call_timeout_ms: 10,
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("max_memory_bytes"), "{err}");
+    assert!(err.to_string().contains("max_memory_mib"), "{err}");
     // init refusing its config.
     let err = WasmSanitizer::load(
         &runtime,
@@ -335,4 +339,288 @@ fn invalid_components_are_refused_with_a_reason() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("fail_init"), "{err}");
+}
+
+fn allowlist_manifest(allow: &str, fixture_expect_user: &str) -> Manifest {
+    Manifest::parse(&format!(
+        r#"
+        name = "allowlist"
+        world = "sanitizer"
+        version = "1.0.0"
+        [config]
+        allow = "{allow}"
+        [[fixtures]]
+        name = "only listed keys keep values"
+        input = [{{ kind = "login", fields = {{ user = "bob", password = "hunter2" }} }}]
+        expect = [{{ kind = "login", fields = {{ user = "{fixture_expect_user}", password = "[REDACTED]" }} }}]
+        "#
+    ))
+    .unwrap()
+}
+
+fn start_bus_with_registry() -> (Bus, Registry, PluginRegistry) {
+    let registry = Registry::new();
+    let runtime = Runtime::new(&registry).unwrap();
+    let bus = Bus::start(BusConfig::default(), &registry, Box::new(RedactAll)).unwrap();
+    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+    plugins
+        .install(Manifest::new("redact", World::Sanitizer), REDACT, "test")
+        .unwrap();
+    (bus, registry, plugins)
+}
+
+/// A swap runs every check before it switches: a component that fails its fixtures, random
+/// bytes, or a wrong manifest leave the running version in place, and each rejection is
+/// recorded. A good swap switches; rollback returns to the previous version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_checks_first_and_rollback_returns() {
+    let (bus, registry, plugins) = start_bus_with_registry();
+    let seen = Collect::default();
+    bus.register("collect", seen.clone()).unwrap();
+    let running = |plugins: &PluginRegistry| {
+        let list = plugins.list();
+        (list[0].name.clone(), list[0].version)
+    };
+    assert_eq!(running(&plugins), ("redact".to_string(), 1));
+
+    // The fixture expects `user` to be kept, but `user` is not in the allow list.
+    let err = plugins
+        .install(allowlist_manifest("command", "bob"), ALLOWLIST, "test")
+        .unwrap_err();
+    assert!(matches!(err, Error::Fixture { .. }), "{err}");
+    assert!(
+        err.to_string().contains("only listed keys keep values"),
+        "{err}"
+    );
+    let err = plugins
+        .install(allowlist_manifest("user", "bob"), b"\0asm garbage", "test")
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
+    let mut consumer_world = allowlist_manifest("user", "bob");
+    consumer_world.world = World::Consumer;
+    assert!(plugins.install(consumer_world, ALLOWLIST, "test").is_err());
+    let mut no_allow = allowlist_manifest("user", "bob");
+    no_allow.config.clear();
+    let err = plugins.install(no_allow, ALLOWLIST, "test").unwrap_err();
+    assert!(err.to_string().contains("allow"), "{err}");
+    assert_eq!(
+        running(&plugins),
+        ("redact".to_string(), 1),
+        "a rejected swap changed the running version"
+    );
+
+    let info = plugins
+        .install(allowlist_manifest("user", "bob"), ALLOWLIST, "test")
+        .unwrap();
+    assert_eq!((info.name.as_str(), info.version), ("allowlist", 2));
+    assert_eq!(
+        info.previous.as_ref().map(|p| p.name.as_str()),
+        Some("redact")
+    );
+    bus.publish(
+        Event::new("login")
+            .field("user", "bob")
+            .field("note", "plain words"),
+    );
+    assert!(bus.flush(Duration::from_secs(5)).await);
+
+    let info = plugins.rollback("allowlist", "test").unwrap();
+    assert_eq!((info.name.as_str(), info.version), ("redact", 1));
+    bus.publish(
+        Event::new("login")
+            .field("user", "bob")
+            .field("note", "plain words"),
+    );
+    assert!(bus.flush(Duration::from_secs(5)).await);
+
+    let events = seen.events();
+    assert_eq!(
+        events[0].get("note"),
+        Some(&FieldValue::Str("[REDACTED]".into())),
+        "allowlist redacts unlisted keys"
+    );
+    assert_eq!(
+        events[1].get("note"),
+        Some(&FieldValue::Str("plain words".into())),
+        "redact keeps plain text"
+    );
+    assert!(matches!(
+        plugins.rollback("allowlist", "test"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        plugins.remove("redact"),
+        Err(Error::Conflict { .. })
+    ));
+
+    let outcomes: Vec<_> = plugins.history().iter().map(|h| h.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "installed",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+            "installed",
+            "rolled_back"
+        ]
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_swaps_total",
+            &[("outcome", "rejected")]
+        ),
+        4
+    );
+}
+
+/// The sanitizer policy a batch saw, read from its output.
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Policy {
+    Redact,
+    Allowlist,
+}
+
+/// Per batch: the policy that sanitized it and its size; and every event no policy could make.
+type AuditLog = (Vec<(Policy, usize)>, Vec<String>);
+
+/// Records, per batch, which policy sanitized it — and any event no policy could have made.
+#[derive(Clone, Default)]
+struct PolicyAudit(Arc<parking_lot::Mutex<AuditLog>>);
+
+impl Consumer for PolicyAudit {
+    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
+        let mut policies = Vec::new();
+        let mut bad = Vec::new();
+        for e in batch.iter() {
+            let json = serde_json::to_string(e).unwrap();
+            let redact = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
+                && e.get("note") == Some(&FieldValue::Str("key [REDACTED:aws_access_key]".into()));
+            let allowlist = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
+                && e.get("note") == Some(&FieldValue::Str("[REDACTED]".into()));
+            if json.contains("hunter2")
+                || json.contains("AKIAIOSFODNN7EXAMPLE")
+                || e.get("user") != Some(&FieldValue::Str("bob".into()))
+            {
+                bad.push(json);
+            } else if redact {
+                policies.push(Policy::Redact);
+            } else if allowlist {
+                policies.push(Policy::Allowlist);
+            } else {
+                bad.push(json);
+            }
+        }
+        let mut audit = self.0.lock();
+        audit.1.extend(bad);
+        if let Some(first) = policies.first().copied() {
+            if policies.iter().any(|p| *p != first) {
+                audit.1.push(format!(
+                    "a batch of {} events was sanitized by two versions",
+                    policies.len()
+                ));
+            }
+            audit.0.push((first, policies.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Policies swapped 20 times back and forth while events flow: every event comes out
+/// sanitized by exactly one complete version (no secret, no half-and-half batch), every event
+/// is accounted for, and no call fails because of a swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_loses_and_leaks_nothing() {
+    let (bus, registry, plugins) = start_bus_with_registry();
+    let audit = PolicyAudit::default();
+    bus.register("audit", audit.clone()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let bus = bus.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let e = Event::new("login")
+                    .field("user", "bob")
+                    .field("password", "hunter2")
+                    .field("note", "key AKIAIOSFODNN7EXAMPLE");
+                bus.publish(e);
+                n += 1;
+                if n.is_multiple_of(1024) {
+                    std::thread::yield_now();
+                }
+            }
+            n
+        })
+    };
+    let allow_user = allowlist_manifest("user", "bob");
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if i % 2 == 0 {
+            plugins
+                .install(allow_user.clone(), ALLOWLIST, "test")
+                .unwrap();
+        } else {
+            plugins.rollback("allowlist", "test").unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = producer.join().unwrap();
+    bus.shutdown().await;
+
+    let (batches, bad) = audit.0.lock().clone();
+    assert!(
+        bad.is_empty(),
+        "{} bad events, first: {:?}",
+        bad.len(),
+        bad.first()
+    );
+    let seen_redact = batches.iter().filter(|(p, _)| *p == Policy::Redact).count();
+    let seen_allow = batches
+        .iter()
+        .filter(|(p, _)| *p == Policy::Allowlist)
+        .count();
+    assert!(
+        seen_redact > 0 && seen_allow > 0,
+        "both policies ran: {seen_redact} / {seen_allow} batches"
+    );
+    let delivered: usize = batches.iter().map(|(_, n)| n).sum();
+    let accepted = counter(
+        &registry,
+        "lookout_events_total",
+        &[("outcome", "accepted")],
+    );
+    let dropped = counter(&registry, "lookout_events_total", &[("outcome", "dropped")]);
+    assert_eq!(
+        accepted + dropped,
+        published,
+        "published = accepted + dropped"
+    );
+    assert_eq!(
+        delivered as u64, accepted,
+        "every accepted event reached the consumer"
+    );
+    assert_eq!(
+        counter(&registry, "lookout_sanitizer_failures_total", &[]),
+        0
+    );
+    for outcome in ["trap", "timeout", "out_of_memory"] {
+        assert_eq!(
+            counter(
+                &registry,
+                "lookout_plugin_calls_total",
+                &[("outcome", outcome)]
+            ),
+            0,
+            "{outcome}"
+        );
+    }
+    assert!(
+        published > 10_000,
+        "only {published} events flowed during the swaps"
+    );
 }

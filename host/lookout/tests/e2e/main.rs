@@ -4,6 +4,7 @@
 mod cli;
 mod dashboard;
 mod ingest;
+mod plugins;
 
 use lookout_testkit::Host;
 

@@ -1,0 +1,219 @@
+//! The plugin admin API against a running host: swap a sanitizer policy, watch the stream
+//! change, roll back, and the guard on mutating routes.
+
+use std::time::Duration;
+
+use lookout_artifacts::plugins::{ALLOWLIST, REDACT};
+use lookout_testkit::{Host, LiveStream};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::{LOOKOUT, default_host};
+
+const ALLOWLIST_MANIFEST: &str = r#"
+name = "allowlist"
+world = "sanitizer"
+version = "1.0.0"
+[config]
+allow = "user,command"
+[[fixtures]]
+input = [{ kind = "login", fields = { user = "bob", password = "hunter2" } }]
+expect = [{ kind = "login", fields = { user = "bob", password = "[REDACTED]" } }]
+"#;
+
+fn upload(manifest: &str, wasm: &[u8]) -> Form {
+    Form::new()
+        .part("manifest", Part::text(manifest.to_string()))
+        .part("wasm", Part::bytes(wasm.to_vec()))
+}
+
+async fn publish_note(host: &Host, note: &str) {
+    let response = host
+        .http
+        .post(host.url("/api/v1/events"))
+        .json(&json!([{ "kind": "audit.note", "fields": { "user": "bob", "note": note } }]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
+/// Swapping in the allow-list policy changes what the stream shows at once; a bad upload is
+/// refused with 422 and changes nothing; rollback brings the default back; the sanitizer
+/// cannot be deleted; the list and history say what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
+    let host = default_host();
+    let mut stream = LiveStream::open(&host, "?kind=audit.").await.unwrap();
+
+    publish_note(&host, "plain words").await;
+    let before = stream.take(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        before[0]["fields"]["note"], "plain words",
+        "redact keeps plain text"
+    );
+
+    let response = host
+        .http
+        .put(host.url("/api/v1/plugins/allowlist"))
+        .multipart(upload(ALLOWLIST_MANIFEST, ALLOWLIST))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    publish_note(&host, "plain words").await;
+    let after = stream.take(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        after[0]["fields"]["note"], "[REDACTED]",
+        "allowlist redacts unlisted keys"
+    );
+    assert_eq!(after[0]["fields"]["user"], "bob");
+
+    // Random bytes and a name that does not match the URL: 422, and allowlist stays.
+    let response = host
+        .http
+        .put(host.url("/api/v1/plugins/allowlist"))
+        .multipart(upload(ALLOWLIST_MANIFEST, b"\0asm\x0d\0\x01\0 random"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WASM component"),
+        "{body}"
+    );
+    let response = host
+        .http
+        .put(host.url("/api/v1/plugins/other"))
+        .multipart(upload(ALLOWLIST_MANIFEST, REDACT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+
+    let list: Value = host
+        .http
+        .get(host.url("/api/v1/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["plugins"][0]["name"], "allowlist");
+    assert_eq!(list["plugins"][0]["version"], 2);
+    assert_eq!(list["plugins"][0]["previous"]["name"], "redact");
+    let outcomes: Vec<&str> = list["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["installed", "installed", "rejected"]);
+
+    let response = host
+        .http
+        .post(host.url("/api/v1/plugins/allowlist/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    publish_note(&host, "plain words").await;
+    let rolled = stream.take(1, Duration::from_secs(10)).await;
+    assert_eq!(rolled[0]["fields"]["note"], "plain words", "back on redact");
+
+    let response = host
+        .http
+        .delete(host.url("/api/v1/plugins/redact"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let response = host
+        .http
+        .post(host.url("/api/v1/plugins/nothing/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let metrics = host.metrics().await;
+    assert_eq!(
+        metrics.sum(
+            "lookout_plugin_info",
+            &[("plugin", "redact"), ("version", "1")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.sum("lookout_plugin_swaps_total", &[("outcome", "rejected")]),
+        1.0
+    );
+}
+
+/// With an admin token configured, mutating routes need it: none or a wrong one is 401, the
+/// right one works. Reading the plugin list needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_token_when_one_is_set() {
+    let config = lookout_testkit::artifacts_dir().join("admin-token.toml");
+    std::fs::write(
+        &config,
+        "[server]\nadmin_token = \"correct-horse-battery-staple\"\n",
+    )
+    .unwrap();
+    let host = Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
+    let rollback = host.url("/api/v1/plugins/redact/rollback");
+
+    let response = host.http.post(&rollback).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let response = host
+        .http
+        .post(&rollback)
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // The right token gets through the guard (and then 409: no previous version yet).
+    let response = host
+        .http
+        .post(&rollback)
+        .bearer_auth("correct-horse-battery-staple")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let response = host
+        .http
+        .get(host.url("/api/v1/plugins"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logs = host.logs().join("\n");
+    assert!(
+        !logs.contains("correct-horse-battery-staple"),
+        "the token reached the logs"
+    );
+}
+
+/// The default host serves mutating routes to loopback clients without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_loopback_clients_may_swap() {
+    let host = default_host();
+    let response = host
+        .http
+        .post(host.url("/api/v1/plugins/redact/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        409,
+        "loopback passes the guard (409: nothing to roll back to)"
+    );
+}
