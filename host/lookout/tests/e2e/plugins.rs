@@ -217,3 +217,21 @@ async fn without_a_token_loopback_clients_may_swap() {
         "loopback passes the guard (409: nothing to roll back to)"
     );
 }
+
+/// The example manifest in `examples/plugins/` swaps in as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_manifest_swaps_in() {
+    let host = default_host();
+    let manifest = std::fs::read_to_string(
+        lookout_testkit::repo_root().join("examples/plugins/allowlist.toml"),
+    )
+    .unwrap();
+    let response = host
+        .http
+        .put(host.url("/api/v1/plugins/allowlist"))
+        .multipart(upload(&manifest, ALLOWLIST))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
