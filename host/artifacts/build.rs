@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
 
-const PLUGINS: &[&str] = &["redact", "allowlist", "misbehave"];
+const PLUGINS: &[&str] = &[
+    "redact",
+    "allowlist",
+    "digest",
+    "error_counter",
+    "slo",
+    "misbehave",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

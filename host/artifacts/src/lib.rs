@@ -15,6 +15,13 @@ pub mod plugins {
     pub const REDACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redact.wasm"));
     /// `allowlist`, the strict sanitizer policy: only listed keys keep their values.
     pub const ALLOWLIST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/allowlist.wasm"));
+    /// `digest`, a consumer that logs a digest of requests and crashes.
+    pub const DIGEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/digest.wasm"));
+    /// `error-counter`, a consumer that counts failed requests per command (a custom metric).
+    pub const ERROR_COUNTER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/error_counter.wasm"));
+    /// `slo`, a metrics plugin: good/bad requests per command against a latency threshold.
+    pub const SLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slo.wasm"));
     /// `misbehave`, a sanitizer that traps, loops or eats memory on request (tests only).
     pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
 }

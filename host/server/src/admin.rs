@@ -181,7 +181,7 @@ pub(crate) async fn delete_plugin(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.plugins.remove(&name)?;
+    state.plugins.remove(&name, "api")?;
     Ok(StatusCode::NO_CONTENT)
 }
 

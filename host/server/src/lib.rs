@@ -235,9 +235,12 @@ where
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let mut families = state.registry.gather();
+    // Plugins' custom metrics live in registries of their own (one per plugin version).
+    families.extend(state.plugins.gather_custom());
     let mut buffer = Vec::new();
     TextEncoder::new()
-        .encode(&state.registry.gather(), &mut buffer)
+        .encode(&families, &mut buffer)
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,14 +5,20 @@
 //! call, are counted in `lookout_plugin_calls_total`, and never take the host down.
 
 mod bindings;
+mod custom_metrics;
 mod error;
 mod manifest;
 mod registry;
+mod runner;
 mod runtime;
 mod sanitizer;
 
+pub use custom_metrics::{
+    MAX_LABELS, MAX_METRICS_PER_PLUGIN, MetricDecl, MetricKind, PluginMetricSet,
+};
 pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
 pub use registry::{PluginInfo, PluginRegistry, PreviousInfo, SwapRecord};
+pub use runner::Runner;
 pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime};
 pub use sanitizer::{PluginConfig, WasmSanitizer};

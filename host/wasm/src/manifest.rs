@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use lookout_core::{Event, FailurePolicy, Field, FieldValue, Severity};
 use serde::{Deserialize, Serialize};
 
+use crate::custom_metrics::MetricDecl;
 use crate::error::{Error, Result};
 use crate::runtime::Limits;
 
@@ -69,6 +70,10 @@ pub struct Manifest {
     pub on_failure: FailurePolicy,
     #[serde(default)]
     pub fixtures: Vec<Fixture>,
+    /// Metrics the plugin may update through `update-metric` (`consumer` world; a `metrics`
+    /// plugin declares its own through `describe`).
+    #[serde(default)]
+    pub metrics: Vec<MetricDecl>,
 }
 
 /// Events in, and the events that must come out.
@@ -166,6 +171,7 @@ impl Manifest {
             limits: Limits::default(),
             on_failure: FailurePolicy::default(),
             fixtures: Vec::new(),
+            metrics: Vec::new(),
         }
     }
 

@@ -2,29 +2,42 @@
 //! from the admin API, the CLI or start-up.
 //!
 //! A swap is: check the manifest, compile the component off the hot path, check it implements
-//! its world, instantiate it, run `init`, run the manifest's fixtures — and only then switch
-//! atomically. Anything failing before the switch leaves the running version in place and says
-//! exactly what failed. Each batch runs wholly on one version (the bus loads the sanitizer once
-//! per batch); a batch in flight finishes on the old one. The previous version is kept warm, so
-//! rollback is one call and instant. Every attempt is recorded in the swap history.
+//! its world, instantiate it, run `init` (and `describe` for metrics plugins), run the
+//! manifest's fixtures — and only then switch atomically. Anything failing before the switch
+//! leaves the running version in place and says exactly what failed. Each batch runs wholly on
+//! one version: the bus loads the sanitizer once per batch, and a consumer plugin's bus
+//! consumer loads its version once per batch. The previous version is kept warm, so rollback
+//! is one call and instant. Every attempt is recorded in the swap history.
+//!
+//! There is one sanitizer slot (swapping a policy replaces it, whatever its name) and one slot
+//! per `consumer`/`metrics` plugin name.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lookout_core::{Bus, Event, FailurePolicy, SanitizeError, Sanitizer};
+use arc_swap::ArcSwap;
+use lookout_core::{Bus, ConsumerHandle, Event, FailurePolicy, SanitizeError, Sanitizer};
 use parking_lot::Mutex;
+use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::custom_metrics::RejectionCounters;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
+use crate::runner::{PluginConsumer, Runner};
 use crate::runtime::{Limits, Runtime};
 use crate::sanitizer::WasmSanitizer;
 
 /// Swap attempts remembered for `history`.
 const HISTORY_LEN: usize = 100;
+
+enum Loaded {
+    Sanitizer(Arc<WasmSanitizer>),
+    Runner(Arc<Runner>),
+}
 
 /// One loaded version of a plugin.
 struct Installed {
@@ -32,7 +45,20 @@ struct Installed {
     manifest: Manifest,
     sha256: String,
     installed_at_ms: u64,
-    sanitizer: Arc<WasmSanitizer>,
+    loaded: Loaded,
+}
+
+/// A running version and the one before it.
+struct Slot {
+    current: Arc<Installed>,
+    previous: Option<Arc<Installed>>,
+}
+
+/// A consumer or metrics plugin: its slot, the version its bus consumer runs, its registration.
+struct RunnerSlot {
+    slot: Slot,
+    swap: Arc<ArcSwap<Runner>>,
+    registration: ConsumerHandle,
 }
 
 /// What the API and CLI show of a plugin.
@@ -40,7 +66,7 @@ struct Installed {
 pub struct PluginInfo {
     pub name: String,
     pub world: World,
-    /// The host's number for this load (1, 2, …), not the author's version.
+    /// The host's load number for this version (1, 2, …), not the author's version.
     pub version: u64,
     pub author_version: String,
     pub sha256: String,
@@ -66,7 +92,7 @@ pub struct SwapRecord {
     /// The version that was made current, when one was.
     pub version: Option<u64>,
     pub sha256: String,
-    /// `installed`, `rolled_back`, or `rejected`.
+    /// `installed`, `rolled_back`, `removed` or `rejected`.
     pub outcome: &'static str,
     /// Where the request came from: `startup`, `api`, `cli`.
     pub source: String,
@@ -89,8 +115,8 @@ impl Sanitizer for Current {
 }
 
 struct State {
-    sanitizer: Option<Arc<Installed>>,
-    previous: Option<Arc<Installed>>,
+    sanitizer: Option<Slot>,
+    runners: BTreeMap<String, RunnerSlot>,
     next_version: u64,
     history: VecDeque<SwapRecord>,
 }
@@ -102,6 +128,7 @@ pub struct PluginRegistry {
     state: Mutex<State>,
     swaps: IntCounterVec,
     info: IntGaugeVec,
+    rejections: RejectionCounters,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -123,14 +150,41 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+impl Installed {
+    fn runner(&self) -> Option<&Arc<Runner>> {
+        match &self.loaded {
+            Loaded::Runner(r) => Some(r),
+            Loaded::Sanitizer(_) => None,
+        }
+    }
+
+    fn info(&self, previous: Option<&Installed>) -> PluginInfo {
+        PluginInfo {
+            name: self.manifest.name.clone(),
+            world: self.manifest.world,
+            version: self.version,
+            author_version: self.manifest.version.clone(),
+            sha256: self.sha256.clone(),
+            installed_at_ms: self.installed_at_ms,
+            on_failure: self.manifest.on_failure,
+            limits: self.manifest.limits,
+            previous: previous.map(|p| PreviousInfo {
+                name: p.manifest.name.clone(),
+                version: p.version,
+                sha256: p.sha256.clone(),
+            }),
+        }
+    }
+}
+
 impl PluginRegistry {
-    /// A registry that swaps `bus`'s sanitizer; registers its metrics in `registry`.
+    /// A registry that runs plugins on `bus`; registers its metrics in `registry`.
     pub fn new(runtime: Runtime, bus: Bus, registry: &Registry) -> Result<PluginRegistry> {
         let err = |e: prometheus::Error| Error::Runtime(format!("plugin registry metrics: {e}"));
         let swaps = IntCounterVec::new(
             Opts::new(
                 "lookout_plugin_swaps_total",
-                "Plugin swap attempts by plugin and outcome (installed, rolled_back, rejected).",
+                "Plugin swap attempts by plugin and outcome (installed, rolled_back, removed, rejected).",
             ),
             &["plugin", "outcome"],
         )
@@ -145,17 +199,19 @@ impl PluginRegistry {
         .map_err(err)?;
         registry.register(Box::new(swaps.clone())).map_err(err)?;
         registry.register(Box::new(info.clone())).map_err(err)?;
+        let rejections = RejectionCounters::new(registry)?;
         Ok(PluginRegistry {
             runtime,
             bus,
             state: Mutex::new(State {
                 sanitizer: None,
-                previous: None,
+                runners: BTreeMap::new(),
                 next_version: 1,
                 history: VecDeque::new(),
             }),
             swaps,
             info,
+            rejections,
         })
     }
 
@@ -163,21 +219,25 @@ impl PluginRegistry {
     pub fn install(&self, manifest: Manifest, wasm: &[u8], source: &str) -> Result<PluginInfo> {
         let sha256 = sha256_hex(wasm);
         let name = manifest.name.clone();
-        // The slow part — compile, instantiate, init, fixtures — runs before the lock.
+        // The slow part — compile, instantiate, init, fixtures — runs outside the lock.
         let loaded = match manifest.world {
-            World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm),
-            other => Err(Error::Conflict {
-                plugin: name.clone(),
-                reason: format!(
-                    "the `{}` world is defined but this host does not run it yet",
-                    other.as_str()
-                ),
-            }),
+            World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm)
+                .map(|s| Loaded::Sanitizer(Arc::new(s))),
+            World::Consumer | World::Metrics => {
+                let reuse = self
+                    .state
+                    .lock()
+                    .runners
+                    .get(&name)
+                    .and_then(|r| r.slot.current.runner()?.metric_set().cloned());
+                Runner::load(&self.runtime, &manifest, wasm, &self.rejections, reuse)
+                    .map(|r| Loaded::Runner(Arc::new(r)))
+            }
         };
-        let sanitizer = match loaded {
-            Ok(s) => Arc::new(s),
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
-                self.record(SwapRecord {
+                let record = SwapRecord {
                     at_ms: now_ms(),
                     plugin: name.clone(),
                     version: None,
@@ -185,11 +245,13 @@ impl PluginRegistry {
                     outcome: "rejected",
                     source: source.into(),
                     error: Some(e.to_string()),
-                });
+                };
+                self.push_history(&mut self.state.lock(), record);
                 tracing::warn!(target: "lookout::plugin", plugin = %name, error = %e, "plugin swap rejected; the running version stays");
                 return Err(e);
             }
         };
+
         let mut state = self.state.lock();
         let version = state.next_version;
         state.next_version += 1;
@@ -198,15 +260,65 @@ impl PluginRegistry {
             manifest,
             sha256: sha256.clone(),
             installed_at_ms: now_ms(),
-            sanitizer,
+            loaded,
         });
-        self.bus
-            .set_sanitizer(Box::new(Current(installed.sanitizer.clone())));
-        if let Some(old) = state.sanitizer.replace(installed.clone()) {
-            self.set_info(&old, false);
-            state.previous = Some(old);
-        }
-        self.set_info(&installed, true);
+        let info = match &installed.loaded {
+            Loaded::Sanitizer(s) => {
+                self.bus.set_sanitizer(Box::new(Current(s.clone())));
+                let previous = state.sanitizer.take().map(|old| old.current);
+                let slot = Slot {
+                    current: installed.clone(),
+                    previous,
+                };
+                self.switch_info(slot.previous.as_deref(), &installed);
+                let info = installed.info(slot.previous.as_deref());
+                state.sanitizer = Some(slot);
+                info
+            }
+            Loaded::Runner(runner) => {
+                if let Some(existing) = state.runners.get_mut(&name) {
+                    if existing.slot.current.manifest.world != installed.manifest.world {
+                        drop(state);
+                        return Err(Error::Conflict {
+                            plugin: name,
+                            reason: "a plugin of that name runs in another world; remove it first"
+                                .into(),
+                        });
+                    }
+                    existing.swap.store(runner.clone());
+                    let old = std::mem::replace(&mut existing.slot.current, installed.clone());
+                    existing.slot.previous = Some(old);
+                    let previous = existing.slot.previous.clone();
+                    self.switch_info(previous.as_deref(), &installed);
+                    installed.info(previous.as_deref())
+                } else {
+                    let swap = Arc::new(ArcSwap::new(runner.clone()));
+                    let registration = self
+                        .bus
+                        .register(
+                            &name,
+                            PluginConsumer {
+                                current: swap.clone(),
+                            },
+                        )
+                        .map_err(|e| Error::Runtime(e.to_string()))?;
+                    self.switch_info(None, &installed);
+                    let info = installed.info(None);
+                    state.runners.insert(
+                        name.clone(),
+                        RunnerSlot {
+                            slot: Slot {
+                                current: installed.clone(),
+                                previous: None,
+                            },
+                            swap,
+                            registration,
+                        },
+                    );
+                    info
+                }
+            }
+        };
         let record = SwapRecord {
             at_ms: now_ms(),
             plugin: name.clone(),
@@ -216,67 +328,106 @@ impl PluginRegistry {
             source: source.into(),
             error: None,
         };
-        Self::push_history(&mut state, record, &self.swaps);
+        self.push_history(&mut state, record);
         tracing::info!(target: "lookout::plugin", plugin = %name, version, "plugin installed");
-        Ok(Self::info_of(&installed, state.previous.as_deref()))
+        Ok(info)
     }
 
     /// Makes the previous version current again (and the current one previous).
     pub fn rollback(&self, name: &str, source: &str) -> Result<PluginInfo> {
         let mut state = self.state.lock();
-        let current = state
+        let no_previous = || Error::Conflict {
+            plugin: name.into(),
+            reason: "there is no previous version to roll back to".into(),
+        };
+        let (from, to) = if let Some(slot) = state
             .sanitizer
-            .clone()
-            .filter(|c| c.manifest.name == name)
-            .ok_or_else(|| Error::NotFound {
+            .as_mut()
+            .filter(|s| s.current.manifest.name == name)
+        {
+            let previous = slot.previous.clone().ok_or_else(no_previous)?;
+            let Loaded::Sanitizer(s) = &previous.loaded else {
+                unreachable!("the sanitizer slot holds sanitizers")
+            };
+            self.bus.set_sanitizer(Box::new(Current(s.clone())));
+            let current = std::mem::replace(&mut slot.current, previous.clone());
+            slot.previous = Some(current.clone());
+            (current, previous)
+        } else if let Some(slot) = state.runners.get_mut(name) {
+            let previous = slot.slot.previous.clone().ok_or_else(no_previous)?;
+            let runner = previous
+                .runner()
+                .expect("runner slots hold runners")
+                .clone();
+            slot.swap.store(runner);
+            let current = std::mem::replace(&mut slot.slot.current, previous.clone());
+            slot.slot.previous = Some(current.clone());
+            (current, previous)
+        } else {
+            return Err(Error::NotFound {
                 plugin: name.into(),
-            })?;
-        let Some(previous) = state.previous.clone() else {
-            return Err(Error::Conflict {
-                plugin: name.into(),
-                reason: "there is no previous version to roll back to".into(),
             });
         };
-        self.bus
-            .set_sanitizer(Box::new(Current(previous.sanitizer.clone())));
-        self.set_info(&current, false);
-        self.set_info(&previous, true);
-        state.sanitizer = Some(previous.clone());
-        state.previous = Some(current);
+        self.switch_info(Some(&from), &to);
         let record = SwapRecord {
             at_ms: now_ms(),
-            plugin: previous.manifest.name.clone(),
-            version: Some(previous.version),
-            sha256: previous.sha256.clone(),
+            plugin: to.manifest.name.clone(),
+            version: Some(to.version),
+            sha256: to.sha256.clone(),
             outcome: "rolled_back",
             source: source.into(),
             error: None,
         };
-        Self::push_history(&mut state, record, &self.swaps);
-        tracing::info!(target: "lookout::plugin", from = %name, to = %previous.manifest.name, version = previous.version, "plugin rolled back");
-        Ok(Self::info_of(&previous, state.previous.as_deref()))
+        self.push_history(&mut state, record);
+        tracing::info!(target: "lookout::plugin", from = %name, to = %to.manifest.name, version = to.version, "plugin rolled back");
+        Ok(to.info(Some(&from)))
     }
 
-    /// Removes a plugin. The sanitizer cannot be removed: events would go out unsanitized.
-    pub fn remove(&self, name: &str) -> Result<()> {
-        let state = self.state.lock();
-        match &state.sanitizer {
-            Some(s) if s.manifest.name == name => Err(Error::Conflict {
+    /// Removes a consumer or metrics plugin: its bus consumer stops receiving (what it was
+    /// given is still handled) and its metrics stop being exposed. The sanitizer cannot be
+    /// removed: events would go out unsanitized.
+    pub fn remove(&self, name: &str, source: &str) -> Result<()> {
+        let mut state = self.state.lock();
+        if state
+            .sanitizer
+            .as_ref()
+            .is_some_and(|s| s.current.manifest.name == name)
+        {
+            return Err(Error::Conflict {
                 plugin: name.into(),
                 reason: "the sanitizer cannot be removed (events would go out unsanitized); install another policy instead".into(),
-            }),
-            _ => Err(Error::NotFound { plugin: name.into() }),
+            });
         }
+        let slot = state.runners.remove(name).ok_or_else(|| Error::NotFound {
+            plugin: name.into(),
+        })?;
+        slot.registration.unregister();
+        self.set_info(&slot.slot.current, false);
+        let record = SwapRecord {
+            at_ms: now_ms(),
+            plugin: name.into(),
+            version: None,
+            sha256: slot.slot.current.sha256.clone(),
+            outcome: "removed",
+            source: source.into(),
+            error: None,
+        };
+        self.push_history(&mut state, record);
+        Ok(())
     }
 
-    /// Every running plugin.
+    /// Every running plugin: the sanitizer first, then the others by name.
     pub fn list(&self) -> Vec<PluginInfo> {
         let state = self.state.lock();
-        state
+        let sanitizer = state
             .sanitizer
             .iter()
-            .map(|s| Self::info_of(s, state.previous.as_deref()))
-            .collect()
+            .map(|s| s.current.info(s.previous.as_deref()));
+        let runners = state
+            .runners
+            .values()
+            .map(|r| r.slot.current.info(r.slot.previous.as_deref()));
+        sanitizer.chain(runners).collect()
     }
 
     /// Swap attempts, oldest first (the last [`HISTORY_LEN`]).
@@ -284,18 +435,32 @@ impl PluginRegistry {
         self.state.lock().history.iter().cloned().collect()
     }
 
-    fn record(&self, record: SwapRecord) {
-        Self::push_history(&mut self.state.lock(), record, &self.swaps);
+    /// The custom metrics of every running plugin, for `/metrics`.
+    pub fn gather_custom(&self) -> Vec<MetricFamily> {
+        let state = self.state.lock();
+        state
+            .runners
+            .values()
+            .filter_map(|r| r.slot.current.runner()?.metric_set().cloned())
+            .flat_map(|set| set.gather())
+            .collect()
     }
 
-    fn push_history(state: &mut State, record: SwapRecord, swaps: &IntCounterVec) {
-        swaps
+    fn push_history(&self, state: &mut State, record: SwapRecord) {
+        self.swaps
             .with_label_values(&[&record.plugin, record.outcome])
             .inc();
         if state.history.len() == HISTORY_LEN {
             state.history.pop_front();
         }
         state.history.push_back(record);
+    }
+
+    fn switch_info(&self, from: Option<&Installed>, to: &Installed) {
+        if let Some(from) = from {
+            self.set_info(from, false);
+        }
+        self.set_info(to, true);
     }
 
     fn set_info(&self, installed: &Installed, running: bool) {
@@ -310,24 +475,6 @@ impl PluginRegistry {
             self.info.with_label_values(&labels).set(1);
         } else {
             let _ = self.info.remove_label_values(&labels);
-        }
-    }
-
-    fn info_of(installed: &Installed, previous: Option<&Installed>) -> PluginInfo {
-        PluginInfo {
-            name: installed.manifest.name.clone(),
-            world: installed.manifest.world,
-            version: installed.version,
-            author_version: installed.manifest.version.clone(),
-            sha256: installed.sha256.clone(),
-            installed_at_ms: installed.installed_at_ms,
-            on_failure: installed.manifest.on_failure,
-            limits: installed.manifest.limits,
-            previous: previous.map(|p| PreviousInfo {
-                name: p.manifest.name.clone(),
-                version: p.version,
-                sha256: p.sha256.clone(),
-            }),
         }
     }
 }

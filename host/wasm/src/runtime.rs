@@ -14,12 +14,15 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{host, types};
+use crate::custom_metrics::PluginMetricSet;
 use crate::error::{Error, Result};
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Default memory cap per plugin instance.
 pub const DEFAULT_MAX_MEMORY_MIB: u32 = 64;
+/// Default cardinality budget per custom metric.
+pub const DEFAULT_MAX_SERIES_PER_METRIC: u32 = 1000;
 /// Default time one call into a plugin may take.
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 100;
 /// Most log lines a plugin may write per call; more are counted and discarded.
@@ -35,6 +38,8 @@ pub struct Limits {
     pub max_memory_mib: u32,
     /// Time one call (`init`, `sanitize`, …) may take before it is interrupted.
     pub call_timeout_ms: u64,
+    /// Cardinality budget: most label-value combinations per custom metric.
+    pub max_series_per_metric: u32,
 }
 
 impl Default for Limits {
@@ -42,6 +47,7 @@ impl Default for Limits {
         Limits {
             max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
             call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+            max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
         }
     }
 }
@@ -59,6 +65,9 @@ impl Limits {
         }
         if self.call_timeout_ms == 0 || self.call_timeout_ms > 60_000 {
             return bad("limits.call_timeout_ms must be between 1 and 60000");
+        }
+        if self.max_series_per_metric == 0 || self.max_series_per_metric > 100_000 {
+            return bad("limits.max_series_per_metric must be between 1 and 100000");
         }
         Ok(())
     }
@@ -106,6 +115,8 @@ pub(crate) struct PluginState {
     table: ResourceTable,
     pub sandbox: Sandbox,
     logs_this_call: u32,
+    /// What `update-metric` may touch.
+    metrics: Option<Arc<PluginMetricSet>>,
 }
 
 impl WasiView for PluginState {
@@ -152,11 +163,15 @@ impl host::Host for PluginState {
     fn update_metric(
         &mut self,
         name: String,
-        _label_values: Vec<String>,
-        _value: f64,
+        label_values: Vec<String>,
+        value: f64,
     ) -> std::result::Result<(), String> {
-        // Sanitizers declare no metrics; the metrics world arrives with the plugin platform.
-        Err(format!("metric `{name}` was not declared by this plugin"))
+        match &self.metrics {
+            Some(set) => set.update(&name, &label_values, value),
+            None => Err(format!(
+                "metric `{name}` was not declared: this plugin declares no metrics"
+            )),
+        }
     }
 }
 
@@ -271,7 +286,12 @@ impl Runtime {
 
     /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that
     /// covers instantiation (which runs guest code too).
-    pub(crate) fn new_store(&self, plugin: &Arc<str>, limits: &Limits) -> Store<PluginState> {
+    pub(crate) fn new_store(
+        &self,
+        plugin: &Arc<str>,
+        limits: &Limits,
+        metrics: Option<Arc<PluginMetricSet>>,
+    ) -> Store<PluginState> {
         let wasi = WasiCtx::builder()
             // A guest's panic message goes here, not to our stderr. It is kept out of logs:
             // a sanitizer's messages may quote the data it was given.
@@ -289,6 +309,7 @@ impl Runtime {
                 memory_denied: false,
             },
             logs_this_call: 0,
+            metrics,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.sandbox);

@@ -145,7 +145,7 @@ impl WasmSanitizer {
 
     /// A fresh instance with `init` run on the plugin's config.
     fn instantiate(&self) -> Result<Live> {
-        let mut store = self.runtime.new_store(&self.name, &self.limits);
+        let mut store = self.runtime.new_store(&self.name, &self.limits, None);
         let trap = |store: &Store<PluginState>, e: wasmtime::Error| Error::Trap {
             plugin: self.name.to_string(),
             reason: describe_trap(store, &self.limits, &e).1,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lookout_artifacts::plugins::{ALLOWLIST, MISBEHAVE, REDACT};
+use lookout_artifacts::plugins::{ALLOWLIST, ERROR_COUNTER, MISBEHAVE, REDACT, SLO};
 use lookout_core::{
     Batch, Bus, BusConfig, Consumer, ConsumerError, Event, FAILED_CLOSED, FieldValue, RedactAll,
     Sanitizer,
@@ -217,6 +217,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     let limits = Limits {
         max_memory_mib: 16,
         call_timeout_ms: 50,
+        ..Limits::default()
     };
     let s = WasmSanitizer::load(&runtime, "misbehave", MISBEHAVE, Vec::new(), limits).unwrap();
     let bus = Bus::start(
@@ -324,7 +325,7 @@ fn invalid_components_are_refused_with_a_reason() {
         Vec::new(),
         Limits {
             max_memory_mib: 0,
-            call_timeout_ms: 10,
+            ..Limits::default()
         },
     )
     .unwrap_err();
@@ -449,7 +450,7 @@ async fn swap_checks_first_and_rollback_returns() {
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        plugins.remove("redact"),
+        plugins.remove("redact", "test"),
         Err(Error::Conflict { .. })
     ));
 
@@ -623,4 +624,190 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
         published > 10_000,
         "only {published} events flowed during the swaps"
     );
+}
+
+const ERROR_COUNTER_MANIFEST: &str = r#"
+name = "error-counter"
+world = "consumer"
+[limits]
+max_series_per_metric = 2
+[[metrics]]
+name = "errors_total"
+help = "Failed requests by command."
+kind = "counter"
+labels = ["command"]
+"#;
+
+fn completed(command: &str, success: bool, duration_ms: f64) -> Event {
+    Event::new("request.completed")
+        .field("command", command)
+        .field("success", success)
+        .field("duration_ms", duration_ms)
+}
+
+/// Sums a custom metric from the plugins' own registries.
+fn custom(plugins: &PluginRegistry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    plugins
+        .gather_custom()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// A consumer plugin gets sanitized events and updates the metric its manifest declared,
+/// within its series cap; updates past the cap are refused and counted. A swap to a new
+/// version with the same declarations keeps the counts; removal stops delivery and exposure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_plugin_counts_errors_within_its_budget() {
+    let (bus, registry, plugins) = start_bus_with_registry();
+    let manifest = Manifest::parse(ERROR_COUNTER_MANIFEST).unwrap();
+    plugins
+        .install(manifest.clone(), ERROR_COUNTER, "test")
+        .unwrap();
+    for (command, success) in [
+        ("a", false),
+        ("a", false),
+        ("b", false),
+        ("b", true),
+        ("c", false),
+    ] {
+        bus.publish(completed(command, success, 10.0));
+    }
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    let errors = "lookout_plugin_error_counter_errors_total";
+    assert_eq!(custom(&plugins, errors, &[("command", "a")]), 2.0);
+    assert_eq!(custom(&plugins, errors, &[("command", "b")]), 1.0);
+    assert_eq!(
+        custom(&plugins, errors, &[("command", "c")]),
+        0.0,
+        "past the 2-series cap"
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_metric_rejections_total",
+            &[("reason", "series_cap")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "error-counter"), ("outcome", "delivered")]
+        ),
+        5
+    );
+
+    // Same declarations: the new version carries the counts on.
+    plugins.install(manifest, ERROR_COUNTER, "test").unwrap();
+    bus.publish(completed("a", false, 10.0));
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert_eq!(custom(&plugins, errors, &[("command", "a")]), 3.0);
+
+    plugins.remove("error-counter", "test").unwrap();
+    bus.publish(completed("a", false, 10.0));
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert!(
+        plugins.gather_custom().is_empty(),
+        "a removed plugin's metrics are gone"
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "error-counter"), ("outcome", "delivered")]
+        ),
+        6
+    );
+}
+
+/// Updates to a metric the plugin did not declare are refused (and counted), and the plugin
+/// keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_metric_updates_are_refused() {
+    let (bus, registry, plugins) = start_bus_with_registry();
+    let manifest =
+        Manifest::parse(&ERROR_COUNTER_MANIFEST.replace("errors_total", "failures_total")).unwrap();
+    plugins.install(manifest, ERROR_COUNTER, "test").unwrap();
+    bus.publish(completed("a", false, 10.0));
+    bus.publish(completed("b", false, 10.0));
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_metric_rejections_total",
+            &[("plugin", "error-counter"), ("reason", "undeclared")]
+        ),
+        2
+    );
+    assert_eq!(
+        custom(&plugins, "lookout_plugin_error_counter_failures_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "error-counter"), ("outcome", "delivered")]
+        ),
+        2
+    );
+}
+
+/// A metrics plugin declares its metrics with `describe()` and fills them from events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_plugin_judges_requests_against_its_threshold() {
+    let (bus, _registry, plugins) = start_bus_with_registry();
+    let manifest =
+        Manifest::parse("name = \"slo\"\nworld = \"metrics\"\n[config]\nthreshold_ms = \"100\"\n")
+            .unwrap();
+    plugins.install(manifest, SLO, "test").unwrap();
+    for (success, ms) in [(true, 50.0), (true, 99.0), (true, 500.0), (false, 10.0)] {
+        bus.publish(completed("render", success, ms));
+    }
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    let total = "lookout_plugin_slo_requests_total";
+    assert_eq!(
+        custom(
+            &plugins,
+            total,
+            &[("command", "render"), ("verdict", "good")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        custom(
+            &plugins,
+            total,
+            &[("command", "render"), ("verdict", "bad")]
+        ),
+        2.0
+    );
+    let histogram = plugins
+        .gather_custom()
+        .into_iter()
+        .find(|f| f.name() == "lookout_plugin_slo_duration_ms")
+        .expect("histogram declared");
+    assert_eq!(
+        histogram.get_metric()[0].get_histogram().get_sample_count(),
+        4
+    );
+
+    // A metrics plugin may not also declare [[metrics]] in its manifest.
+    let both = Manifest::parse("name = \"slo\"\nworld = \"metrics\"\n[[metrics]]\nname = \"x\"\nhelp = \"\"\nkind = \"gauge\"\n").unwrap();
+    assert!(plugins.install(both, SLO, "test").is_err());
+    // A component of another world is refused for this one.
+    let wrong = Manifest::parse("name = \"slo\"\nworld = \"consumer\"\n").unwrap();
+    let err = plugins.install(wrong, SLO, "test").unwrap_err();
+    assert!(matches!(err, Error::WrongWorld { .. }), "{err}");
 }

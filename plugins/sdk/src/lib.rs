@@ -14,6 +14,7 @@ pub mod sanitizer {
     wit_bindgen::generate!({
         world: "sanitizer",
         path: "../../wit",
+        additional_derives: [PartialEq],
         pub_export_macro: true,
         export_macro_name: "export_sanitizer",
         default_bindings_module: "lookout_plugin_sdk::sanitizer",

@@ -235,3 +235,107 @@ async fn the_example_manifest_swaps_in() {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
+
+/// A consumer and a metrics plugin pushed over HTTP: the consumer's digest reaches the host's
+/// logs, the metrics plugin's series reach `/metrics`, and the consumer can be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_and_metrics_plugins_run_behind_the_api() {
+    use lookout_artifacts::plugins::{DIGEST, SLO};
+    let host = default_host();
+    for (name, manifest, wasm) in [
+        (
+            "digest",
+            "name = \"digest\"\nworld = \"consumer\"\n[config]\nevery = \"3\"\n",
+            DIGEST,
+        ),
+        (
+            "slo",
+            "name = \"slo\"\nworld = \"metrics\"\n[config]\nthreshold_ms = \"100\"\n",
+            SLO,
+        ),
+    ] {
+        let response = host
+            .http
+            .put(host.url(&format!("/api/v1/plugins/{name}")))
+            .multipart(upload(manifest, wasm))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{name}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    let events: Vec<Value> = [(true, 20.0), (true, 300.0), (false, 5.0)]
+        .iter()
+        .map(|(ok, ms)| json!({"kind": "request.completed", "fields": {"command": "render", "success": ok, "duration_ms": ms, "password": "hunter2"}}))
+        .collect();
+    let response = host
+        .http
+        .post(host.url("/api/v1/events"))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    lookout_testkit::eventually(
+        "the slo plugin's series on /metrics",
+        Duration::from_secs(10),
+        || async {
+            let m = host.metrics().await;
+            let good = m.sum(
+                "lookout_plugin_slo_requests_total",
+                &[("command", "render"), ("verdict", "good")],
+            );
+            let bad = m.sum(
+                "lookout_plugin_slo_requests_total",
+                &[("command", "render"), ("verdict", "bad")],
+            );
+            (good == 1.0 && bad == 2.0).then_some(())
+        },
+    )
+    .await;
+    let digest = lookout_testkit::eventually(
+        "the digest in the host's logs",
+        Duration::from_secs(10),
+        || async {
+            host.logs()
+                .into_iter()
+                .find(|l| l.contains("digest: 3 requests"))
+        },
+    )
+    .await;
+    assert!(digest.contains("\"plugin\":\"digest\""), "{digest}");
+    assert!(
+        digest.contains("1 ok, 2 failed") || digest.contains("(2 ok, 1 failed"),
+        "{digest}"
+    );
+    assert!(!host.logs().join("\n").contains("hunter2"));
+
+    let response = host
+        .http
+        .delete(host.url("/api/v1/plugins/digest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let list: Value = host
+        .http
+        .get(host.url("/api/v1/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["redact", "slo"]);
+}

@@ -1,0 +1,287 @@
+//! Custom metrics that plugins update through the host's `update-metric` import.
+//!
+//! A plugin may update only what it declared — in its manifest (`[[metrics]]`) or, for the
+//! `metrics` world, through `describe()`. Each metric is exposed as
+//! `lookout_plugin_<plugin>_<name>` with exactly the declared label names; each has a series
+//! cap (its cardinality budget): updates that would create a series past it are refused and
+//! counted. Undeclared names, wrong label counts, negative counter adds and non-finite values
+//! are refused with a reason the plugin gets back, and counted by reason.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Most metrics one plugin may declare.
+pub const MAX_METRICS_PER_PLUGIN: usize = 32;
+/// Most labels one metric may have.
+pub const MAX_LABELS: usize = 8;
+
+/// Counter, gauge or histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric a plugin may update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDecl {
+    /// `[a-z_][a-z0-9_]*`; exposed as `lookout_plugin_<plugin>_<name>`.
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Histogram bucket bounds, increasing; empty means Prometheus' defaults.
+    #[serde(default)]
+    pub buckets: Vec<f64>,
+}
+
+enum Handle {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+struct Declared {
+    labels: usize,
+    handle: Handle,
+    series: Mutex<HashSet<Vec<String>>>,
+}
+
+/// Counters of refused updates, shared by all plugins (registered once in the host registry).
+#[derive(Clone, Debug)]
+pub(crate) struct RejectionCounters {
+    rejected: IntCounterVec,
+}
+
+impl RejectionCounters {
+    pub(crate) fn new(registry: &Registry) -> Result<Self> {
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "lookout_plugin_metric_rejections_total",
+                "Custom-metric updates refused, by plugin and reason (undeclared, labels, value, series_cap).",
+            ),
+            &["plugin", "reason"],
+        )
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+        registry
+            .register(Box::new(rejected.clone()))
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        Ok(RejectionCounters { rejected })
+    }
+}
+
+/// The custom metrics of one plugin, in a registry of their own (so two versions of a plugin
+/// can be checked side by side, and a removed plugin's metrics simply stop being gathered).
+pub struct PluginMetricSet {
+    plugin: String,
+    decls: Vec<MetricDecl>,
+    metrics: HashMap<String, Declared>,
+    registry: Registry,
+    max_series: usize,
+    rejections: RejectionCounters,
+}
+
+impl std::fmt::Debug for PluginMetricSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginMetricSet")
+            .field("plugin", &self.plugin)
+            .field("decls", &self.decls)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_ident(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl PluginMetricSet {
+    /// Checks the declarations and creates the metrics; the error names the metric at fault.
+    pub(crate) fn new(
+        plugin: &str,
+        decls: &[MetricDecl],
+        max_series: usize,
+        rejections: RejectionCounters,
+    ) -> Result<Self> {
+        let bad = |metric: &str, reason: String| Error::Manifest {
+            plugin: plugin.to_string(),
+            reason: format!("metric `{metric}`: {reason}"),
+        };
+        if decls.len() > MAX_METRICS_PER_PLUGIN {
+            return Err(Error::Manifest {
+                plugin: plugin.into(),
+                reason: format!("declares more than {MAX_METRICS_PER_PLUGIN} metrics"),
+            });
+        }
+        let registry = Registry::new();
+        let mut metrics = HashMap::new();
+        let prefix = format!("lookout_plugin_{}_", plugin.replace('-', "_"));
+        for decl in decls {
+            if !valid_ident(&decl.name) || decl.name.len() > 64 {
+                return Err(bad(
+                    &decl.name,
+                    "names are [a-z_][a-z0-9_]*, at most 64 characters".into(),
+                ));
+            }
+            if metrics.contains_key(&decl.name) {
+                return Err(bad(&decl.name, "declared twice".into()));
+            }
+            if decl.labels.len() > MAX_LABELS {
+                return Err(bad(&decl.name, format!("more than {MAX_LABELS} labels")));
+            }
+            let mut seen = HashSet::new();
+            for label in &decl.labels {
+                if !valid_ident(label) || label.starts_with("__") || !seen.insert(label) {
+                    return Err(bad(
+                        &decl.name,
+                        format!("label `{label}` is not a valid, unique label name"),
+                    ));
+                }
+            }
+            if decl.kind != MetricKind::Histogram && !decl.buckets.is_empty() {
+                return Err(bad(&decl.name, "only histograms have buckets".into()));
+            }
+            if decl.buckets.windows(2).any(|w| w[0] >= w[1])
+                || decl.buckets.iter().any(|b| !b.is_finite())
+            {
+                return Err(bad(
+                    &decl.name,
+                    "buckets must be finite and strictly increasing".into(),
+                ));
+            }
+            let full = format!("{prefix}{}", decl.name);
+            let labels: Vec<&str> = decl.labels.iter().map(String::as_str).collect();
+            let help = if decl.help.trim().is_empty() {
+                format!("{} (plugin {plugin})", decl.name)
+            } else {
+                decl.help.clone()
+            };
+            let prom = |e: prometheus::Error| bad(&decl.name, e.to_string());
+            let (handle, collector): (Handle, Box<dyn Collector>) = match decl.kind {
+                MetricKind::Counter => {
+                    let c = CounterVec::new(Opts::new(&full, &help), &labels).map_err(prom)?;
+                    (Handle::Counter(c.clone()), Box::new(c))
+                }
+                MetricKind::Gauge => {
+                    let g = GaugeVec::new(Opts::new(&full, &help), &labels).map_err(prom)?;
+                    (Handle::Gauge(g.clone()), Box::new(g))
+                }
+                MetricKind::Histogram => {
+                    let mut opts = HistogramOpts::new(&full, &help);
+                    if !decl.buckets.is_empty() {
+                        opts = opts.buckets(decl.buckets.clone());
+                    }
+                    let h = HistogramVec::new(opts, &labels).map_err(prom)?;
+                    (Handle::Histogram(h.clone()), Box::new(h))
+                }
+            };
+            registry.register(collector).map_err(prom)?;
+            metrics.insert(
+                decl.name.clone(),
+                Declared {
+                    labels: labels.len(),
+                    handle,
+                    series: Mutex::new(HashSet::new()),
+                },
+            );
+        }
+        Ok(PluginMetricSet {
+            plugin: plugin.into(),
+            decls: decls.to_vec(),
+            metrics,
+            registry,
+            max_series,
+            rejections,
+        })
+    }
+
+    /// The declarations this set was built from.
+    pub fn decls(&self) -> &[MetricDecl] {
+        &self.decls
+    }
+
+    /// Applies one update from the plugin, or says why not.
+    pub(crate) fn update(
+        &self,
+        name: &str,
+        label_values: &[String],
+        value: f64,
+    ) -> std::result::Result<(), String> {
+        let reject = |reason: &str, message: String| {
+            self.rejections
+                .rejected
+                .with_label_values(&[&self.plugin, reason])
+                .inc();
+            Err(message)
+        };
+        let Some(metric) = self.metrics.get(name) else {
+            return reject(
+                "undeclared",
+                format!("metric `{name}` was not declared by this plugin"),
+            );
+        };
+        if label_values.len() != metric.labels {
+            return reject(
+                "labels",
+                format!(
+                    "metric `{name}` takes {} label values, got {}",
+                    metric.labels,
+                    label_values.len()
+                ),
+            );
+        }
+        if !value.is_finite() {
+            return reject(
+                "value",
+                format!("metric `{name}`: {value} is not a finite number"),
+            );
+        }
+        if matches!(metric.handle, Handle::Counter(_)) && value < 0.0 {
+            return reject(
+                "value",
+                format!("counter `{name}` cannot go down (add {value})"),
+            );
+        }
+        {
+            let mut series = metric.series.lock();
+            if !series.contains(label_values) {
+                if series.len() >= self.max_series {
+                    return reject(
+                        "series_cap",
+                        format!(
+                            "metric `{name}` is at its cap of {} series",
+                            self.max_series
+                        ),
+                    );
+                }
+                series.insert(label_values.to_vec());
+            }
+        }
+        let labels: Vec<&str> = label_values.iter().map(String::as_str).collect();
+        match &metric.handle {
+            Handle::Counter(c) => c.with_label_values(&labels).inc_by(value),
+            Handle::Gauge(g) => g.with_label_values(&labels).set(value),
+            Handle::Histogram(h) => h.with_label_values(&labels).observe(value),
+        }
+        Ok(())
+    }
+
+    /// The current values, for `/metrics`.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+}

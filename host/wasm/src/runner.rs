@@ -1,0 +1,300 @@
+//! Plugins that receive sanitized events: the `consumer` and `metrics` worlds. Each runs as
+//! one bus consumer with its own bounded queue and task, so its slowness or failure touches
+//! nobody else (it fails *open* for the rest of the host). The bus consumer stays registered
+//! across swaps; only the plugin version behind it changes, so no batch is lost or handled
+//! twice by a swap.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use lookout_core::{Batch, Consumer, ConsumerError, Event, Field, FieldValue, Severity};
+use parking_lot::Mutex;
+use wasmtime::Store;
+
+use crate::bindings::consumer::{Consumer as ConsumerBindings, ConsumerPre};
+use crate::bindings::metrics::{Metrics as MetricsBindings, MetricsPre};
+use crate::bindings::types as wit;
+use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, World};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
+
+enum Bindings {
+    Consumer(ConsumerBindings),
+    Metrics(MetricsBindings),
+}
+
+enum Pre {
+    Consumer(ConsumerPre<PluginState>),
+    Metrics(MetricsPre<PluginState>),
+}
+
+struct Live {
+    store: Store<PluginState>,
+    bindings: Bindings,
+}
+
+/// A loaded `consumer` or `metrics` plugin.
+pub struct Runner {
+    name: Arc<str>,
+    world: World,
+    runtime: Runtime,
+    pre: Pre,
+    config: Vec<(String, String)>,
+    limits: Limits,
+    metrics: Option<Arc<PluginMetricSet>>,
+    live: Mutex<Option<Live>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("name", &self.name)
+            .field("world", &self.world)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Compiles, links and initialises a `consumer` or `metrics` plugin. A `metrics` plugin's
+    /// `describe()` is called here and its declarations checked; a `consumer`'s come from
+    /// its manifest. `reuse` is the metric set of the version being replaced: kept when the
+    /// declarations are the same, so counters carry on across a swap.
+    pub(crate) fn load(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        wasm: &[u8],
+        rejections: &RejectionCounters,
+        reuse: Option<Arc<PluginMetricSet>>,
+    ) -> Result<Runner> {
+        manifest.validate()?;
+        let name = manifest.name.as_str();
+        let component = runtime.compile(name, wasm)?;
+        let world = manifest.world;
+        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
+            plugin: name.into(),
+            world: world.as_str().into(),
+            reason: format!("{e:#}"),
+        };
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = match world {
+            World::Consumer => Pre::Consumer(ConsumerPre::new(pre).map_err(wrong_world)?),
+            World::Metrics => Pre::Metrics(MetricsPre::new(pre).map_err(wrong_world)?),
+            World::Sanitizer => {
+                return Err(Error::WrongWorld {
+                    plugin: name.into(),
+                    world: "consumer or metrics".into(),
+                    reason: "sanitizers run in the pipeline, not as consumers".into(),
+                });
+            }
+        };
+        let mut runner = Runner {
+            name: name.into(),
+            world,
+            runtime: runtime.clone(),
+            pre,
+            config: manifest.init_config(),
+            limits: manifest.limits,
+            metrics: None,
+            live: Mutex::new(None),
+        };
+        let decls = match world {
+            World::Metrics => runner.describe()?,
+            _ => manifest.metrics.clone(),
+        };
+        if world == World::Metrics && !manifest.metrics.is_empty() {
+            return Err(Error::Manifest {
+                plugin: name.into(),
+                reason:
+                    "a `metrics` plugin declares its metrics through describe(), not [[metrics]]"
+                        .into(),
+            });
+        }
+        if !decls.is_empty() {
+            let set = match reuse {
+                Some(old) if old.decls() == decls.as_slice() => old,
+                _ => Arc::new(PluginMetricSet::new(
+                    name,
+                    &decls,
+                    manifest.limits.max_series_per_metric as usize,
+                    rejections.clone(),
+                )?),
+            };
+            runner.metrics = Some(set);
+        }
+        let live = runner.instantiate()?;
+        *runner.live.lock() = Some(live);
+        Ok(runner)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    /// This plugin's custom metrics, if it has any.
+    pub fn metric_set(&self) -> Option<&Arc<PluginMetricSet>> {
+        self.metrics.as_ref()
+    }
+
+    fn trap(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> Error {
+        Error::Trap {
+            plugin: self.name.to_string(),
+            reason: describe_trap(store, &self.limits, e).1,
+        }
+    }
+
+    /// Calls `describe()` on a throwaway instance (before the metric set exists).
+    fn describe(&self) -> Result<Vec<MetricDecl>> {
+        let Pre::Metrics(pre) = &self.pre else {
+            return Ok(Vec::new());
+        };
+        let mut store = self.runtime.new_store(&self.name, &self.limits, None);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| self.trap(&store, &e))?;
+        arm(&mut store, &self.limits);
+        let specs = bindings
+            .call_describe(&mut store)
+            .map_err(|e| self.trap(&store, &e))?;
+        Ok(specs
+            .into_iter()
+            .map(|s| MetricDecl {
+                name: s.name,
+                help: s.help,
+                kind: match s.kind {
+                    wit::MetricKind::Counter => MetricKind::Counter,
+                    wit::MetricKind::Gauge => MetricKind::Gauge,
+                    wit::MetricKind::Histogram => MetricKind::Histogram,
+                },
+                labels: s.labels,
+                buckets: s.buckets,
+            })
+            .collect())
+    }
+
+    /// A fresh instance with `init` run.
+    fn instantiate(&self) -> Result<Live> {
+        let mut store = self
+            .runtime
+            .new_store(&self.name, &self.limits, self.metrics.clone());
+        let init = |store: &mut Store<PluginState>, bindings: &Bindings| match bindings {
+            Bindings::Consumer(b) => b.call_init(store, &self.config),
+            Bindings::Metrics(b) => b.call_init(store, &self.config),
+        };
+        let bindings = match &self.pre {
+            Pre::Consumer(pre) => pre.instantiate(&mut store).map(Bindings::Consumer),
+            Pre::Metrics(pre) => pre.instantiate(&mut store).map(Bindings::Metrics),
+        }
+        .map_err(|e| self.trap(&store, &e))?;
+        arm(&mut store, &self.limits);
+        match init(&mut store, &bindings) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(reason)) => Err(Error::Init {
+                plugin: self.name.to_string(),
+                reason,
+            }),
+            Err(e) => Err(self.trap(&store, &e)),
+        }
+    }
+
+    /// Hands one batch to the plugin. A trap drops the instance; the next batch gets a fresh one.
+    pub fn handle(&self, batch: &[Event]) -> std::result::Result<(), String> {
+        let metrics = &self.runtime.metrics;
+        let function = match self.world {
+            World::Metrics => "observe",
+            _ => "handle",
+        };
+        let mut guard = self.live.lock();
+        if guard.is_none() {
+            *guard = Some(self.instantiate().map_err(|e| e.to_string())?);
+        }
+        let live = guard.as_mut().expect("instantiated above");
+        arm(&mut live.store, &self.limits);
+        let input: Vec<wit::Event> = batch.iter().map(to_wit).collect();
+        let started = Instant::now();
+        let result = match &live.bindings {
+            Bindings::Consumer(b) => b.call_handle(&mut live.store, &input),
+            Bindings::Metrics(b) => b.call_observe(&mut live.store, &input).map(Ok),
+        };
+        metrics
+            .duration
+            .with_label_values(&[&self.name, function])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(())) => {
+                metrics
+                    .calls
+                    .with_label_values(&[&self.name, function, "ok"])
+                    .inc();
+                Ok(())
+            }
+            Ok(Err(reason)) => {
+                metrics
+                    .calls
+                    .with_label_values(&[&self.name, function, "error"])
+                    .inc();
+                Err(reason)
+            }
+            Err(e) => {
+                let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
+                metrics
+                    .calls
+                    .with_label_values(&[&self.name, function, outcome])
+                    .inc();
+                *guard = None;
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// The bus consumer behind a `consumer`/`metrics` plugin: stays registered across swaps.
+pub(crate) struct PluginConsumer {
+    pub current: Arc<ArcSwap<Runner>>,
+}
+
+impl Consumer for PluginConsumer {
+    async fn handle(&mut self, batch: Batch) -> std::result::Result<(), ConsumerError> {
+        let runner = self.current.load_full();
+        // A plugin call is synchronous and may run to its deadline: keep it off the async
+        // workers' queue.
+        tokio::task::block_in_place(|| runner.handle(&batch)).map_err(ConsumerError::Failed)
+    }
+}
+
+fn to_wit(e: &Event) -> wit::Event {
+    wit::Event {
+        id: e.id,
+        kind: e.kind.clone(),
+        timestamp_ns: e.timestamp_ns,
+        correlation_id: e.correlation_id.clone(),
+        severity: match e.severity {
+            Severity::Trace => wit::Severity::Trace,
+            Severity::Debug => wit::Severity::Debug,
+            Severity::Info => wit::Severity::Info,
+            Severity::Warn => wit::Severity::Warn,
+            Severity::Error => wit::Severity::Error,
+        },
+        fields: e
+            .fields
+            .iter()
+            .map(|f: &Field| wit::Field {
+                key: f.key.clone(),
+                value: match &f.value {
+                    FieldValue::Str(s) => wit::FieldValue::Str(s.clone()),
+                    FieldValue::Int(i) => wit::FieldValue::Int(*i),
+                    FieldValue::Float(x) => wit::FieldValue::Float(*x),
+                    FieldValue::Bool(b) => wit::FieldValue::Boolean(*b),
+                },
+            })
+            .collect(),
+    }
+}

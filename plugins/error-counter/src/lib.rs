@@ -1,0 +1,49 @@
+//! `error-counter`: counts failed requests per command through the host's metric import.
+//! Its manifest declares the metric it updates:
+//!
+//! ```toml
+//! [[metrics]]
+//! name = "errors_total"
+//! help = "Failed requests by command."
+//! kind = "counter"
+//! labels = ["command"]
+//! ```
+//!
+//! A request failed when its `request.completed` event has `success = false`.
+
+use lookout_plugin_sdk::consumer::Guest;
+use lookout_plugin_sdk::{Config, Event, FieldValue, host, reject_unknown_keys};
+
+struct ErrorCounter;
+
+impl Guest for ErrorCounter {
+    fn init(config: Config) -> Result<(), String> {
+        reject_unknown_keys(&config, &[])
+    }
+
+    fn handle(batch: Vec<Event>) -> Result<(), String> {
+        for event in batch.iter().filter(|e| e.kind == "request.completed") {
+            let failed = event
+                .fields
+                .iter()
+                .any(|f| f.key == "success" && f.value == FieldValue::Boolean(false));
+            if !failed {
+                continue;
+            }
+            let command = event
+                .fields
+                .iter()
+                .find(|f| f.key == "command")
+                .and_then(|f| match &f.value {
+                    FieldValue::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "unknown".to_string());
+            // A refusal (e.g. the series cap) is the host's to count; the batch is still handled.
+            let _ = host::update_metric("errors_total", &[command], 1.0);
+        }
+        Ok(())
+    }
+}
+
+lookout_plugin_sdk::consumer::export_consumer!(ErrorCounter);
