@@ -5,6 +5,7 @@
 //! call, are counted in `lookout_plugin_calls_total`, and never take the host down.
 
 mod bindings;
+mod breaker;
 mod custom_metrics;
 mod error;
 mod manifest;
@@ -13,6 +14,7 @@ mod runner;
 mod runtime;
 mod sanitizer;
 
+pub use breaker::{BreakerStatus, QuarantinePolicy};
 pub use custom_metrics::{
     MAX_LABELS, MAX_METRICS_PER_PLUGIN, MetricDecl, MetricKind, PluginMetricSet,
 };

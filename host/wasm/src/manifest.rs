@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use lookout_core::{Event, FailurePolicy, Field, FieldValue, Severity};
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::QuarantinePolicy;
 use crate::custom_metrics::MetricDecl;
 use crate::error::{Error, Result};
 use crate::runtime::Limits;
@@ -74,6 +75,9 @@ pub struct Manifest {
     /// plugin declares its own through `describe`).
     #[serde(default)]
     pub metrics: Vec<MetricDecl>,
+    /// When repeated failures quarantine the plugin.
+    #[serde(default)]
+    pub quarantine: QuarantinePolicy,
 }
 
 /// Events in, and the events that must come out.
@@ -172,12 +176,14 @@ impl Manifest {
             on_failure: FailurePolicy::default(),
             fixtures: Vec::new(),
             metrics: Vec::new(),
+            quarantine: QuarantinePolicy::default(),
         }
     }
 
     pub fn validate(&self) -> Result<()> {
         validate_name(&self.name)?;
         self.limits.validate(&self.name)?;
+        self.quarantine.validate(&self.name)?;
         for (i, fixture) in self.fixtures.iter().enumerate() {
             if fixture.input.is_empty() {
                 return Err(Error::Manifest {

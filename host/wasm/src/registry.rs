@@ -24,6 +24,7 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::breaker::BreakerStatus;
 use crate::custom_metrics::RejectionCounters;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
@@ -75,6 +76,8 @@ pub struct PluginInfo {
     pub limits: Limits,
     /// The version a rollback would return to.
     pub previous: Option<PreviousInfo>,
+    /// Running or quarantined, when it retries, and the last error.
+    pub status: BreakerStatus,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,6 +171,10 @@ impl Installed {
             installed_at_ms: self.installed_at_ms,
             on_failure: self.manifest.on_failure,
             limits: self.manifest.limits,
+            status: match &self.loaded {
+                Loaded::Sanitizer(s) => s.status(),
+                Loaded::Runner(r) => r.status(),
+            },
             previous: previous.map(|p| PreviousInfo {
                 name: p.manifest.name.clone(),
                 version: p.version,

@@ -15,6 +15,7 @@ use wasmtime::Store;
 use crate::bindings::consumer::{Consumer as ConsumerBindings, ConsumerPre};
 use crate::bindings::metrics::{Metrics as MetricsBindings, MetricsPre};
 use crate::bindings::types as wit;
+use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
@@ -44,6 +45,7 @@ pub struct Runner {
     config: Vec<(String, String)>,
     limits: Limits,
     metrics: Option<Arc<PluginMetricSet>>,
+    breaker: Breaker,
     live: Mutex<Option<Live>>,
 }
 
@@ -100,6 +102,7 @@ impl Runner {
             config: manifest.init_config(),
             limits: manifest.limits,
             metrics: None,
+            breaker: Breaker::new(manifest.quarantine),
             live: Mutex::new(None),
         };
         let decls = match world {
@@ -205,8 +208,23 @@ impl Runner {
         }
     }
 
-    /// Hands one batch to the plugin. A trap drops the instance; the next batch gets a fresh one.
+    /// Hands one batch to the plugin, unless it is quarantined.
     pub fn handle(&self, batch: &[Event]) -> std::result::Result<(), String> {
+        let metrics = &self.runtime.metrics;
+        metrics
+            .events_in
+            .with_label_values(&[&self.name])
+            .inc_by(batch.len() as u64);
+        self.breaker.guard(&self.name, metrics, || self.call(batch))
+    }
+
+    /// Running or quarantined, and the last error.
+    pub fn status(&self) -> BreakerStatus {
+        self.breaker.status()
+    }
+
+    /// One call into the plugin. A trap drops the instance; the next batch gets a fresh one.
+    fn call(&self, batch: &[Event]) -> std::result::Result<(), String> {
         let metrics = &self.runtime.metrics;
         let function = match self.world {
             World::Metrics => "observe",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
@@ -180,6 +180,9 @@ impl host::Host for PluginState {
 pub(crate) struct PluginMetrics {
     pub calls: IntCounterVec,
     pub duration: HistogramVec,
+    pub events_in: IntCounterVec,
+    pub quarantined: IntGaugeVec,
+    pub quarantines: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -201,9 +204,48 @@ impl PluginMetrics {
             &["plugin", "function"],
         )
         .map_err(err)?;
+        let events_in = IntCounterVec::new(
+            Opts::new(
+                "lookout_plugin_events_in_total",
+                "Events handed to each plugin.",
+            ),
+            &["plugin"],
+        )
+        .map_err(err)?;
+        let quarantined = IntGaugeVec::new(
+            Opts::new(
+                "lookout_plugin_quarantined",
+                "1 while a plugin is quarantined after repeated failures.",
+            ),
+            &["plugin"],
+        )
+        .map_err(err)?;
+        let quarantines = IntCounterVec::new(
+            Opts::new(
+                "lookout_plugin_quarantines_total",
+                "Times each plugin was quarantined.",
+            ),
+            &["plugin"],
+        )
+        .map_err(err)?;
         registry.register(Box::new(calls.clone())).map_err(err)?;
         registry.register(Box::new(duration.clone())).map_err(err)?;
-        Ok(PluginMetrics { calls, duration })
+        registry
+            .register(Box::new(events_in.clone()))
+            .map_err(err)?;
+        registry
+            .register(Box::new(quarantined.clone()))
+            .map_err(err)?;
+        registry
+            .register(Box::new(quarantines.clone()))
+            .map_err(err)?;
+        Ok(PluginMetrics {
+            calls,
+            duration,
+            events_in,
+            quarantined,
+            quarantines,
+        })
     }
 }
 

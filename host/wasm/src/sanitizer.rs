@@ -11,6 +11,7 @@ use wasmtime::Store;
 
 use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::bindings::types as wit;
+use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
 use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
@@ -31,6 +32,7 @@ pub struct WasmSanitizer {
     config: PluginConfig,
     limits: Limits,
     on_failure: FailurePolicy,
+    breaker: Breaker,
     live: Mutex<Option<Live>>,
 }
 
@@ -72,6 +74,7 @@ impl WasmSanitizer {
             config,
             limits,
             on_failure: FailurePolicy::default(),
+            breaker: Breaker::new(QuarantinePolicy::default()),
             live: Mutex::new(None),
         };
         let live = sanitizer.instantiate()?;
@@ -101,6 +104,7 @@ impl WasmSanitizer {
             manifest.limits,
         )?;
         sanitizer.on_failure = manifest.on_failure;
+        sanitizer.breaker = Breaker::new(manifest.quarantine);
         sanitizer.run_fixtures(&manifest.fixtures)?;
         Ok(sanitizer)
     }
@@ -168,6 +172,11 @@ impl WasmSanitizer {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// Running or quarantined, and the last error.
+    pub fn status(&self) -> BreakerStatus {
+        self.breaker.status()
+    }
 }
 
 impl Sanitizer for WasmSanitizer {
@@ -175,19 +184,32 @@ impl Sanitizer for WasmSanitizer {
         &self.name
     }
 
+    fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
+        let metrics = &self.runtime.metrics;
+        metrics
+            .events_in
+            .with_label_values(&[&self.name])
+            .inc_by(batch.len() as u64);
+        self.breaker
+            .guard(&self.name, metrics, || self.call(batch))
+            .map_err(|reason| SanitizeError {
+                sanitizer: self.name.to_string(),
+                reason,
+            })
+    }
+
     fn failure_policy(&self) -> FailurePolicy {
         self.on_failure
     }
+}
 
-    fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
-        let fail = |reason: String| SanitizeError {
-            sanitizer: self.name.to_string(),
-            reason,
-        };
+impl WasmSanitizer {
+    /// One call into the plugin; a trap drops the instance (the next call gets a fresh one).
+    fn call(&self, batch: &mut Vec<Event>) -> std::result::Result<(), String> {
         let metrics = &self.runtime.metrics;
         let mut guard = self.live.lock();
         if guard.is_none() {
-            *guard = Some(self.instantiate().map_err(|e| fail(e.to_string()))?);
+            *guard = Some(self.instantiate().map_err(|e| e.to_string())?);
         }
         let live = guard.as_mut().expect("instantiated above");
         arm(&mut live.store, &self.limits);
@@ -216,7 +238,7 @@ impl Sanitizer for WasmSanitizer {
                     .inc();
                 *guard = None;
                 batch.extend(input.into_iter().map(from_wit));
-                Err(fail(reason))
+                Err(reason)
             }
         }
     }

@@ -811,3 +811,87 @@ async fn metrics_plugin_judges_requests_against_its_threshold() {
     let err = plugins.install(wrong, SLO, "test").unwrap_err();
     assert!(matches!(err, Error::WrongWorld { .. }), "{err}");
 }
+
+/// Repeated failures quarantine a plugin: it is not called while quarantined (its batches
+/// still fail closed), the plugin list says why, and after the backoff one retry that
+/// succeeds lifts the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_quarantine_then_recover() {
+    let registry = Registry::new();
+    let runtime = Runtime::new(&registry).unwrap();
+    let bus = Bus::start(
+        BusConfig {
+            batch_size: 1,
+            ..BusConfig::default()
+        },
+        &registry,
+        Box::new(RedactAll),
+    )
+    .unwrap();
+    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+    let manifest = Manifest::parse(
+        "name = \"misbehave\"\nworld = \"sanitizer\"\n[quarantine]\nafter_failures = 2\nbackoff_ms = 300\n",
+    )
+    .unwrap();
+    plugins.install(manifest, MISBEHAVE, "test").unwrap();
+    let seen = Collect::default();
+    bus.register("collect", seen.clone()).unwrap();
+    let plain = || Event::new("plain").field("password", "hunter2");
+    let ok_calls = || {
+        counter(
+            &registry,
+            "lookout_plugin_calls_total",
+            &[("plugin", "misbehave"), ("outcome", "ok")],
+        )
+    };
+
+    for _ in 0..2 {
+        bus.publish(Event::new("test.trap").field("password", "hunter2"));
+        assert!(bus.flush(Duration::from_secs(10)).await);
+    }
+    let status = plugins.list()[0].status.clone();
+    assert_eq!(status.state, "quarantined");
+    assert!(status.last_error.unwrap().contains("trapped"));
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_quarantines_total",
+            &[("plugin", "misbehave")]
+        ),
+        1
+    );
+
+    let calls_before = ok_calls();
+    bus.publish(plain());
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        ok_calls(),
+        calls_before,
+        "a quarantined plugin is not called"
+    );
+    assert_eq!(
+        seen.events().last().unwrap().get("password"),
+        Some(&FieldValue::Str(FAILED_CLOSED.into())),
+        "its batches fail closed"
+    );
+
+    lookout_testkit::eventually(
+        "the quarantine lifted after its backoff",
+        Duration::from_secs(10),
+        || {
+            bus.publish(plain());
+            let bus = bus.clone();
+            let plugins = &plugins;
+            async move {
+                bus.flush(Duration::from_secs(5)).await;
+                (plugins.list()[0].status.state == "running").then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        seen.events().last().unwrap().get("password"),
+        Some(&FieldValue::Str("hunter2".into())),
+        "misbehave passes plain batches through once running again"
+    );
+}
