@@ -232,7 +232,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     let seen = Collect::default();
     bus.register("collect", seen.clone()).unwrap();
 
-    for kind in ["test.trap", "test.loop", "test.oom", "plain"] {
+    for kind in ["test.trap", "test.loop", "test.oom", "test.stack", "plain"] {
         bus.publish(
             Event::new(kind)
                 .field("password", "hunter2")
@@ -244,8 +244,8 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
         );
     }
     let events = seen.events();
-    assert_eq!(events.len(), 4);
-    for e in &events[..3] {
+    assert_eq!(events.len(), 5);
+    for e in &events[..4] {
         for f in &e.fields {
             assert_eq!(
                 f.value,
@@ -257,7 +257,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     }
     // misbehave passes a normal batch through as it is: proof that a fresh instance ran it.
     assert_eq!(
-        events[3].get("password"),
+        events[4].get("password"),
         Some(&FieldValue::Str("hunter2".into()))
     );
     assert_eq!(
@@ -266,18 +266,48 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
             "lookout_sanitizer_failures_total",
             &[("sanitizer", "misbehave")]
         ),
-        3
+        4
     );
-    for outcome in ["trap", "timeout", "out_of_memory", "ok"] {
+    // The panic and the stack overflow are traps; the loop a timeout; the bomb out of memory.
+    for (outcome, n) in [("trap", 2), ("timeout", 1), ("out_of_memory", 1), ("ok", 1)] {
         assert_eq!(
             counter(
                 &registry,
                 "lookout_plugin_calls_total",
                 &[("plugin", "misbehave"), ("outcome", outcome)]
             ),
-            1,
+            n,
             "{outcome}"
         );
+    }
+}
+
+/// A plugin that tries to read a file, the environment or open a socket gets nothing: the
+/// sandbox has no preopened directories, no environment or args, and no network.
+#[test]
+fn sandbox_denies_files_environment_and_network() {
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let s = WasmSanitizer::load(
+        &runtime,
+        "misbehave",
+        MISBEHAVE,
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap();
+    let out = sanitize(
+        &s,
+        vec![
+            Event::new("test.file"),
+            Event::new("test.env"),
+            Event::new("test.socket"),
+        ],
+    );
+    for e in &out {
+        match e.get("probe") {
+            Some(FieldValue::Str(p)) => assert!(p.starts_with("denied"), "{}: {p}", e.kind),
+            other => panic!("{}: no probe result: {other:?}", e.kind),
+        }
     }
 }
 

@@ -1,12 +1,45 @@
 //! A sanitizer that misbehaves on request, to prove the host's sandbox and its fail-closed
 //! policy with a real component. The kind of any event in the batch picks the behaviour:
 //! `test.trap` panics (a trap), `test.loop` spins forever (stopped by the epoch deadline),
-//! `test.oom` allocates until the memory cap stops it. Any other batch passes through
-//! unchanged — which is exactly what a sanitizer must never do with secrets, so a leak in a
-//! test shows up at once.
+//! `test.oom` allocates until the memory cap stops it, `test.stack` recurses until the stack
+//! overflows. `test.file`, `test.env` and `test.socket` try to escape the sandbox (read
+//! `/etc/passwd`, read the environment, open a TCP connection) and write what happened into a
+//! `probe` field (`denied: …` or `ESCAPED: …`). Any other batch passes through unchanged —
+//! which is exactly what a sanitizer must never do with secrets, so a leak in a test shows up
+//! at once.
 
 use lookout_plugin_sdk::sanitizer::Guest;
-use lookout_plugin_sdk::{Config, Event};
+use lookout_plugin_sdk::{Config, Event, Field, FieldValue};
+
+#[allow(unconditional_recursion)] // the point: overflow the stack
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
+}
+
+/// What an escape attempt achieved.
+fn probe(kind: &str) -> Option<String> {
+    let outcome = match kind {
+        "test.file" => match std::fs::read_to_string("/etc/passwd") {
+            Ok(text) => format!("ESCAPED: read {} bytes", text.len()),
+            Err(e) => format!("denied: {e}"),
+        },
+        "test.env" => {
+            let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+            if vars.is_empty() && std::env::args().count() == 0 {
+                "denied: no environment, no args".to_string()
+            } else {
+                format!("ESCAPED: env {vars:?}")
+            }
+        }
+        "test.socket" => match std::net::TcpStream::connect("127.0.0.1:80") {
+            Ok(_) => "ESCAPED: connected".to_string(),
+            Err(e) => format!("denied: {e}"),
+        },
+        _ => return None,
+    };
+    Some(outcome)
+}
 
 struct Misbehave;
 
@@ -18,7 +51,15 @@ impl Guest for Misbehave {
         Ok(())
     }
 
-    fn sanitize(batch: Vec<Event>) -> Vec<Event> {
+    fn sanitize(mut batch: Vec<Event>) -> Vec<Event> {
+        for event in &mut batch {
+            if let Some(outcome) = probe(&event.kind) {
+                event.fields.push(Field {
+                    key: "probe".into(),
+                    value: FieldValue::Str(outcome),
+                });
+            }
+        }
         for event in &batch {
             match event.kind.as_str() {
                 "test.trap" => panic!("misbehave: trapping on purpose"),
@@ -27,6 +68,9 @@ impl Guest for Misbehave {
                     loop {
                         n = std::hint::black_box(n.wrapping_add(1));
                     }
+                }
+                "test.stack" => {
+                    std::hint::black_box(recurse(0));
                 }
                 "test.oom" => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
