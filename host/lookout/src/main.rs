@@ -4,6 +4,7 @@
 //! config, the embedded `redact` sanitizer and the embedded dashboard.
 
 mod config;
+mod plugin_cli;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,41 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check plugins, and push, list or roll back plugins on a running host.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin as a swap would (world, init, describe, fixtures) and report; no host needed.
+    Check {
+        wasm: PathBuf,
+        /// Its manifest; without one, the world it implements is found.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Swap a plugin into a running host (needs LOOKOUT_ADMIN_TOKEN if the host has a token).
+    Push {
+        wasm: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long, default_value = plugin_cli::DEFAULT_HOST)]
+        host: String,
+    },
+    /// List a running host's plugins.
+    List {
+        #[arg(long, default_value = plugin_cli::DEFAULT_HOST)]
+        host: String,
+    },
+    /// Roll a plugin back to its previous version.
+    Rollback {
+        name: String,
+        #[arg(long, default_value = plugin_cli::DEFAULT_HOST)]
+        host: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +118,27 @@ fn main() -> anyhow::Result<()> {
             WasmSanitizer::from_manifest(&Runtime::new(&Registry::new())?, &manifest, &wasm)?;
             println!("{}: ok", file.display());
             Ok(())
+        }
+        Command::Plugin { command } => {
+            let client = || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            };
+            match command {
+                PluginCommand::Check { wasm, manifest } => {
+                    plugin_cli::check(&wasm, manifest.as_ref())
+                }
+                PluginCommand::Push {
+                    wasm,
+                    manifest,
+                    host,
+                } => client()?.block_on(plugin_cli::push(&host, &wasm, &manifest)),
+                PluginCommand::List { host } => client()?.block_on(plugin_cli::list(&host)),
+                PluginCommand::Rollback { name, host } => {
+                    client()?.block_on(plugin_cli::rollback(&host, &name))
+                }
+            }
         }
         Command::Config {
             command: ConfigCommand::Defaults,

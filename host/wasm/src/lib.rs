@@ -20,7 +20,7 @@ pub use custom_metrics::{
 };
 pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
-pub use registry::{PluginInfo, PluginRegistry, PreviousInfo, SwapRecord};
+pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
 pub use runner::Runner;
 pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime};
 pub use sanitizer::{PluginConfig, WasmSanitizer};

@@ -102,6 +102,51 @@ pub struct SwapRecord {
     pub error: Option<String>,
 }
 
+/// What `check` found: the plugin loads, implements its world and passes its fixtures.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub world: World,
+    pub sha256: String,
+    pub bytes: usize,
+    pub fixtures_passed: usize,
+    /// Custom metrics it may update, as exposed on `/metrics`.
+    pub metrics: Vec<String>,
+}
+
+/// Runs every check a swap runs — world, `init`, `describe`, fixtures — without installing
+/// anything. For `lookout plugin check`.
+pub fn check(runtime: &Runtime, manifest: &Manifest, wasm: &[u8]) -> Result<CheckReport> {
+    let metrics = match manifest.world {
+        World::Sanitizer => {
+            WasmSanitizer::from_manifest(runtime, manifest, wasm)?;
+            Vec::new()
+        }
+        World::Consumer | World::Metrics => {
+            let rejections = RejectionCounters::new(&Registry::new())?;
+            let runner = Runner::load(runtime, manifest, wasm, &rejections, None)?;
+            let prefix = format!("lookout_plugin_{}_", manifest.name.replace('-', "_"));
+            runner
+                .metric_set()
+                .map(|set| {
+                    set.decls()
+                        .iter()
+                        .map(|d| format!("{prefix}{}", d.name))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    Ok(CheckReport {
+        name: manifest.name.clone(),
+        world: manifest.world,
+        sha256: sha256_hex(wasm),
+        bytes: wasm.len(),
+        fixtures_passed: manifest.fixtures.len(),
+        metrics,
+    })
+}
+
 /// Hands the bus a shared, warm sanitizer (the registry keeps its own handle for rollback).
 struct Current(Arc<WasmSanitizer>);
 

@@ -87,3 +87,73 @@ fn sigterm_stops_the_host_cleanly() {
     assert!(status.success(), "exit status {status}");
     assert!(host.logs().iter().any(|l| l.contains("stopped")));
 }
+
+fn lookout(args: &[&str]) -> (bool, String) {
+    let output = Command::new(LOOKOUT).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// `lookout plugin check` loads a plugin as a swap would and reports — finding the world
+/// itself without a manifest, failing on a broken fixture or random bytes; `push`, `list`
+/// and `rollback` drive a running host.
+#[test]
+fn plugin_cli_checks_pushes_lists_and_rolls_back() {
+    let dir = lookout_testkit::artifacts_dir();
+    let allowlist = dir.join("allowlist.wasm");
+    std::fs::write(&allowlist, lookout_artifacts::plugins::ALLOWLIST).unwrap();
+    let slo = dir.join("slo.wasm");
+    std::fs::write(&slo, lookout_artifacts::plugins::SLO).unwrap();
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"\0asm but not really").unwrap();
+    let example = lookout_testkit::repo_root().join("examples/plugins/allowlist.toml");
+    let broken = write_config(
+        "broken-fixture.toml",
+        &std::fs::read_to_string(&example)
+            .unwrap()
+            .replace("user = \"[REDACTED]\"", "user = \"bob\""),
+    );
+    let (a, e, s, b, j) = (
+        allowlist.to_str().unwrap(),
+        example.to_str().unwrap(),
+        slo.to_str().unwrap(),
+        broken.to_str().unwrap(),
+        junk.to_str().unwrap(),
+    );
+
+    let (ok, out) = lookout(&["plugin", "check", a, "--manifest", e]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("sanitizer world") && out.contains("fixtures 1 passed"),
+        "{out}"
+    );
+    let (ok, out) = lookout(&["plugin", "check", s]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("metrics world") && out.contains("lookout_plugin_slo_requests_total"),
+        "{out}"
+    );
+    let (ok, out) = lookout(&["plugin", "check", a, "--manifest", b]);
+    assert!(!ok, "a failing fixture passed the check");
+    assert!(out.contains("only listed keys keep their values"), "{out}");
+    let (ok, out) = lookout(&["plugin", "check", j]);
+    assert!(!ok && out.contains("not a loadable plugin"), "{out}");
+
+    let host = default_host();
+    let (ok, out) = lookout(&["plugin", "push", a, "--manifest", e, "--host", &host.base]);
+    assert!(ok, "{out}");
+    assert!(out.contains("allowlist version 2 is running"), "{out}");
+    let (ok, out) = lookout(&["plugin", "list", "--host", &host.base]);
+    assert!(
+        ok && out.contains("allowlist") && out.contains("running"),
+        "{out}"
+    );
+    let (ok, out) = lookout(&["plugin", "rollback", "allowlist", "--host", &host.base]);
+    assert!(ok && out.contains("redact version 1 is running"), "{out}");
+    let (ok, out) = lookout(&["plugin", "push", j, "--manifest", e, "--host", &host.base]);
+    assert!(!ok && out.contains("422"), "{out}");
+}
