@@ -19,7 +19,7 @@ use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -246,6 +246,7 @@ impl Runner {
             .duration
             .with_label_values(&[&self.name, function])
             .observe(started.elapsed().as_secs_f64());
+        forward_stderr(&mut live.store);
         match result {
             Ok(Ok(())) => {
                 metrics

@@ -117,6 +117,9 @@ pub(crate) struct PluginState {
     logs_this_call: u32,
     /// What `update-metric` may touch.
     metrics: Option<Arc<PluginMetricSet>>,
+    stderr: MemoryOutputPipe,
+    /// How much of `stderr` has been forwarded already.
+    stderr_seen: usize,
 }
 
 impl WasiView for PluginState {
@@ -334,10 +337,13 @@ impl Runtime {
         limits: &Limits,
         metrics: Option<Arc<PluginMetricSet>>,
     ) -> Store<PluginState> {
+        // A guest's stderr (and panic messages) goes here, never to ours. Consumers' and
+        // metrics plugins' lines become log lines (`forward_stderr`); a sanitizer's never do:
+        // they may quote the unsanitized data it was given. A guest that writes more than the
+        // pipe holds gets a write error (a panic for `eprintln!`) and a fresh instance.
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtx::builder()
-            // A guest's panic message goes here, not to our stderr. It is kept out of logs:
-            // a sanitizer's messages may quote the data it was given.
-            .stderr(MemoryOutputPipe::new(4096))
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -352,11 +358,40 @@ impl Runtime {
             },
             logs_this_call: 0,
             metrics,
+            stderr,
+            stderr_seen: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.sandbox);
         store.set_epoch_deadline(limits.deadline_ticks());
         store
+    }
+}
+
+/// What a guest may write to stderr over one instance's life.
+const STDERR_CAPACITY: usize = 256 * 1024;
+/// Most stderr forwarded to the log per call; the rest is dropped and said so.
+const MAX_STDERR_PER_CALL: usize = 4096;
+
+/// After a consumer's or metrics plugin's call: what it wrote to stderr becomes log lines.
+pub(crate) fn forward_stderr(store: &mut Store<PluginState>) {
+    let state = store.data_mut();
+    let contents = state.stderr.contents();
+    if contents.len() <= state.stderr_seen {
+        return;
+    }
+    let new = &contents[state.stderr_seen..];
+    state.stderr_seen = contents.len();
+    let shown = &new[..new.len().min(MAX_STDERR_PER_CALL)];
+    let plugin = &*state.plugin;
+    for line in String::from_utf8_lossy(shown)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        tracing::warn!(target: "lookout::plugin", plugin, stream = "stderr", "{line}");
+    }
+    if new.len() > shown.len() {
+        tracing::warn!(target: "lookout::plugin", plugin, dropped_bytes = new.len() - shown.len(), "plugin stderr truncated");
     }
 }
 

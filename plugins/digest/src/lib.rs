@@ -82,6 +82,8 @@ impl Guest for Digest {
                 .ok_or(format!("config `every`: `{v}` is not a positive integer"))?,
         };
         TALLY.with(|t| t.borrow_mut().every = every);
+        // stderr is captured by the host and becomes log lines (for consumers and metrics plugins).
+        eprintln!("digest plugin ready: a digest every {every} events");
         Ok(())
     }
 

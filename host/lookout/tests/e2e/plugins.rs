@@ -314,6 +314,14 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         "{digest}"
     );
     assert!(!host.logs().join("\n").contains("hunter2"));
+    let stderr_line = host
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("digest plugin ready: a digest every 3 events"));
+    assert!(
+        stderr_line.is_some_and(|l| l.contains("\"stream\":\"stderr\"")),
+        "the plugin's stderr became a log line"
+    );
 
     let response = host
         .http
