@@ -5,6 +5,7 @@
 
 mod config;
 mod plugin_cli;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ enum Command {
         /// A TOML config file; without one, the defaults apply.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A folder of plugins (`<name>.wasm` + `<name>.toml`), loaded at start and watched.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
     },
     /// Check configuration files.
     Config {
@@ -94,7 +98,11 @@ enum ConfigCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, config } => {
+        Command::Serve {
+            listen,
+            config,
+            plugins,
+        } => {
             let mut config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
@@ -108,7 +116,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("lookout")
                 .build()?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config, plugins))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -168,7 +176,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry)?;
     // Until the configured sanitizer is installed (before the listener opens) everything
@@ -178,6 +186,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
+    // Kept alive for the host's life: dropping it stops the watch.
+    let _plugin_dir = match &plugin_dir {
+        Some(dir) => Some(watch::PluginDir::start(plugins.clone(), dir)?),
+        None => None,
+    };
 
     let dashboard =
         (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {

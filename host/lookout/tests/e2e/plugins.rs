@@ -347,3 +347,89 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         .collect();
     assert_eq!(names, ["redact", "slo"]);
 }
+
+async fn plugin_names(host: &Host) -> Vec<String> {
+    let list: Value = host
+        .http
+        .get(host.url("/api/v1/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--plugins DIR`: the pairs in the folder load at start; a pair copied in later is swapped
+/// in, a broken one is refused without touching what runs, a removed one is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_plugin_folder_loads_swaps_and_removes() {
+    use lookout_artifacts::plugins::{DIGEST, SLO};
+    let dir = lookout_testkit::artifacts_dir().join("plugin-folder");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("slo.wasm"), SLO).unwrap();
+    std::fs::write(
+        dir.join("slo.toml"),
+        "name = \"slo\"\nworld = \"metrics\"\n",
+    )
+    .unwrap();
+    let host = Host::start(LOOKOUT, &["--plugins", dir.to_str().unwrap()]).unwrap();
+    assert_eq!(plugin_names(&host).await, ["redact", "slo"]);
+
+    // The manifest first, then the component: nothing happens until the pair is complete.
+    std::fs::write(
+        dir.join("digest.toml"),
+        "name = \"digest\"\nworld = \"consumer\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("digest.wasm"), DIGEST).unwrap();
+    lookout_testkit::eventually(
+        "digest loaded from the folder",
+        Duration::from_secs(15),
+        || async { (plugin_names(&host).await == ["redact", "digest", "slo"]).then_some(()) },
+    )
+    .await;
+
+    // A broken version is refused; the running one stays.
+    std::fs::write(dir.join("slo.wasm"), b"\0asm broken").unwrap();
+    lookout_testkit::eventually(
+        "the broken swap recorded as rejected",
+        Duration::from_secs(15),
+        || async {
+            let list: Value = host
+                .http
+                .get(host.url("/api/v1/plugins"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            list["history"]
+                .as_array()?
+                .iter()
+                .any(|h| {
+                    h["plugin"] == "slo" && h["outcome"] == "rejected" && h["source"] == "watch"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(plugin_names(&host).await, ["redact", "digest", "slo"]);
+
+    std::fs::remove_file(dir.join("digest.wasm")).unwrap();
+    std::fs::remove_file(dir.join("digest.toml")).unwrap();
+    lookout_testkit::eventually(
+        "digest removed with its files",
+        Duration::from_secs(15),
+        || async { (plugin_names(&host).await == ["redact", "slo"]).then_some(()) },
+    )
+    .await;
+}
