@@ -20,7 +20,42 @@ pub struct Config {
     pub server: ServerConfig,
     pub bus: BusConfig,
     pub sanitizer: SanitizerConfig,
+    pub plugins: PluginsConfig,
     pub log: LogConfig,
+}
+
+/// How plugins are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Keep compiled plugins on disk, so a restart does not recompile them.
+    pub cache: bool,
+    /// Where; default `$XDG_CACHE_HOME/lookout/wasm` or `$HOME/.cache/lookout/wasm`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            cache: true,
+            cache_dir: None,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The cache folder to use, if any.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("lookout/wasm"))
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -178,7 +178,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 
 async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let runtime = Runtime::new(&registry)?;
+    let runtime = Runtime::with_cache(&registry, config.plugins.cache_dir().as_deref())?;
     // Until the configured sanitizer is installed (before the listener opens) everything
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;

@@ -2,12 +2,15 @@
 //! import. A plugin gets: no filesystem, network, environment, args or inherited stdio; a
 //! memory cap; a deadline on every call (epoch interruption). A trap ends that call only.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -268,8 +271,13 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<PluginState>>,
     pub(crate) metrics: PluginMetrics,
+    /// Compiled components by content hash: a re-swap of a known plugin skips compilation.
+    compiled: Arc<parking_lot::Mutex<HashMap<[u8; 32], Component>>>,
     _ticker: Arc<Ticker>,
 }
+
+/// Most compiled components kept in memory.
+const COMPILED_IN_MEMORY: usize = 64;
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -280,8 +288,24 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts the engine and its epoch ticker; registers the plugin metrics in `registry`.
     pub fn new(registry: &Registry) -> Result<Runtime> {
+        Self::with_cache(registry, None)
+    }
+
+    /// Like `new`, with compiled code cached on disk in `cache_dir` — keyed by the component's
+    /// content hash and the engine's configuration (wasmtime's own cache) — so a restart does
+    /// not recompile a known plugin.
+    pub fn with_cache(registry: &Registry, cache_dir: Option<&Path>) -> Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache)
+                .map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
+            config.cache(Some(cache));
+        }
         let engine = Engine::new(&config).map_err(|e| Error::Runtime(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         // Rust's std for wasm32-wasip2 imports WASI's cli/io interfaces even when a plugin
@@ -311,6 +335,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             metrics: PluginMetrics::new(registry)?,
+            compiled: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             _ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -323,10 +348,21 @@ impl Runtime {
                 reason: "the file does not start with the WASM magic bytes".into(),
             });
         }
-        Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
-            plugin: plugin.into(),
-            reason: format!("{e:#}"),
-        })
+        let key: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(component) = self.compiled.lock().get(&key) {
+            return Ok(component.clone());
+        }
+        let component =
+            Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+                plugin: plugin.into(),
+                reason: format!("{e:#}"),
+            })?;
+        let mut compiled = self.compiled.lock();
+        if compiled.len() >= COMPILED_IN_MEMORY {
+            compiled.clear();
+        }
+        compiled.insert(key, component.clone());
+        Ok(component)
     }
 
     /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that

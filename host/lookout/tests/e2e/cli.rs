@@ -157,3 +157,48 @@ fn plugin_cli_checks_pushes_lists_and_rolls_back() {
     let (ok, out) = lookout(&["plugin", "push", j, "--manifest", e, "--host", &host.base]);
     assert!(!ok && out.contains("422"), "{out}");
 }
+
+/// Compiled plugins are kept in the configured cache folder (so a restart skips compiling),
+/// and `cache = false` keeps nothing.
+#[test]
+fn compiled_plugins_are_cached_on_disk_when_enabled() {
+    let dir = lookout_testkit::artifacts_dir().join("plugin-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let on = write_config(
+        "cache-on.toml",
+        &format!("[plugins]\ncache_dir = \"{}\"\n", dir.display()),
+    );
+    let host = Host::start(LOOKOUT, &["--config", on.to_str().unwrap()]).unwrap();
+    drop(host);
+    let files = walk(&dir);
+    assert!(!files.is_empty(), "nothing cached in {}", dir.display());
+
+    let off_dir = lookout_testkit::artifacts_dir().join("plugin-cache-off");
+    let _ = std::fs::remove_dir_all(&off_dir);
+    let off = write_config(
+        "cache-off.toml",
+        &format!(
+            "[plugins]\ncache = false\ncache_dir = \"{}\"\n",
+            off_dir.display()
+        ),
+    );
+    drop(Host::start(LOOKOUT, &["--config", off.to_str().unwrap()]).unwrap());
+    assert!(
+        !off_dir.exists(),
+        "cache = false still wrote {}",
+        off_dir.display()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
