@@ -124,10 +124,14 @@ fn is_root() -> bool {
 fn test(root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     setup(root, true)?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let template = root.join("examples/plugin-template");
     for dir in [
         root.to_path_buf(),
         root.join("plugins"),
         root.join("dashboard"),
+        template.clone(),
     ] {
         run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
     }
@@ -146,7 +150,18 @@ fn test(root: &Path) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(root.join("plugins"))
         .args(["test", "-p", "redact"])
-        .env("CARGO_TARGET_DIR", root.join("target/plugins-native")))?;
+        .env("CARGO_TARGET_DIR", target.join("plugins-native")))?;
+    // The plugin template must build and pass `lookout plugin check`, as its docs promise.
+    run(cargo()
+        .current_dir(&template)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", target.join("wasm-build")))?;
+    run(Command::new(target.join("debug/lookout"))
+        .arg("plugin")
+        .arg("check")
+        .arg(target.join("wasm-build/wasm32-wasip2/release/my_plugin.wasm"))
+        .arg("--manifest")
+        .arg(template.join("plugin.toml")))?;
     eprintln!("xtask: every test passed in {:.0?}", started.elapsed());
     Ok(())
 }
