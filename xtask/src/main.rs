@@ -149,7 +149,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // The plugins' rules, natively (the real components are tested from the host).
     run(cargo()
         .current_dir(root.join("plugins"))
-        .args(["test", "-p", "redact"])
+        .args(["test", "-p", "redact-rules"])
         .env("CARGO_TARGET_DIR", target.join("plugins-native")))?;
     // The plugin template must build and pass `lookout plugin check`, as its docs promise.
     run(cargo()

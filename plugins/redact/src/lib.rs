@@ -6,13 +6,11 @@
 //! - `extra_keys`: comma-separated fragments that also mark a key sensitive (`ssn,iban`);
 //! - `pattern.<name>`: a regex; each match inside a string becomes `[REDACTED:<name>]`.
 
-mod rules;
-
 use std::cell::RefCell;
 
 use lookout_plugin_sdk::sanitizer::Guest;
 use lookout_plugin_sdk::{Config, Event, FieldValue};
-pub use rules::{Mode, Pattern, Policy};
+pub use redact_rules::{Mode, Pattern, Policy};
 
 thread_local! {
     static POLICY: RefCell<Policy> = RefCell::new(Policy::default());

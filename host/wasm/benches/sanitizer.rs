@@ -1,0 +1,122 @@
+//! The same redaction rules, natively and as the `redact` WASM component, per event at
+//! batch 256 (batch 1 too); plus `allowlist` (almost no rules: what crossing the boundary
+//! costs). Events carry 8 string fields (≈ 770 bytes as JSON), as in WASM-NOTES.md.
+//!
+//! Run: `cargo bench -p lookout-wasm --bench sanitizer`. Results go in docs/performance.md.
+
+use std::time::{Duration, Instant};
+
+use lookout_artifacts::plugins::{ALLOWLIST, REDACT};
+use lookout_core::{Event, FieldValue, Sanitizer};
+use lookout_wasm::{Limits, Runtime, WasmSanitizer};
+use prometheus::Registry;
+use redact_rules::Policy;
+
+fn event(i: u64) -> Event {
+    let mut e = Event::new("request.completed")
+        .correlation_id(format!("req-{i:016x}"))
+        .field("pool", "default-pool-for-rendering")
+        .field("command", "render_pdf_document_v2")
+        .field("worker", "worker-3-on-host-a.internal")
+        .field("user", "amy.example@example.com")
+        .field("path", "/api/v1/render?doc=invoice-2026-11&lang=en")
+        .field(
+            "message",
+            "rendered 3 pages in 12 ms without warnings at all",
+        )
+        .field(
+            "note",
+            if i % 16 == 0 {
+                "retry with password=hunter2 ok"
+            } else {
+                "cache hit for template invoice"
+            },
+        )
+        .field("trace", "span 7f3a9c01 parent 5e2b8d44 sampled yes");
+    e.id = i + 1;
+    e
+}
+
+/// What `redact`'s `sanitize_event` does, over host events.
+fn redact_native(policy: &Policy, batch: &mut [Event]) {
+    for event in batch {
+        for field in &mut event.fields {
+            if policy.is_sensitive_key(&field.key) {
+                if let FieldValue::Str(s) = &field.value {
+                    field.value = FieldValue::Str(policy.replace_value(s));
+                }
+                continue;
+            }
+            if let FieldValue::Str(s) = &mut field.value {
+                if let Some(clean) = policy.scrub(s) {
+                    *s = clean;
+                }
+            }
+        }
+    }
+}
+
+/// Min ns/event over `rounds` runs of `run` on fresh copies of `batch`.
+fn measure(batch: &[Event], rounds: usize, mut run: impl FnMut(&mut Vec<Event>)) -> f64 {
+    let mut best = Duration::MAX;
+    for _ in 0..rounds {
+        let mut copies: Vec<Vec<Event>> = (0..20).map(|_| batch.to_vec()).collect();
+        let started = Instant::now();
+        for copy in &mut copies {
+            run(copy);
+        }
+        best = best.min(started.elapsed() / copies.len() as u32);
+    }
+    best.as_nanos() as f64 / batch.len() as f64
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let rounds = if benching { 9 } else { 1 };
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let redact =
+        WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap();
+    let allow = vec![(
+        "allow".to_string(),
+        "pool,command,worker,user,path,message,note,trace".to_string(),
+    )];
+    let allowlist =
+        WasmSanitizer::load(&runtime, "allowlist", ALLOWLIST, allow, Limits::default()).unwrap();
+    let policy = Policy::default();
+
+    // Same output, or the comparison means nothing.
+    let mut native_out: Vec<Event> = (0..256).map(event).collect();
+    redact_native(&policy, &mut native_out);
+    let mut wasm_out: Vec<Event> = (0..256).map(event).collect();
+    redact.sanitize(&mut wasm_out).unwrap();
+    assert_eq!(native_out, wasm_out, "native and WASM redact disagree");
+
+    println!("| sanitizer | ns/event, batch 256 | batch 1 | vs native |");
+    println!("|---|---|---|---|");
+    let mut native_256 = 0.0;
+    for (name, batch_size) in [
+        ("native Rust rules (redact-rules)", 0),
+        ("`redact` WASM component", 1),
+        ("`allowlist` WASM component (boundary cost)", 2),
+    ] {
+        let mut results = Vec::new();
+        for size in [256u64, 1] {
+            let batch: Vec<Event> = (0..size).map(event).collect();
+            let ns = match batch_size {
+                0 => measure(&batch, rounds, |b| redact_native(&policy, b)),
+                1 => measure(&batch, rounds, |b| redact.sanitize(b).unwrap()),
+                _ => measure(&batch, rounds, |b| allowlist.sanitize(b).unwrap()),
+            };
+            results.push(ns);
+        }
+        if batch_size == 0 {
+            native_256 = results[0];
+        }
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1}× |",
+            results[0],
+            results[1],
+            results[0] / native_256
+        );
+    }
+}
