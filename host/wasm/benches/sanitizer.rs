@@ -26,7 +26,7 @@ fn event(i: u64) -> Event {
         )
         .field(
             "note",
-            if i % 16 == 0 {
+            if i.is_multiple_of(16) {
                 "retry with password=hunter2 ok"
             } else {
                 "cache hit for template invoice"
@@ -47,10 +47,10 @@ fn redact_native(policy: &Policy, batch: &mut [Event]) {
                 }
                 continue;
             }
-            if let FieldValue::Str(s) = &mut field.value {
-                if let Some(clean) = policy.scrub(s) {
-                    *s = clean;
-                }
+            if let FieldValue::Str(s) = &mut field.value
+                && let Some(clean) = policy.scrub(s)
+            {
+                *s = clean;
             }
         }
     }

@@ -314,13 +314,20 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         "{digest}"
     );
     assert!(!host.logs().join("\n").contains("hunter2"));
-    let stderr_line = host
-        .logs()
-        .into_iter()
-        .find(|l| l.contains("digest plugin ready: a digest every 3 events"));
+    // Forwarded right after the call that the digest line came from: wait for it too.
+    let stderr_line = lookout_testkit::eventually(
+        "the plugin's stderr as a log line",
+        Duration::from_secs(10),
+        || async {
+            host.logs()
+                .into_iter()
+                .find(|l| l.contains("digest plugin ready: a digest every 3 events"))
+        },
+    )
+    .await;
     assert!(
-        stderr_line.is_some_and(|l| l.contains("\"stream\":\"stderr\"")),
-        "the plugin's stderr became a log line"
+        stderr_line.contains("\"stream\":\"stderr\""),
+        "{stderr_line}"
     );
 
     let response = host
