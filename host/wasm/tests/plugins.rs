@@ -604,10 +604,6 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
     let published = producer.join().unwrap();
     let elapsed = swaps_started.elapsed();
     bus.shutdown().await;
-    eprintln!(
-        "hot swap: {published} events in {elapsed:?} ({:.0}/s offered) across 20 swaps",
-        published as f64 / elapsed.as_secs_f64()
-    );
 
     let (batches, bad) = audit.0.lock().clone();
     assert!(
@@ -656,6 +652,10 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
             "{outcome}"
         );
     }
+    eprintln!(
+        "hot swap: {published} events offered, {accepted} sanitized and delivered ({:.0}/s) in {elapsed:?} across 20 swaps",
+        accepted as f64 / elapsed.as_secs_f64()
+    );
     assert!(
         published > 10_000,
         "only {published} events flowed during the swaps"
