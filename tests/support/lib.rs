@@ -367,8 +367,17 @@ impl lookout_core::Consumer for Collect {
 
 /// A counter family read from `registry`, summed over the series that have all of `labels`.
 pub fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
-    registry
-        .gather()
+    family_sum(&registry.gather(), name, labels) as u64
+}
+
+/// The counter values of family `name` among `families`, summed over the series that have
+/// all of `labels`.
+pub fn family_sum(
+    families: &[prometheus::proto::MetricFamily],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    families
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
@@ -379,6 +388,6 @@ pub fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &st
                     .any(|l| l.name() == *k && l.value() == *v)
             })
         })
-        .map(|m| m.get_counter().get_value() as u64)
+        .map(|m| m.get_counter().get_value())
         .sum()
 }

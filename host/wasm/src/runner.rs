@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use lookout_core::{Batch, Consumer, ConsumerError, Event, Field, FieldValue, Severity};
+use lookout_core::{Batch, Consumer, ConsumerError, Event};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
@@ -20,6 +20,7 @@ use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCo
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
+use crate::sanitizer::to_wit;
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -236,7 +237,8 @@ impl Runner {
         }
         let live = guard.as_mut().expect("instantiated above");
         arm(&mut live.store, &self.limits);
-        let input: Vec<wit::Event> = batch.iter().map(to_wit).collect();
+        // The batch is shared by every consumer: each plugin gets its own copy.
+        let input: Vec<wit::Event> = batch.iter().cloned().map(to_wit).collect();
         let started = Instant::now();
         let result = match &live.bindings {
             Bindings::Consumer(b) => b.call_handle(&mut live.store, &input),
@@ -286,34 +288,5 @@ impl Consumer for PluginConsumer {
         // A plugin call is synchronous and may run to its deadline: keep it off the async
         // workers' queue.
         tokio::task::block_in_place(|| runner.handle(&batch)).map_err(ConsumerError::Failed)
-    }
-}
-
-fn to_wit(e: &Event) -> wit::Event {
-    wit::Event {
-        id: e.id,
-        kind: e.kind.clone(),
-        timestamp_ns: e.timestamp_ns,
-        correlation_id: e.correlation_id.clone(),
-        severity: match e.severity {
-            Severity::Trace => wit::Severity::Trace,
-            Severity::Debug => wit::Severity::Debug,
-            Severity::Info => wit::Severity::Info,
-            Severity::Warn => wit::Severity::Warn,
-            Severity::Error => wit::Severity::Error,
-        },
-        fields: e
-            .fields
-            .iter()
-            .map(|f: &Field| wit::Field {
-                key: f.key.clone(),
-                value: match &f.value {
-                    FieldValue::Str(s) => wit::FieldValue::Str(s.clone()),
-                    FieldValue::Int(i) => wit::FieldValue::Int(*i),
-                    FieldValue::Float(x) => wit::FieldValue::Float(*x),
-                    FieldValue::Bool(b) => wit::FieldValue::Boolean(*b),
-                },
-            })
-            .collect(),
     }
 }

@@ -244,7 +244,8 @@ impl WasmSanitizer {
     }
 }
 
-fn to_wit(e: Event) -> wit::Event {
+/// Host event → WIT event, moving the strings.
+pub(crate) fn to_wit(e: Event) -> wit::Event {
     wit::Event {
         id: e.id,
         kind: e.kind,
@@ -273,6 +274,7 @@ fn to_wit(e: Event) -> wit::Event {
     }
 }
 
+/// WIT event → host event, moving the strings.
 fn from_wit(e: wit::Event) -> Event {
     Event {
         id: e.id,

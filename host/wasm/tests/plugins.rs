@@ -683,20 +683,7 @@ fn completed(command: &str, success: bool, duration_ms: f64) -> Event {
 
 /// Sums a custom metric from the plugins' own registries.
 fn custom(plugins: &PluginRegistry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    plugins
-        .gather_custom()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    lookout_testkit::family_sum(&plugins.gather_custom(), name, labels)
 }
 
 /// A consumer plugin gets sanitized events and updates the metric its manifest declared,

@@ -95,15 +95,7 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
         .unwrap();
     assert_eq!(response.status(), 422);
 
-    let list: Value = host
-        .http
-        .get(host.url("/api/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = plugin_list(&host).await;
     assert_eq!(list["plugins"][0]["name"], "allowlist");
     assert_eq!(list["plugins"][0]["version"], 2);
     assert_eq!(list["plugins"][0]["previous"]["name"], "redact");
@@ -337,15 +329,7 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    let list: Value = host
-        .http
-        .get(host.url("/api/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = plugin_list(&host).await;
     let names: Vec<&str> = list["plugins"]
         .as_array()
         .unwrap()
@@ -355,16 +339,19 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
     assert_eq!(names, ["redact", "slo"]);
 }
 
-async fn plugin_names(host: &Host) -> Vec<String> {
-    let list: Value = host
-        .http
+async fn plugin_list(host: &Host) -> Value {
+    host.http
         .get(host.url("/api/v1/plugins"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn plugin_names(host: &Host) -> Vec<String> {
+    let list = plugin_list(host).await;
     list["plugins"]
         .as_array()
         .unwrap()
