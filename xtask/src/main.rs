@@ -4,8 +4,9 @@
 //!   tests), and the browser driver's npm package. Idempotent; installs only what is missing.
 //! - `test`: `setup`, then formatting, clippy, and every test: the host workspace and the
 //!   plugins' own unit tests. This is what CI runs (`.ci/run`).
-//! - `demo`: builds lookout, starts `lookout serve`, and a publisher that sends a steady
-//!   stream of realistic events (some with secrets in them); prints the dashboard URL.
+//! - `demo`: builds lookout, starts `lookout serve` with the example consumer and metrics
+//!   plugins in a watched folder, and a publisher that sends a steady stream of realistic
+//!   events (some with secrets in them); prints the dashboard URL.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -177,8 +178,26 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     let log_path = target.join("demo-lookout.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
+    // The example consumer and metrics plugins, in a watched folder: the demo's /metrics and
+    // log show them working, and dropping a new pair into the folder swaps it in.
+    let plugin_dir = target.join("demo-plugins");
+    std::fs::create_dir_all(&plugin_dir)?;
+    for (name, file) in [
+        ("digest", "digest"),
+        ("error-counter", "error_counter"),
+        ("slo", "slo"),
+    ] {
+        let wasm = target.join(format!("wasm-build/wasm32-wasip2/release/{file}.wasm"));
+        std::fs::copy(&wasm, plugin_dir.join(format!("{name}.wasm")))
+            .with_context(|| format!("copy {}", wasm.display()))?;
+        std::fs::copy(
+            root.join(format!("examples/plugins/{name}.toml")),
+            plugin_dir.join(format!("{name}.toml")),
+        )?;
+    }
     let mut host = Command::new(&bin)
-        .args(["serve", "--listen", listen])
+        .args(["serve", "--listen", listen, "--plugins"])
+        .arg(&plugin_dir)
         .stdout(Stdio::inherit())
         .stderr(log)
         .spawn()
@@ -211,6 +230,11 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
         "  logs:      {} (JSON, one object a line)",
         log_path.display()
     );
+    println!(
+        "  plugins:   {} (digest, error-counter, slo; watched)",
+        plugin_dir.display()
+    );
+    println!("             curl -s {base}/metrics | grep lookout_plugin_slo");
     println!("  Ctrl-C stops the demo.");
     println!();
     let status = publisher.wait()?;

@@ -210,22 +210,34 @@ async fn without_a_token_loopback_clients_may_swap() {
     );
 }
 
-/// The example manifest in `examples/plugins/` swaps in as documented.
+/// Every example manifest in `examples/plugins/` swaps in as documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_manifest_swaps_in() {
+async fn the_example_manifests_swap_in() {
+    use lookout_artifacts::plugins::{DIGEST, ERROR_COUNTER, SLO};
     let host = default_host();
-    let manifest = std::fs::read_to_string(
-        lookout_testkit::repo_root().join("examples/plugins/allowlist.toml"),
-    )
-    .unwrap();
-    let response = host
-        .http
-        .put(host.url("/api/v1/plugins/allowlist"))
-        .multipart(upload(&manifest, ALLOWLIST))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    for (name, wasm) in [
+        ("allowlist", ALLOWLIST),
+        ("digest", DIGEST),
+        ("error-counter", ERROR_COUNTER),
+        ("slo", SLO),
+    ] {
+        let path = lookout_testkit::repo_root().join(format!("examples/plugins/{name}.toml"));
+        let manifest = std::fs::read_to_string(&path).unwrap();
+        let response = host
+            .http
+            .put(host.url(&format!("/api/v1/plugins/{name}")))
+            .multipart(upload(&manifest, wasm))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{}: {}",
+            path.display(),
+            response.text().await.unwrap()
+        );
+    }
 }
 
 /// A consumer and a metrics plugin pushed over HTTP: the consumer's digest reaches the host's
@@ -374,8 +386,15 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
         "name = \"slo\"\nworld = \"metrics\"\n",
     )
     .unwrap();
+    // digest writes to stderr in init: loading it at start must not trip over the async runtime.
+    std::fs::write(dir.join("early.wasm"), DIGEST).unwrap();
+    std::fs::write(
+        dir.join("early.toml"),
+        "name = \"early\"\nworld = \"consumer\"\n",
+    )
+    .unwrap();
     let host = Host::start(LOOKOUT, &["--plugins", dir.to_str().unwrap()]).unwrap();
-    assert_eq!(plugin_names(&host).await, ["redact", "slo"]);
+    assert_eq!(plugin_names(&host).await, ["redact", "early", "slo"]);
 
     // The manifest first, then the component: nothing happens until the pair is complete.
     std::fs::write(
@@ -387,7 +406,9 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
     lookout_testkit::eventually(
         "digest loaded from the folder",
         Duration::from_secs(15),
-        || async { (plugin_names(&host).await == ["redact", "digest", "slo"]).then_some(()) },
+        || async {
+            (plugin_names(&host).await == ["redact", "digest", "early", "slo"]).then_some(())
+        },
     )
     .await;
 
@@ -416,14 +437,17 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
         },
     )
     .await;
-    assert_eq!(plugin_names(&host).await, ["redact", "digest", "slo"]);
+    assert_eq!(
+        plugin_names(&host).await,
+        ["redact", "digest", "early", "slo"]
+    );
 
     std::fs::remove_file(dir.join("digest.wasm")).unwrap();
     std::fs::remove_file(dir.join("digest.toml")).unwrap();
     lookout_testkit::eventually(
         "digest removed with its files",
         Duration::from_secs(15),
-        || async { (plugin_names(&host).await == ["redact", "slo"]).then_some(()) },
+        || async { (plugin_names(&host).await == ["redact", "early", "slo"]).then_some(()) },
     )
     .await;
 }
