@@ -140,7 +140,7 @@ pub async fn list(host: &str) -> anyhow::Result<()> {
             "{:<20} {:<10} {:>7}  {:<12} {:<12}",
             plugin["name"].as_str().unwrap_or("?"),
             plugin["world"].as_str().unwrap_or("?"),
-            plugin["version"],
+            plugin["version"].to_string(),
             plugin["status"]["state"].as_str().unwrap_or("?"),
             plugin["sha256"]
                 .as_str()
