@@ -219,27 +219,27 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(target: "lookout", listen = %bound, sanitizer = %sanitizer_name, version = env!("CARGO_PKG_VERSION"), "lookout started");
+    // Signal handlers go in before we say we listen: a SIGTERM right after start is then a
+    // clean stop, not the default kill.
+    let stop = on_stop_signal()?;
     // On stdout, for people and scripts: the one line that says where to look.
     println!("lookout: listening on http://{bound} (dashboard at http://{bound}/)");
 
-    let shutdown = Arc::new(tokio::sync::Notify::new());
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            shutdown.notify_waiters();
-        });
-    }
     // Connection info lets the admin guard tell loopback clients from others.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.notified().await }
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
     });
     // Live streams never end by themselves; give in-flight requests a moment, not forever.
     tokio::select! {
         result = server => result.context("http server")?,
-        () = async { shutdown.notified().await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+        () = async {
+            let _ = stop.clone().wait_for(|s| *s).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => {}
     }
     tracing::info!(target: "lookout", "shutting down: draining the event bus");
     bus.shutdown().await;
@@ -247,17 +247,18 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+/// A flag that turns true on SIGTERM or SIGINT; the handlers are installed before it returns.
+fn on_stop_signal() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }

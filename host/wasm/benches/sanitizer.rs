@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use lookout_artifacts::plugins::{ALLOWLIST, REDACT};
+use lookout_artifacts::plugins::{ALLOWLIST, MISBEHAVE, REDACT};
 use lookout_core::{Event, FieldValue, Sanitizer};
 use lookout_wasm::{Limits, Runtime, WasmSanitizer};
 use prometheus::Registry;
@@ -117,6 +117,31 @@ fn main() {
             results[0],
             results[1],
             results[0] / native_256
+        );
+    }
+
+    // How promptly a runaway call is cut: an infinite loop against deadlines of 20–200 ms.
+    println!();
+    println!("| call deadline | infinite loop cut after | ratio |");
+    println!("|---|---|---|");
+    for deadline_ms in [20u64, 50, 100, 200] {
+        let limits = Limits {
+            call_timeout_ms: deadline_ms,
+            ..Limits::default()
+        };
+        let looping =
+            WasmSanitizer::load(&runtime, "misbehave", MISBEHAVE, Vec::new(), limits).unwrap();
+        let mut batch = vec![Event::new("test.loop")];
+        let started = Instant::now();
+        assert!(
+            looping.sanitize(&mut batch).is_err(),
+            "the loop was not cut"
+        );
+        let cut = started.elapsed();
+        println!(
+            "| {deadline_ms} ms | {:.1} ms | {:.2}× |",
+            cut.as_secs_f64() * 1e3,
+            cut.as_secs_f64() * 1e3 / deadline_ms as f64
         );
     }
 }
