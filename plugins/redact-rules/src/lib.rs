@@ -6,6 +6,9 @@
 //! free text, vendor tokens). What is found is replaced by a marker naming what it was, or —
 //! in hash mode — by a keyed hash so equal secrets stay matchable without being readable.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 
 /// Fragments of a normalized key (lowercase, alphanumerics only) that mark it sensitive.
@@ -111,15 +114,28 @@ pub struct Policy {
     pub mode: Mode,
     pub extra_keys: Vec<String>,
     pub patterns: Vec<Pattern>,
+    /// Verdicts on keys already seen: field keys repeat from event to event, and checking one
+    /// against every fragment is most of the per-field cost.
+    verdicts: RefCell<HashMap<Box<str>, bool>>,
+}
+
+/// Most key verdicts remembered; past it, the memory starts afresh.
+const VERDICTS: usize = 4096;
+
+impl Policy {
+    pub fn new(mode: Mode, extra_keys: Vec<String>, patterns: Vec<Pattern>) -> Policy {
+        Policy {
+            mode,
+            extra_keys,
+            patterns,
+            verdicts: RefCell::new(HashMap::new()),
+        }
+    }
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            mode: Mode::Redact,
-            extra_keys: Vec::new(),
-            patterns: Vec::new(),
-        }
+        Policy::new(Mode::Redact, Vec::new(), Vec::new())
     }
 }
 
@@ -131,15 +147,42 @@ fn normalize_key(key: &str) -> String {
         .collect()
 }
 
+/// Runs `f` on the normalized key, without allocating for keys of up to 64 bytes (every
+/// field and inline key goes through here: it is on the hot path).
+fn with_normalized<R>(key: &str, f: impl FnOnce(&str) -> R) -> R {
+    if key.len() > 64 {
+        return f(&normalize_key(key));
+    }
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+        buf[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    // Only ASCII alphanumerics were copied: always valid UTF-8.
+    f(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+}
+
 impl Policy {
     /// Whether a field (or an inline `key=value`) with this key must lose its value.
     pub fn is_sensitive_key(&self, key: &str) -> bool {
-        let key = normalize_key(key);
+        if let Some(&verdict) = self.verdicts.borrow().get(key) {
+            return verdict;
+        }
+        let verdict = with_normalized(key, |key| self.is_sensitive_normalized(key));
+        let mut verdicts = self.verdicts.borrow_mut();
+        if verdicts.len() >= VERDICTS {
+            verdicts.clear();
+        }
+        verdicts.insert(key.into(), verdict);
+        verdict
+    }
+
+    fn is_sensitive_normalized(&self, key: &str) -> bool {
         if key.is_empty() {
             return false;
         }
-        if SENSITIVE_KEYS.contains(&key.as_str())
-            || self.extra_keys.iter().any(|k| key.contains(k.as_str()))
+        if SENSITIVE_KEYS.contains(&key) || self.extra_keys.iter().any(|k| key.contains(k.as_str()))
         {
             return true;
         }
@@ -173,13 +216,21 @@ impl Policy {
     /// (so the caller need not allocate).
     pub fn scrub(&self, text: &str) -> Option<String> {
         let mut spans = Vec::new();
-        find_pem_keys(text, &mut spans);
+        let bytes = text.as_bytes();
+        // Cheap gates first: most strings carry none of what a detector needs to fire.
+        if text.contains("-----") {
+            find_pem_keys(text, &mut spans);
+        }
         find_jwts(text, &mut spans);
         find_auth_schemes(text, &mut spans);
         find_words(text, &mut spans);
         find_url_passwords(text, &mut spans);
-        find_cards(text, &mut spans);
-        self.find_inline_pairs(text, &mut spans);
+        if bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13 {
+            find_cards(text, &mut spans);
+        }
+        if bytes.iter().any(|&b| b == b'=' || b == b':') || text.contains(" -") {
+            self.find_inline_pairs(text, &mut spans);
+        }
         for pattern in &self.patterns {
             for m in pattern.regex.find_iter(text) {
                 if !m.is_empty() {
@@ -258,10 +309,8 @@ impl Policy {
             while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
                 j += 1;
             }
-            let to_line_end = {
-                let k = normalize_key(key);
-                k.contains("cookie") || k.contains("authorization")
-            };
+            let to_line_end =
+                with_normalized(key, |k| k.contains("cookie") || k.contains("authorization"));
             let (start, end) = if j < bytes.len() && (bytes[j] == b'"' || bytes[j] == b'\'') {
                 let quote = bytes[j];
                 let start = j + 1;
@@ -334,10 +383,17 @@ fn is_token_byte(b: u8) -> bool {
 
 /// Case-insensitive search for an ASCII needle from `from`.
 fn find_ci(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.len() > haystack.len() {
+    if needle.len() > haystack.len() || from > haystack.len() - needle.len() {
         return None;
     }
+    // Compare only where the first byte matches (either case): most positions are skipped
+    // after one comparison.
+    let (lower, upper) = (
+        needle[0].to_ascii_lowercase(),
+        needle[0].to_ascii_uppercase(),
+    );
     (from..=haystack.len() - needle.len())
+        .filter(|&i| haystack[i] == lower || haystack[i] == upper)
         .find(|&i| haystack[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
@@ -453,6 +509,10 @@ fn find_words(text: &str, spans: &mut Vec<Span<'_>>) {
             i += 1;
         }
         let word = &text[start..i];
+        // The shortest token this looks for (`xoxb-` + 10) is 15 bytes.
+        if word.len() < 15 {
+            continue;
+        }
         if word.len() == 20
             && AWS_KEY_PREFIXES.iter().any(|p| word.starts_with(p))
             && word
