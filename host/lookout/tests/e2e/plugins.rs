@@ -27,6 +27,16 @@ fn upload(manifest: &str, wasm: &[u8]) -> Form {
         .part("wasm", Part::bytes(wasm.to_vec()))
 }
 
+/// `PUT /api/v1/plugins/{name}` with a manifest and a component.
+async fn put_plugin(host: &Host, name: &str, manifest: &str, wasm: &[u8]) -> reqwest::Response {
+    host.http
+        .put(host.url(&format!("/api/v1/plugins/{name}")))
+        .multipart(upload(manifest, wasm))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn publish_note(host: &Host, note: &str) {
     let response = host
         .http
@@ -53,13 +63,7 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
         "redact keeps plain text"
     );
 
-    let response = host
-        .http
-        .put(host.url("/api/v1/plugins/allowlist"))
-        .multipart(upload(ALLOWLIST_MANIFEST, ALLOWLIST))
-        .send()
-        .await
-        .unwrap();
+    let response = put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     publish_note(&host, "plain words").await;
     let after = stream.take(1, Duration::from_secs(10)).await;
@@ -70,13 +74,13 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
     assert_eq!(after[0]["fields"]["user"], "bob");
 
     // Random bytes and a name that does not match the URL: 422, and allowlist stays.
-    let response = host
-        .http
-        .put(host.url("/api/v1/plugins/allowlist"))
-        .multipart(upload(ALLOWLIST_MANIFEST, b"\0asm\x0d\0\x01\0 random"))
-        .send()
-        .await
-        .unwrap();
+    let response = put_plugin(
+        &host,
+        "allowlist",
+        ALLOWLIST_MANIFEST,
+        b"\0asm\x0d\0\x01\0 random",
+    )
+    .await;
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert!(
@@ -86,13 +90,7 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
             .contains("not a valid WASM component"),
         "{body}"
     );
-    let response = host
-        .http
-        .put(host.url("/api/v1/plugins/other"))
-        .multipart(upload(ALLOWLIST_MANIFEST, REDACT))
-        .send()
-        .await
-        .unwrap();
+    let response = put_plugin(&host, "other", ALLOWLIST_MANIFEST, REDACT).await;
     assert_eq!(response.status(), 422);
 
     let list = plugin_list(&host).await;
@@ -223,13 +221,7 @@ async fn the_example_manifests_swap_in() {
     ] {
         let path = lookout_testkit::repo_root().join(format!("examples/plugins/{name}.toml"));
         let manifest = std::fs::read_to_string(&path).unwrap();
-        let response = host
-            .http
-            .put(host.url(&format!("/api/v1/plugins/{name}")))
-            .multipart(upload(&manifest, wasm))
-            .send()
-            .await
-            .unwrap();
+        let response = put_plugin(&host, name, &manifest, wasm).await;
         assert_eq!(
             response.status(),
             200,
@@ -258,13 +250,7 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
             SLO,
         ),
     ] {
-        let response = host
-            .http
-            .put(host.url(&format!("/api/v1/plugins/{name}")))
-            .multipart(upload(manifest, wasm))
-            .send()
-            .await
-            .unwrap();
+        let response = put_plugin(&host, name, manifest, wasm).await;
         assert_eq!(
             response.status(),
             200,
