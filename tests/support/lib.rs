@@ -33,7 +33,10 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + patience(timeout);
+    // The condition is checked every 25 ms until it holds or the deadline passes.
+    let mut every = tokio::time::interval(Duration::from_millis(25));
     loop {
+        every.tick().await;
         if let Some(v) = check().await {
             return v;
         }
@@ -41,7 +44,6 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -158,16 +160,22 @@ impl Host {
         if !status.success() {
             bail!("kill -TERM failed");
         }
-        let deadline = Instant::now() + patience(timeout);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
+        let pid = self.child.id().to_string();
+        let child = &mut self.child;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            match rx.recv_timeout(patience(timeout)) {
+                Ok(status) => Ok(status?),
+                Err(_) => {
+                    // Unblocks the waiting thread so the scope can end.
+                    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                    bail!("lookout did not exit within {timeout:?} of SIGTERM")
+                }
             }
-            if Instant::now() > deadline {
-                bail!("lookout did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 }
 

@@ -107,10 +107,13 @@ impl Breaker {
 
     /// Whether a call may go ahead now.
     pub(crate) fn allow(&self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    /// Whether a call may go ahead at `now` (the clock is a parameter so tests need not wait).
+    fn allow_at(&self, now: Instant) -> bool {
         let state = self.state.lock();
-        state
-            .quarantined_until
-            .is_none_or(|until| Instant::now() >= until)
+        state.quarantined_until.is_none_or(|until| now >= until)
     }
 
     pub(crate) fn record_success(&self) {
@@ -122,7 +125,10 @@ impl Breaker {
     }
 
     pub(crate) fn record_failure(&self, error: &str) -> Tripped {
-        let now = Instant::now();
+        self.record_failure_at(error, Instant::now())
+    }
+
+    fn record_failure_at(&self, error: &str, now: Instant) -> Tripped {
         let mut state = self.state.lock();
         state.last_error = Some(error.to_string());
         let retrying = state.quarantined_until.is_some();
@@ -219,22 +225,24 @@ mod tests {
             backoff_ms: 20,
             max_backoff_ms: 50,
         });
-        assert_eq!(b.record_failure("trap"), Tripped::No);
-        assert!(b.allow());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(b.record_failure_at("trap", at(0)), Tripped::No);
+        assert!(b.allow_at(at(1)));
         assert_eq!(
-            b.record_failure("trap"),
+            b.record_failure_at("trap", at(1)),
             Tripped::For(Duration::from_millis(20))
         );
-        assert!(!b.allow());
+        assert!(!b.allow_at(at(20)));
         assert_eq!(b.status().state, "quarantined");
-        std::thread::sleep(Duration::from_millis(25));
-        assert!(b.allow(), "one retry after the backoff");
+        assert!(b.allow_at(at(21)), "one retry after the backoff");
         assert_eq!(
-            b.record_failure("trap again"),
+            b.record_failure_at("trap again", at(21)),
             Tripped::For(Duration::from_millis(40))
         );
+        assert!(!b.allow_at(at(60)), "the backoff doubled");
         assert_eq!(
-            b.record_failure("and again"),
+            b.record_failure_at("and again", at(61)),
             Tripped::For(Duration::from_millis(50)),
             "capped"
         );

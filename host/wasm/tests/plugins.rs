@@ -589,8 +589,18 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
     };
     let allow_user = allowlist_manifest("user", "bob");
     let swaps_started = std::time::Instant::now();
+    // Each version must handle batches before the next swap: wait for the audit to grow.
+    let batches_seen = || audit.0.lock().0.len();
+    let more_batches_than = |before: usize| async move {
+        lookout_testkit::eventually(
+            "batches through the current version",
+            Duration::from_secs(20),
+            || async { (batches_seen() > before).then_some(()) },
+        )
+        .await
+    };
     for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        more_batches_than(batches_seen()).await;
         if i % 2 == 0 {
             plugins
                 .install(allow_user.clone(), ALLOWLIST, "test")
@@ -599,7 +609,7 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
             plugins.rollback("allowlist", "test").unwrap();
         }
     }
-    tokio::time::sleep(Duration::from_millis(25)).await;
+    more_batches_than(batches_seen()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let published = producer.join().unwrap();
     let elapsed = swaps_started.elapsed();
