@@ -22,6 +22,19 @@ pub mod plugins {
         include_bytes!(concat!(env!("OUT_DIR"), "/error_counter.wasm"));
     /// `slo`, a metrics plugin: good/bad requests per command against a latency threshold.
     pub const SLO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slo.wasm"));
+    /// An embedded plugin by its name (`redact`, `allowlist`, `digest`, `error-counter`, `slo`);
+    /// the test-only `misbehave` is not offered.
+    pub fn by_name(name: &str) -> Option<&'static [u8]> {
+        match name {
+            "redact" => Some(REDACT),
+            "allowlist" => Some(ALLOWLIST),
+            "digest" => Some(DIGEST),
+            "error-counter" => Some(ERROR_COUNTER),
+            "slo" => Some(SLO),
+            _ => None,
+        }
+    }
+
     /// `misbehave`, a sanitizer that traps, loops or eats memory on request (tests only).
     pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
 }

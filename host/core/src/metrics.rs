@@ -11,7 +11,7 @@
 //! kinds are counted under `kind="other"` so a noisy producer cannot explode cardinality.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use prometheus::{
@@ -59,6 +59,8 @@ pub(crate) struct BusMetrics {
     pub ingress_length: IntGauge,
     pub stages: StageTimers,
     kinds: RwLock<HashMap<String, Arc<KindCounters>>>,
+    /// The counters every kind past the cap shares.
+    other: OnceLock<Arc<KindCounters>>,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -154,37 +156,50 @@ impl BusMetrics {
             ingress_length,
             stages,
             kinds: RwLock::new(HashMap::new()),
+            other: OnceLock::new(),
         })
     }
 
     /// The counters of `kind`, created on first use (or `other` past the cap).
     pub fn kind(&self, kind: &str) -> Arc<KindCounters> {
-        if let Some(c) = self.kinds.read().get(kind) {
-            return c.clone();
+        {
+            let kinds = self.kinds.read();
+            if let Some(c) = kinds.get(kind) {
+                return c.clone();
+            }
+            // Past the cap, new kinds share one set of counters and the map stays bounded.
+            if kinds.len() >= MAX_KIND_LABELS {
+                return self
+                    .other
+                    .get_or_init(|| self.counters_for("other"))
+                    .clone();
+            }
         }
         let mut kinds = self.kinds.write();
         if let Some(c) = kinds.get(kind) {
             return c.clone();
         }
-        let label = if kinds.len() >= MAX_KIND_LABELS {
-            "other"
-        } else {
-            kind
-        };
+        if kinds.len() >= MAX_KIND_LABELS {
+            return self
+                .other
+                .get_or_init(|| self.counters_for("other"))
+                .clone();
+        }
+        let counters = self.counters_for(kind);
+        kinds.insert(kind.to_string(), counters.clone());
+        counters
+    }
+
+    fn counters_for(&self, label: &str) -> Arc<KindCounters> {
         let outcome = |o: &str| self.events.with_label_values(&[label, o]);
-        let counters = Arc::new(KindCounters {
+        Arc::new(KindCounters {
             published: self.published.with_label_values(&[label]),
             accepted: outcome("accepted"),
             sampled_out: outcome("sampled_out"),
             rate_limited: outcome("rate_limited"),
             dropped: outcome("dropped"),
             filtered: outcome("filtered"),
-        });
-        // Past the cap, remember nothing new: the map stays bounded too.
-        if label != "other" {
-            kinds.insert(kind.to_string(), counters.clone());
-        }
-        counters
+        })
     }
 
     pub fn consumer(&self, name: &str) -> ConsumerCounters {

@@ -514,3 +514,39 @@ async fn unregistered_consumer_gets_nothing_more() {
     };
     assert_eq!((delivered("leaving"), delivered("staying")), (10, 20));
 }
+
+/// Past 512 distinct kinds, new kinds are counted under `kind="other"`: the label set stays
+/// bounded and nothing goes uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_labels_are_capped_and_the_rest_counted_as_other() {
+    let (bus, registry) = start(BusConfig::default());
+    for i in 0..600 {
+        bus.publish(Event::new(format!("kind.n{i}")));
+    }
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    let published = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "lookout_events_published_total")
+        .unwrap();
+    assert_eq!(
+        published.get_metric().len(),
+        lookout_core::MAX_KIND_LABELS + 1
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_events_published_total",
+            &[("kind", "other")]
+        ),
+        600 - lookout_core::MAX_KIND_LABELS as u64
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_events_total",
+            &[("outcome", "accepted")]
+        ),
+        600
+    );
+}

@@ -90,7 +90,7 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SanitizerConfig {
-    /// `redact` or `allowlist` (both embedded), or a path to a `.wasm` component of the
+    /// An embedded sanitizer (`redact`, `allowlist`) or a path to a `.wasm` component of the
     /// `sanitizer` world.
     pub plugin: String,
     /// Handed to the plugin's `init`.
@@ -171,17 +171,11 @@ impl Config {
 
     /// The sanitizer's manifest and bytes: an embedded plugin by name, or one read from a path.
     pub fn sanitizer(&self) -> anyhow::Result<(Manifest, Vec<u8>)> {
-        let (name, wasm) = match self.sanitizer.plugin.as_str() {
-            "redact" => (
-                "redact".to_string(),
-                lookout_artifacts::plugins::REDACT.to_vec(),
-            ),
-            "allowlist" => (
-                "allowlist".to_string(),
-                lookout_artifacts::plugins::ALLOWLIST.to_vec(),
-            ),
-            path => {
-                let path = PathBuf::from(path);
+        let plugin = self.sanitizer.plugin.as_str();
+        let (name, wasm) = match lookout_artifacts::plugins::by_name(plugin) {
+            Some(bytes) => (plugin.to_string(), bytes.to_vec()),
+            None => {
+                let path = PathBuf::from(plugin);
                 let bytes = std::fs::read(&path).with_context(|| {
                     format!(
                         "invalid config `sanitizer.plugin`: cannot read {}",

@@ -27,12 +27,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures_util::stream::Stream;
+use futures_util::stream::{Stream, StreamExt};
 use lookout_core::{Batch, Bus, Consumer, ConsumerError, Published};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub use ingest::{IngestError, Location, MAX_EVENTS_PER_REQUEST, parse_body};
 
@@ -198,40 +199,23 @@ async fn stream_events(
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let (tx, mut rx) = mpsc::channel::<Batch>(STREAM_BUFFER);
-    // Unregistered by the consumer itself (`Closed`) once the client has gone.
+    let (tx, rx) = mpsc::channel::<Batch>(STREAM_BUFFER);
+    // When the client goes, the response stream (and `rx` in it) is dropped; the consumer's
+    // next send fails, it answers `Closed` and the bus unregisters it.
     state
         .bus
         .register("live_stream", StreamClient { tx })
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let prefix = query.kind.unwrap_or_default();
-    let stream = async_stream(move |yield_tx| async move {
-        while let Some(batch) = rx.recv().await {
-            for event in batch.iter().filter(|e| e.kind.starts_with(&prefix)) {
-                let data = serde_json::to_string(event).unwrap_or_default();
-                if yield_tx
-                    .send(Ok(SseEvent::default().data(data)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
+    let stream = ReceiverStream::new(rx).flat_map(move |batch| {
+        let messages: Vec<Result<SseEvent, Infallible>> = batch
+            .iter()
+            .filter(|e| e.kind.starts_with(&prefix))
+            .map(|e| Ok(SseEvent::default().data(serde_json::to_string(e).unwrap_or_default())))
+            .collect();
+        futures_util::stream::iter(messages)
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// A stream fed by a task: the task ends (and drops its resources) when the client goes.
-fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
-where
-    T: Send + 'static,
-    F: FnOnce(mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {

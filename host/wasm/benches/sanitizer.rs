@@ -10,7 +10,7 @@ use lookout_artifacts::plugins::{ALLOWLIST, MISBEHAVE, REDACT};
 use lookout_core::{Event, FieldValue, Sanitizer};
 use lookout_wasm::{Limits, Runtime, WasmSanitizer};
 use prometheus::Registry;
-use redact_rules::Policy;
+use redact_rules::{Policy, Value};
 
 fn event(i: u64) -> Event {
     let mut e = Event::new("request.completed")
@@ -37,20 +37,18 @@ fn event(i: u64) -> Event {
     e
 }
 
-/// What `redact`'s `sanitize_event` does, over host events.
+/// What `redact`'s `sanitize_event` does, over host events: the same `clean_field`.
 fn redact_native(policy: &Policy, batch: &mut [Event]) {
     for event in batch {
         for field in &mut event.fields {
-            if policy.is_sensitive_key(&field.key) {
-                if let FieldValue::Str(s) = &field.value {
-                    field.value = FieldValue::Str(policy.replace_value(s));
-                }
-                continue;
-            }
-            if let FieldValue::Str(s) = &mut field.value
-                && let Some(clean) = policy.scrub(s)
-            {
-                *s = clean;
+            let value = match &field.value {
+                FieldValue::Str(s) => Value::Str(s),
+                FieldValue::Int(i) => Value::Int(*i),
+                FieldValue::Float(f) => Value::Float(*f),
+                FieldValue::Bool(b) => Value::Bool(*b),
+            };
+            if let Some(clean) = policy.clean_field(&field.key, value) {
+                field.value = FieldValue::Str(clean);
             }
         }
     }

@@ -73,6 +73,15 @@ impl Runner {
     ) -> Result<Runner> {
         manifest.validate()?;
         let name = manifest.name.as_str();
+        // Checked before any compiling: a manifest mistake needs no component to find.
+        if manifest.world == World::Metrics && !manifest.metrics.is_empty() {
+            return Err(Error::Manifest {
+                plugin: name.into(),
+                reason:
+                    "a `metrics` plugin declares its metrics through describe(), not [[metrics]]"
+                        .into(),
+            });
+        }
         let component = runtime.compile(name, wasm)?;
         let world = manifest.world;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
@@ -110,14 +119,6 @@ impl Runner {
             World::Metrics => runner.describe()?,
             _ => manifest.metrics.clone(),
         };
-        if world == World::Metrics && !manifest.metrics.is_empty() {
-            return Err(Error::Manifest {
-                plugin: name.into(),
-                reason:
-                    "a `metrics` plugin declares its metrics through describe(), not [[metrics]]"
-                        .into(),
-            });
-        }
         if !decls.is_empty() {
             let set = match reuse {
                 Some(old) if old.decls() == decls.as_slice() => old,
@@ -244,32 +245,19 @@ impl Runner {
             Bindings::Consumer(b) => b.call_handle(&mut live.store, &input),
             Bindings::Metrics(b) => b.call_observe(&mut live.store, &input).map(Ok),
         };
-        metrics
-            .duration
-            .with_label_values(&[&self.name, function])
-            .observe(started.elapsed().as_secs_f64());
         forward_stderr(&mut live.store);
         match result {
             Ok(Ok(())) => {
-                metrics
-                    .calls
-                    .with_label_values(&[&self.name, function, "ok"])
-                    .inc();
+                metrics.record(&self.name, function, started, "ok");
                 Ok(())
             }
             Ok(Err(reason)) => {
-                metrics
-                    .calls
-                    .with_label_values(&[&self.name, function, "error"])
-                    .inc();
+                metrics.record(&self.name, function, started, "error");
                 Err(reason)
             }
             Err(e) => {
                 let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
-                metrics
-                    .calls
-                    .with_label_values(&[&self.name, function, outcome])
-                    .inc();
+                metrics.record(&self.name, function, started, outcome);
                 *guard = None;
                 Err(reason)
             }

@@ -192,6 +192,22 @@ pub(crate) struct PluginMetrics {
 }
 
 impl PluginMetrics {
+    /// One finished call: its duration and its outcome (`ok`, `error`, `trap`, `timeout`, …).
+    pub(crate) fn record(
+        &self,
+        plugin: &str,
+        function: &str,
+        started: std::time::Instant,
+        outcome: &str,
+    ) {
+        self.duration
+            .with_label_values(&[plugin, function])
+            .observe(started.elapsed().as_secs_f64());
+        self.calls
+            .with_label_values(&[plugin, function, outcome])
+            .inc();
+    }
+
     fn new(registry: &Registry) -> Result<Self> {
         let err = |e: prometheus::Error| Error::Runtime(format!("plugin metrics: {e}"));
         let calls = IntCounterVec::new(

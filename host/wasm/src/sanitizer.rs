@@ -217,25 +217,15 @@ impl WasmSanitizer {
         let input: Vec<wit::Event> = batch.drain(..).map(to_wit).collect();
         let started = Instant::now();
         let result = live.bindings.call_sanitize(&mut live.store, &input);
-        metrics
-            .duration
-            .with_label_values(&[&self.name, "sanitize"])
-            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(output) => {
-                metrics
-                    .calls
-                    .with_label_values(&[&self.name, "sanitize", "ok"])
-                    .inc();
+                metrics.record(&self.name, "sanitize", started, "ok");
                 batch.extend(output.into_iter().map(from_wit));
                 Ok(())
             }
             Err(e) => {
                 let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
-                metrics
-                    .calls
-                    .with_label_values(&[&self.name, "sanitize", outcome])
-                    .inc();
+                metrics.record(&self.name, "sanitize", started, outcome);
                 *guard = None;
                 batch.extend(input.into_iter().map(from_wit));
                 Err(reason)

@@ -92,6 +92,15 @@ const AWS_KEY_PREFIXES: &[&str] = &[
     "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA",
 ];
 
+/// A field value as the rules see it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
 /// How found secrets are replaced.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
@@ -189,6 +198,25 @@ impl Policy {
         SENSITIVE_KEY_FRAGMENTS.iter().any(|f| key.contains(f))
             && !BENIGN_KEY_SUFFIXES.iter().any(|s| key.ends_with(s))
             || key.ends_with("auth") && !key.ends_with("author")
+    }
+
+    /// The new value of a field (always a string), or `None` when it may stay as it is: the
+    /// whole value goes under a sensitive key; otherwise secrets inside strings go, and
+    /// integers that are card numbers.
+    pub fn clean_field(&self, key: &str, value: Value<'_>) -> Option<String> {
+        if self.is_sensitive_key(key) {
+            return match value {
+                Value::Str(s) => Some(self.replace_value(s)),
+                Value::Int(i) => Some(self.replace_value(&i.to_string())),
+                Value::Float(f) => Some(self.replace_value(&f.to_string())),
+                Value::Bool(_) => None, // `password_set: true` reveals nothing
+            };
+        }
+        match value {
+            Value::Str(s) => self.scrub(s),
+            Value::Int(i) if self.is_secret_integer(i) => Some(self.replace_value(&i.to_string())),
+            _ => None,
+        }
     }
 
     /// The replacement for a whole value under a sensitive key.
@@ -742,6 +770,28 @@ mod tests {
         ] {
             assert_eq!(scrub(s), s);
         }
+    }
+
+    #[test]
+    fn fields_are_cleaned_by_key_then_by_content() {
+        let p = Policy::default();
+        assert_eq!(
+            p.clean_field("pin", Value::Int(1234)).as_deref(),
+            Some("[REDACTED]")
+        );
+        assert_eq!(p.clean_field("password_set", Value::Bool(true)), None);
+        assert_eq!(
+            p.clean_field("ref", Value::Int(4111111111111111))
+                .as_deref(),
+            Some("[REDACTED]")
+        );
+        assert_eq!(p.clean_field("amount", Value::Int(1999)), None);
+        assert_eq!(p.clean_field("note", Value::Str("plain")), None);
+        assert!(
+            p.clean_field("note", Value::Str("password=x1"))
+                .unwrap()
+                .contains("[REDACTED:secret]")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use lookout_plugin_sdk::sanitizer::Guest;
 use lookout_plugin_sdk::{Config, Event, FieldValue};
-pub use redact_rules::{Mode, Pattern, Policy};
+pub use redact_rules::{Mode, Pattern, Policy, Value};
 
 thread_local! {
     static POLICY: RefCell<Policy> = RefCell::new(Policy::default());
@@ -71,26 +71,14 @@ pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
 /// Applies the policy to one event in place.
 pub fn sanitize_event(policy: &Policy, event: &mut Event) {
     for field in &mut event.fields {
-        if policy.is_sensitive_key(&field.key) {
-            let original = match &field.value {
-                FieldValue::Str(s) => s.clone(),
-                FieldValue::Int(i) => i.to_string(),
-                FieldValue::Float(f) => f.to_string(),
-                FieldValue::Boolean(_) => continue, // `password_set: true` reveals nothing
-            };
-            field.value = FieldValue::Str(policy.replace_value(&original));
-            continue;
-        }
-        match &mut field.value {
-            FieldValue::Str(s) => {
-                if let Some(clean) = policy.scrub(s) {
-                    *s = clean;
-                }
-            }
-            FieldValue::Int(i) if policy.is_secret_integer(*i) => {
-                field.value = FieldValue::Str(policy.replace_value(&i.to_string()));
-            }
-            _ => {}
+        let value = match &field.value {
+            FieldValue::Str(s) => Value::Str(s),
+            FieldValue::Int(i) => Value::Int(*i),
+            FieldValue::Float(f) => Value::Float(*f),
+            FieldValue::Boolean(b) => Value::Bool(*b),
+        };
+        if let Some(clean) = policy.clean_field(&field.key, value) {
+            field.value = FieldValue::Str(clean);
         }
     }
 }
