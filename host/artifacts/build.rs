@@ -84,7 +84,7 @@ fn main() {
     fs::write(out_dir.join("built.rs"), "true").unwrap();
 
     for dir in [&plugins, &dashboard] {
-        for file in ["Cargo.toml", "Cargo.lock"] {
+        for file in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
             println!("cargo:rerun-if-changed={}", dir.join(file).display());
         }
     }

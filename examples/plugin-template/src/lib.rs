@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 
 use lookout_plugin_sdk::consumer::Guest;
-use lookout_plugin_sdk::{Config, Event, Severity, config_value, host, reject_unknown_keys};
+use lookout_plugin_sdk::{Batch, Config, Severity, config_value, host, reject_unknown_keys};
 
 thread_local! {
     static STATE: RefCell<(String, u64)> = RefCell::new((String::new(), 0));
@@ -22,12 +22,15 @@ impl Guest for MyPlugin {
         Ok(())
     }
 
-    fn handle(batch: Vec<Event>) -> Result<(), String> {
+    fn handle(batch: Batch) -> Result<(), String> {
         STATE.with(|s| {
             let (prefix, seen) = &mut *s.borrow_mut();
-            for event in batch.iter().filter(|e| e.kind.starts_with(prefix.as_str())) {
+            for event in batch
+                .events()
+                .filter(|e| e.kind().starts_with(prefix.as_str()))
+            {
                 // Refused updates (e.g. past the series cap) are counted by the host.
-                let _ = host::update_metric("events_total", &[event.kind.clone()], 1.0);
+                let _ = host::update_metric("events_total", &[event.kind().to_string()], 1.0);
                 *seen += 1;
                 if seen.is_multiple_of(1000) {
                     host::log(Severity::Info, &format!("{seen} matching events so far"));

@@ -9,7 +9,7 @@
 /// False when the nested builds were skipped and every artifact below is empty.
 pub const BUILT: bool = include!(concat!(env!("OUT_DIR"), "/built.rs"));
 
-/// Plugins built from `plugins/`: components for the `lookout:plugin@0.1.0` worlds.
+/// Plugins built from `plugins/`: components for the `lookout:plugin@0.2.0` worlds.
 pub mod plugins {
     /// `redact`, the default sanitizer policy.
     pub const REDACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redact.wasm"));

@@ -185,16 +185,12 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
     let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
-    // Loading runs guest code whose WASI calls (stderr) block on their own: not on an async
-    // worker of this runtime.
-    let _plugin_dir = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        plugins.install(manifest, &wasm, "startup")?;
-        // Kept alive for the host's life: dropping it stops the watch.
-        plugin_dir
-            .as_deref()
-            .map(|dir| watch::PluginDir::start(plugins.clone(), dir))
-            .transpose()
-    })?;
+    plugins.install(manifest, &wasm, "startup")?;
+    // Kept alive for the host's life: dropping it stops the watch.
+    let _plugin_dir = plugin_dir
+        .as_deref()
+        .map(|dir| watch::PluginDir::start(plugins.clone(), dir))
+        .transpose()?;
 
     let dashboard =
         (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {

@@ -1,6 +1,7 @@
 //! Bus throughput, end to end (publish → sample → rate-limit → sanitize → fan-out → one
-//! consumer), with the bare pipeline and with the real `redact` WASM sanitizer; plus the cost
-//! of one `publish` call, which is all the request path pays.
+//! consumer), with the bare pipeline, with the real `redact` WASM sanitizer, and with that
+//! sanitizer plus the `digest` WASM consumer (every event handed to a second component); plus
+//! the cost of one `publish` call, which is all the request path pays.
 //!
 //! Run: `cargo bench -p lookout-wasm --bench pipeline` (results go in docs/performance.md).
 //! `LOOKOUT_BENCH_EVENTS` sets the events per run (default 1,000,000; 2,000 as a smoke test
@@ -10,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lookout_artifacts::plugins::REDACT;
+use lookout_artifacts::plugins::{DIGEST, REDACT};
 use lookout_core::{
     Batch, Bus, BusConfig, Consumer, ConsumerError, Event, PassThrough, Published, Sanitizer,
 };
-use lookout_wasm::{Limits, Runtime, WasmSanitizer};
+use lookout_testkit::counter;
+use lookout_wasm::{Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
 struct Count(Arc<AtomicU64>);
@@ -47,15 +49,39 @@ fn event(i: u64) -> Event {
         )
 }
 
+/// CPU time this process has used so far, all threads (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`, which may contain spaces: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 struct Run {
     name: &'static str,
     events: u64,
     elapsed: Duration,
+    cpu: Duration,
     publish_ns: f64,
     dropped: u64,
 }
 
-async fn run(name: &'static str, sanitizer: Box<dyn Sanitizer>, events: u64) -> Run {
+/// A WASM consumer on the bus next to the counting one.
+const DIGEST_MANIFEST: &str = include_str!("../../../examples/plugins/digest.toml");
+
+async fn run(
+    name: &'static str,
+    sanitizer: Box<dyn Sanitizer>,
+    wasm_consumer: bool,
+    events: u64,
+) -> Run {
     let registry = Registry::new();
     // The ingress queue holds a whole run: the pipeline's speed is measured, not the drop path.
     let config = BusConfig {
@@ -67,9 +93,17 @@ async fn run(name: &'static str, sanitizer: Box<dyn Sanitizer>, events: u64) -> 
     let bus = Bus::start(config, &registry, sanitizer).unwrap();
     let seen = Arc::new(AtomicU64::new(0));
     bus.register("count", Count(seen.clone())).unwrap();
+    let plugins = wasm_consumer.then(|| {
+        let runtime = Runtime::new(&registry).unwrap();
+        let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+        let manifest = Manifest::parse(DIGEST_MANIFEST).unwrap();
+        plugins.install(manifest, DIGEST, "bench").unwrap();
+        plugins
+    });
     // Build the events first: the bench measures the bus, not string formatting.
     let prepared: Vec<Event> = (0..events).map(event).collect();
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let mut publish_time = Duration::ZERO;
     let mut dropped = 0;
     let mut pending = prepared.into_iter().peekable();
@@ -87,11 +121,25 @@ async fn run(name: &'static str, sanitizer: Box<dyn Sanitizer>, events: u64) -> 
         "bus did not drain"
     );
     let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     assert_eq!(seen.load(Ordering::Relaxed) + dropped, events);
+    if plugins.is_some() {
+        let delivered = counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "digest"), ("outcome", "delivered")],
+        );
+        assert_eq!(
+            delivered + dropped,
+            events,
+            "the WASM consumer handled every event"
+        );
+    }
     Run {
         name,
         events,
         elapsed,
+        cpu,
         publish_ns: publish_time.as_nanos() as f64 / events as f64,
         dropped,
     }
@@ -113,23 +161,49 @@ async fn main() {
             run(
                 "bare pipeline (pass-through sanitizer)",
                 Box::new(PassThrough),
+                false,
                 events,
             )
             .await,
         );
-        let redact =
-            WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap();
-        runs.push(run("with the redact WASM sanitizer", Box::new(redact), events).await);
+        let redact = || {
+            WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap()
+        };
+        runs.push(
+            run(
+                "with the redact WASM sanitizer",
+                Box::new(redact()),
+                false,
+                events,
+            )
+            .await,
+        );
+        runs.push(
+            run(
+                "redact WASM sanitizer + digest WASM consumer",
+                Box::new(redact()),
+                true,
+                events,
+            )
+            .await,
+        );
     }
-    println!("| pipeline | events | time | events/s | publish() ns/event | dropped |");
-    println!("|---|---|---|---|---|---|");
-    for r in runs.iter().skip(2) {
+    // Per core: events over the CPU time the whole process used (publisher, pipeline and
+    // consumers together), so it does not depend on how many cores the run got.
+    println!(
+        "| pipeline | events | time | events/s | CPU time | events per CPU-second | publish() ns/event | dropped |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    // The first round warms up; the second is reported.
+    for r in runs.iter().skip(runs.len() / 2) {
         println!(
-            "| {} | {} | {:.2} s | {:.0} | {:.0} | {} |",
+            "| {} | {} | {:.2} s | {:.0} | {:.2} s | {:.0} | {:.0} | {} |",
             r.name,
             r.events,
             r.elapsed.as_secs_f64(),
             r.events as f64 / r.elapsed.as_secs_f64(),
+            r.cpu.as_secs_f64(),
+            r.events as f64 / r.cpu.as_secs_f64().max(0.01),
             r.publish_ns,
             r.dropped
         );

@@ -70,16 +70,37 @@ fn measure(batch: &[Event], rounds: usize, mut run: impl FnMut(&mut Vec<Event>))
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let rounds = if benching { 9 } else { 1 };
+    // LOOKOUT_BENCH_ROUNDS=<n> runs longer, for a profiler to see past the compiling.
+    let rounds = match std::env::var("LOOKOUT_BENCH_ROUNDS") {
+        Ok(n) => n.parse().expect("LOOKOUT_BENCH_ROUNDS: a number"),
+        Err(_) if benching => 9,
+        Err(_) => 1,
+    };
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let redact =
-        WasmSanitizer::load(&runtime, "redact", REDACT, Vec::new(), Limits::default()).unwrap();
+    // LOOKOUT_BENCH_REDACT=<file.wasm>: another build of `redact` (e.g. without LTO, so a
+    // profiler sees its functions by name).
+    let redact_wasm = match std::env::var("LOOKOUT_BENCH_REDACT") {
+        Ok(path) => std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        Err(_) => REDACT.to_vec(),
+    };
+    let redact = WasmSanitizer::load(
+        &runtime,
+        "redact",
+        &redact_wasm,
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap();
     let allow = vec![(
         "allow".to_string(),
         "pool,command,worker,user,path,message,note,trace".to_string(),
     )];
     let allowlist =
         WasmSanitizer::load(&runtime, "allowlist", ALLOWLIST, allow, Limits::default()).unwrap();
+    // Passes everything through unchanged (its hostile behaviours need test.* kinds): what
+    // the boundary alone costs.
+    let noop =
+        WasmSanitizer::load(&runtime, "noop", MISBEHAVE, Vec::new(), Limits::default()).unwrap();
     let policy = Policy::default();
 
     // Same output, or the comparison means nothing.
@@ -91,19 +112,26 @@ fn main() {
 
     println!("| sanitizer | ns/event, batch 256 | batch 1 | vs native |");
     println!("|---|---|---|---|");
+    // For profiling one row under `perf`: LOOKOUT_BENCH_ONLY=<part of a row's name>.
+    let only = std::env::var("LOOKOUT_BENCH_ONLY").ok();
     let mut native_256 = 0.0;
     for (name, batch_size) in [
         ("native Rust rules (redact-rules)", 0),
         ("`redact` WASM component", 1),
-        ("`allowlist` WASM component (boundary cost)", 2),
+        ("`allowlist` WASM component (a set lookup per field)", 2),
+        ("pass-through WASM component (the boundary alone)", 3),
     ] {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         let mut results = Vec::new();
         for size in [256u64, 1] {
             let batch: Vec<Event> = (0..size).map(event).collect();
             let ns = match batch_size {
                 0 => measure(&batch, rounds, |b| redact_native(&policy, b)),
                 1 => measure(&batch, rounds, |b| redact.sanitize(b).unwrap()),
-                _ => measure(&batch, rounds, |b| allowlist.sanitize(b).unwrap()),
+                2 => measure(&batch, rounds, |b| allowlist.sanitize(b).unwrap()),
+                _ => measure(&batch, rounds, |b| noop.sanitize(b).unwrap()),
             };
             results.push(ns);
         }
@@ -118,6 +146,9 @@ fn main() {
         );
     }
 
+    if only.is_some() {
+        return;
+    }
     // How promptly a runaway call is cut: an infinite loop against deadlines of 20–200 ms.
     println!();
     println!("| call deadline | infinite loop cut after | ratio |");

@@ -1,4 +1,4 @@
-//! The one place the host binds `wit/` (`lookout:plugin@0.1.0`). Each world gets its own
+//! The one place the host binds `wit/` (`lookout:plugin@0.2.0`). Each world gets its own
 //! module; they share the `types` and `host` interfaces of the `sanitizer` module.
 
 #![allow(missing_docs, clippy::all)]

@@ -9,7 +9,7 @@ pub enum Error {
     /// The component does not fit the world it claims (missing exports, wrong signatures,
     /// imports the sandbox does not offer).
     #[error(
-        "plugin `{plugin}`: does not implement the `{world}` world of lookout:plugin@0.1.0: {reason}"
+        "plugin `{plugin}`: does not implement the `{world}` world of lookout:plugin@0.2.0: {reason}"
     )]
     WrongWorld {
         plugin: String,

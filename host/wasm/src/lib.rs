@@ -4,6 +4,7 @@
 //! Errors the guest may handle are WIT `result`s; traps, timeouts and out-of-memory end the
 //! call, are counted in `lookout_plugin_calls_total`, and never take the host down.
 
+mod batch;
 mod bindings;
 mod breaker;
 mod custom_metrics;
@@ -22,5 +23,7 @@ pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
 pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
 pub use runner::Runner;
-pub use runtime::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime};
+pub use runtime::{
+    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime, WIT_VERSION,
+};
 pub use sanitizer::{PluginConfig, WasmSanitizer};

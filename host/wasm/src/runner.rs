@@ -12,6 +12,7 @@ use lookout_core::{Batch, Consumer, ConsumerError, Event};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
+use crate::batch::BatchBuilder;
 use crate::bindings::consumer::{Consumer as ConsumerBindings, ConsumerPre};
 use crate::bindings::metrics::{Metrics as MetricsBindings, MetricsPre};
 use crate::bindings::types as wit;
@@ -19,8 +20,9 @@ use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
-use crate::sanitizer::to_wit;
+use crate::runtime::{
+    Limits, PluginState, Runtime, arm, describe_trap, forward_stderr, outside_async,
+};
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -48,6 +50,7 @@ pub struct Runner {
     metrics: Option<Arc<PluginMetricSet>>,
     breaker: Breaker,
     live: Mutex<Option<Live>>,
+    scratch: Mutex<BatchBuilder>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -71,6 +74,16 @@ impl Runner {
         rejections: &RejectionCounters,
         reuse: Option<Arc<PluginMetricSet>>,
     ) -> Result<Runner> {
+        outside_async(|| Self::load_here(runtime, manifest, wasm, rejections, reuse))
+    }
+
+    fn load_here(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        wasm: &[u8],
+        rejections: &RejectionCounters,
+        reuse: Option<Arc<PluginMetricSet>>,
+    ) -> Result<Runner> {
         manifest.validate()?;
         let name = manifest.name.as_str();
         // Checked before any compiling: a manifest mistake needs no component to find.
@@ -84,18 +97,13 @@ impl Runner {
         }
         let component = runtime.compile(name, wasm)?;
         let world = manifest.world;
-        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
-            plugin: name.into(),
-            world: world.as_str().into(),
-            reason: format!("{e:#}"),
-        };
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
         let pre = match world {
-            World::Consumer => Pre::Consumer(ConsumerPre::new(pre).map_err(wrong_world)?),
-            World::Metrics => Pre::Metrics(MetricsPre::new(pre).map_err(wrong_world)?),
+            World::Consumer => {
+                Pre::Consumer(runtime.link(name, world, &component, ConsumerPre::new)?)
+            }
+            World::Metrics => {
+                Pre::Metrics(runtime.link(name, world, &component, MetricsPre::new)?)
+            }
             World::Sanitizer => {
                 return Err(Error::WrongWorld {
                     plugin: name.into(),
@@ -114,6 +122,7 @@ impl Runner {
             metrics: None,
             breaker: Breaker::new(manifest.quarantine),
             live: Mutex::new(None),
+            scratch: Mutex::default(),
         };
         let decls = match world {
             World::Metrics => runner.describe()?,
@@ -238,12 +247,12 @@ impl Runner {
         }
         let live = guard.as_mut().expect("instantiated above");
         arm(&mut live.store, &self.limits);
-        // The batch is shared by every consumer: each plugin gets its own copy.
-        let input: Vec<wit::Event> = batch.iter().cloned().map(to_wit).collect();
+        let mut scratch = self.scratch.lock();
+        let view = scratch.fill(batch)?;
         let started = Instant::now();
         let result = match &live.bindings {
-            Bindings::Consumer(b) => b.call_handle(&mut live.store, &input),
-            Bindings::Metrics(b) => b.call_observe(&mut live.store, &input).map(Ok),
+            Bindings::Consumer(b) => b.call_handle(&mut live.store, view),
+            Bindings::Metrics(b) => b.call_observe(&mut live.store, view).map(Ok),
         };
         forward_stderr(&mut live.store);
         match result {

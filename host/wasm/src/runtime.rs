@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -19,9 +19,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{host, types};
 use crate::custom_metrics::PluginMetricSet;
 use crate::error::{Error, Result};
+use crate::manifest::World;
+
+/// The version of the `lookout:plugin` WIT package this host speaks.
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
 /// Default memory cap per plugin instance.
 pub const DEFAULT_MAX_MEMORY_MIB: u32 = 64;
 /// Default cardinality budget per custom metric.
@@ -313,6 +318,10 @@ impl Runtime {
     pub fn with_cache(registry: &Registry, cache_dir: Option<&Path>) -> Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        // `perf` can name plugin functions when this is set (writes /tmp/perf-<pid>.map).
+        if std::env::var_os("LOOKOUT_PLUGIN_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
@@ -381,6 +390,50 @@ impl Runtime {
         Ok(component)
     }
 
+    /// Links a compiled component and checks it against `world` (`typed` is the world's
+    /// `*Pre::new`). A component built against another version of the WIT package is named
+    /// as such, rather than by the first signature that happens not to match.
+    pub(crate) fn link<P>(
+        &self,
+        plugin: &str,
+        world: World,
+        component: &Component,
+        typed: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
+    ) -> Result<P> {
+        let wrong_world = |e: wasmtime::Error| {
+            let reason = match self.wit_version_of(component) {
+                Some(version) if version != WIT_VERSION => format!(
+                    "it was built against lookout:plugin@{version}; this host speaks \
+                     lookout:plugin@{WIT_VERSION}: rebuild it with the current lookout-plugin-sdk"
+                ),
+                _ => format!("{e:#}"),
+            };
+            Error::WrongWorld {
+                plugin: plugin.into(),
+                world: world.as_str().into(),
+                reason,
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        typed(pre).map_err(wrong_world)
+    }
+
+    /// The version of `lookout:plugin` a component imports its types or host functions from.
+    fn wit_version_of(&self, component: &Component) -> Option<String> {
+        let ty = component.component_type();
+        ty.imports(&self.engine).find_map(|(name, _)| {
+            let rest = name.strip_prefix("lookout:plugin/")?;
+            Some(
+                rest.split_once('@')
+                    .map_or("unversioned", |(_, v)| v)
+                    .to_string(),
+            )
+        })
+    }
+
     /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that
     /// covers instantiation (which runs guest code too).
     pub(crate) fn new_store(
@@ -417,6 +470,19 @@ impl Runtime {
         store.limiter(|s| &mut s.sandbox);
         store.set_epoch_deadline(limits.deadline_ticks());
         store
+    }
+}
+
+/// Runs `f`, which runs guest code, where WASI's blocking calls are allowed. A guest that
+/// writes to stderr makes wasmtime-wasi block on the ambient tokio runtime, which panics on
+/// an async worker thread; `block_in_place` hands the worker's other tasks away first. (On a
+/// current-thread runtime that cannot be done: load plugins in `spawn_blocking` there.)
+pub(crate) fn outside_async<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -1,20 +1,21 @@
 //! A sanitizer policy running as a WASM component (`sanitizer` world). The bus calls it on
 //! its pipeline thread; one instance is kept warm and replaced after any trap (a trapped
-//! instance cannot be entered again).
+//! instance cannot be entered again). It is handed the flat batch and answers with edits
+//! (see `batch`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use lookout_core::{Event, FailurePolicy, Field, FieldValue, SanitizeError, Sanitizer, Severity};
+use lookout_core::{Event, FailurePolicy, SanitizeError, Sanitizer};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
+use crate::batch::BatchBuilder;
 use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
-use crate::bindings::types as wit;
 use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
 use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, outside_async};
 
 /// The `[config]` handed to a plugin's `init`.
 pub type PluginConfig = Vec<(String, String)>;
@@ -34,6 +35,7 @@ pub struct WasmSanitizer {
     on_failure: FailurePolicy,
     breaker: Breaker,
     live: Mutex<Option<Live>>,
+    scratch: Mutex<BatchBuilder>,
 }
 
 impl std::fmt::Debug for WasmSanitizer {
@@ -47,8 +49,18 @@ impl std::fmt::Debug for WasmSanitizer {
 
 impl WasmSanitizer {
     /// Compiles, links and initialises the component; any error names the plugin and what
-    /// was wrong, and nothing is left running.
+    /// was wrong, and nothing is left running. Safe to call from async code.
     pub fn load(
+        runtime: &Runtime,
+        name: &str,
+        wasm: &[u8],
+        config: PluginConfig,
+        limits: Limits,
+    ) -> Result<WasmSanitizer> {
+        outside_async(|| Self::load_here(runtime, name, wasm, config, limits))
+    }
+
+    fn load_here(
         runtime: &Runtime,
         name: &str,
         wasm: &[u8],
@@ -57,16 +69,7 @@ impl WasmSanitizer {
     ) -> Result<WasmSanitizer> {
         limits.validate(name)?;
         let component = runtime.compile(name, wasm)?;
-        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
-            plugin: name.into(),
-            world: "sanitizer".into(),
-            reason: format!("{e:#}"),
-        };
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let pre = SanitizerPre::new(pre).map_err(wrong_world)?;
+        let pre = runtime.link(name, World::Sanitizer, &component, SanitizerPre::new)?;
         let sanitizer = WasmSanitizer {
             name: name.into(),
             runtime: runtime.clone(),
@@ -76,6 +79,7 @@ impl WasmSanitizer {
             on_failure: FailurePolicy::default(),
             breaker: Breaker::new(QuarantinePolicy::default()),
             live: Mutex::new(None),
+            scratch: Mutex::default(),
         };
         let live = sanitizer.instantiate()?;
         *sanitizer.live.lock() = Some(live);
@@ -105,7 +109,7 @@ impl WasmSanitizer {
         )?;
         sanitizer.on_failure = manifest.on_failure;
         sanitizer.breaker = Breaker::new(manifest.quarantine);
-        sanitizer.run_fixtures(&manifest.fixtures)?;
+        outside_async(|| sanitizer.run_fixtures(&manifest.fixtures))?;
         Ok(sanitizer)
     }
 
@@ -213,83 +217,22 @@ impl WasmSanitizer {
         }
         let live = guard.as_mut().expect("instantiated above");
         arm(&mut live.store, &self.limits);
-        // Moved, not cloned: the strings go back into `batch` whatever happens.
-        let input: Vec<wit::Event> = batch.drain(..).map(to_wit).collect();
+        let mut scratch = self.scratch.lock();
+        let view = scratch.fill(batch)?;
         let started = Instant::now();
-        let result = live.bindings.call_sanitize(&mut live.store, &input);
-        match result {
-            Ok(output) => {
+        // `batch` is untouched until the verdict is in and checked: on any failure the bus
+        // gets the events as they were and fails them closed.
+        match live.bindings.call_sanitize(&mut live.store, view) {
+            Ok(verdict) => {
                 metrics.record(&self.name, "sanitize", started, "ok");
-                batch.extend(output.into_iter().map(from_wit));
-                Ok(())
+                scratch.apply(verdict, batch)
             }
             Err(e) => {
                 let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
                 metrics.record(&self.name, "sanitize", started, outcome);
                 *guard = None;
-                batch.extend(input.into_iter().map(from_wit));
                 Err(reason)
             }
         }
-    }
-}
-
-/// Host event → WIT event, moving the strings.
-pub(crate) fn to_wit(e: Event) -> wit::Event {
-    wit::Event {
-        id: e.id,
-        kind: e.kind,
-        timestamp_ns: e.timestamp_ns,
-        correlation_id: e.correlation_id,
-        severity: match e.severity {
-            Severity::Trace => wit::Severity::Trace,
-            Severity::Debug => wit::Severity::Debug,
-            Severity::Info => wit::Severity::Info,
-            Severity::Warn => wit::Severity::Warn,
-            Severity::Error => wit::Severity::Error,
-        },
-        fields: e
-            .fields
-            .into_iter()
-            .map(|f| wit::Field {
-                key: f.key,
-                value: match f.value {
-                    FieldValue::Str(s) => wit::FieldValue::Str(s),
-                    FieldValue::Int(i) => wit::FieldValue::Int(i),
-                    FieldValue::Float(x) => wit::FieldValue::Float(x),
-                    FieldValue::Bool(b) => wit::FieldValue::Boolean(b),
-                },
-            })
-            .collect(),
-    }
-}
-
-/// WIT event → host event, moving the strings.
-fn from_wit(e: wit::Event) -> Event {
-    Event {
-        id: e.id,
-        kind: e.kind,
-        timestamp_ns: e.timestamp_ns,
-        correlation_id: e.correlation_id,
-        severity: match e.severity {
-            wit::Severity::Trace => Severity::Trace,
-            wit::Severity::Debug => Severity::Debug,
-            wit::Severity::Info => Severity::Info,
-            wit::Severity::Warn => Severity::Warn,
-            wit::Severity::Error => Severity::Error,
-        },
-        fields: e
-            .fields
-            .into_iter()
-            .map(|f| Field {
-                key: f.key,
-                value: match f.value {
-                    wit::FieldValue::Str(s) => FieldValue::Str(s),
-                    wit::FieldValue::Int(i) => FieldValue::Int(i),
-                    wit::FieldValue::Float(x) => FieldValue::Float(x),
-                    wit::FieldValue::Boolean(b) => FieldValue::Bool(b),
-                },
-            })
-            .collect(),
     }
 }

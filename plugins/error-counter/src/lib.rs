@@ -12,7 +12,7 @@
 //! A request failed when its `request.completed` event has `success = false`.
 
 use lookout_plugin_sdk::consumer::Guest;
-use lookout_plugin_sdk::{Config, Event, FieldValue, host, reject_unknown_keys};
+use lookout_plugin_sdk::{Batch, Config, host, reject_unknown_keys};
 
 struct ErrorCounter;
 
@@ -21,24 +21,13 @@ impl Guest for ErrorCounter {
         reject_unknown_keys(&config, &[])
     }
 
-    fn handle(batch: Vec<Event>) -> Result<(), String> {
-        for event in batch.iter().filter(|e| e.kind == "request.completed") {
-            let failed = event
-                .fields
-                .iter()
-                .any(|f| f.key == "success" && f.value == FieldValue::Boolean(false));
-            if !failed {
+    fn handle(batch: Batch) -> Result<(), String> {
+        for event in batch.events().filter(|e| e.kind() == "request.completed") {
+            if event.get("success").and_then(|v| v.as_bool()) != Some(false) {
                 continue;
             }
-            let command = event
-                .fields
-                .iter()
-                .find(|f| f.key == "command")
-                .and_then(|f| match &f.value {
-                    FieldValue::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "unknown".to_string());
+            let command = event.get("command").and_then(|v| v.as_str());
+            let command = command.unwrap_or("unknown").to_string();
             // A refusal (e.g. the series cap) is the host's to count; the batch is still handled.
             let _ = host::update_metric("errors_total", &[command], 1.0);
         }

@@ -3,13 +3,13 @@
 //! `test.trap` panics (a trap), `test.loop` spins forever (stopped by the epoch deadline),
 //! `test.oom` allocates until the memory cap stops it, `test.stack` recurses until the stack
 //! overflows. `test.file`, `test.env` and `test.socket` try to escape the sandbox (read
-//! `/etc/passwd`, read the environment, open a TCP connection) and write what happened into a
-//! `probe` field (`denied: …` or `ESCAPED: …`). Any other batch passes through unchanged —
+//! `/etc/passwd`, read the environment, open a TCP connection) and write what happened into the
+//! event's `probe` field (`denied: …` or `ESCAPED: …`). Any other batch passes through unchanged —
 //! which is exactly what a sanitizer must never do with secrets, so a leak in a test shows up
 //! at once.
 
 use lookout_plugin_sdk::sanitizer::Guest;
-use lookout_plugin_sdk::{Config, Event, Field, FieldValue};
+use lookout_plugin_sdk::{Batch, Config, Verdict};
 
 #[allow(unconditional_recursion)] // the point: overflow the stack
 fn recurse(depth: u64) -> u64 {
@@ -51,17 +51,17 @@ impl Guest for Misbehave {
         Ok(())
     }
 
-    fn sanitize(mut batch: Vec<Event>) -> Vec<Event> {
-        for event in &mut batch {
-            if let Some(outcome) = probe(&event.kind) {
-                event.fields.push(Field {
-                    key: "probe".into(),
-                    value: FieldValue::Str(outcome),
-                });
+    fn sanitize(batch: Batch) -> Verdict {
+        let mut verdict = Verdict::new();
+        for event in batch.events() {
+            if let Some(outcome) = probe(event.kind()) {
+                for field in event.fields().filter(|f| f.key == "probe") {
+                    verdict.replace(field.index, outcome.clone());
+                }
             }
         }
-        for event in &batch {
-            match event.kind.as_str() {
+        for event in batch.events() {
+            match event.kind() {
                 "test.trap" => panic!("misbehave: trapping on purpose"),
                 "test.loop" => {
                     let mut n: u64 = 0;
@@ -82,7 +82,7 @@ impl Guest for Misbehave {
                 _ => {}
             }
         }
-        batch
+        verdict
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sha2::{Digest, Sha256};
 
@@ -125,7 +126,27 @@ pub struct Policy {
     pub patterns: Vec<Pattern>,
     /// Verdicts on keys already seen: field keys repeat from event to event, and checking one
     /// against every fragment is most of the per-field cost.
-    verdicts: RefCell<HashMap<Box<str>, bool>>,
+    verdicts: RefCell<HashMap<Box<str>, bool, BuildHasherDefault<KeyHasher>>>,
+}
+
+/// A fast hasher for the verdict memo (FxHash's mixing). Its keys are field names chosen by
+/// the host's own producers, and the memo is bounded, so flooding it costs only a reset.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Most key verdicts remembered; past it, the memory starts afresh.
@@ -137,7 +158,7 @@ impl Policy {
             mode,
             extra_keys,
             patterns,
-            verdicts: RefCell::new(HashMap::new()),
+            verdicts: RefCell::new(HashMap::default()),
         }
     }
 }
@@ -243,20 +264,41 @@ impl Policy {
     /// `text` with every secret found inside it replaced; `None` when nothing was found
     /// (so the caller need not allocate).
     pub fn scrub(&self, text: &str) -> Option<String> {
+        self.scrub_with(text, true)
+    }
+
+    /// `scrub` with every detector run whatever the scan found: what the gates are tested
+    /// against.
+    #[cfg(test)]
+    fn scrub_ungated(&self, text: &str) -> Option<String> {
+        self.scrub_with(text, false)
+    }
+
+    fn scrub_with(&self, text: &str, gated: bool) -> Option<String> {
         let mut spans = Vec::new();
-        let bytes = text.as_bytes();
-        // Cheap gates first: most strings carry none of what a detector needs to fire.
-        if text.contains("-----") {
+        // One pass finds the token-shaped words and what each other detector needs to fire;
+        // most strings need none of them.
+        let mut scan = Scan::of(text, &mut spans);
+        if !gated {
+            scan.flags = u8::MAX;
+            scan.digits = usize::MAX;
+        }
+        if scan.has(Scan::PEM) {
             find_pem_keys(text, &mut spans);
         }
-        find_jwts(text, &mut spans);
-        find_auth_schemes(text, &mut spans);
-        find_words(text, &mut spans);
-        find_url_passwords(text, &mut spans);
-        if bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13 {
+        if scan.has(Scan::JWT) {
+            find_jwts(text, &mut spans);
+        }
+        if scan.has(Scan::AUTH_SCHEME) {
+            find_auth_schemes(text, &mut spans);
+        }
+        if scan.has(Scan::URL) {
+            find_url_passwords(text, &mut spans);
+        }
+        if scan.digits >= 13 {
             find_cards(text, &mut spans);
         }
-        if bytes.iter().any(|&b| b == b'=' || b == b':') || text.contains(" -") {
+        if scan.has(Scan::PAIR) {
             self.find_inline_pairs(text, &mut spans);
         }
         for pattern in &self.patterns {
@@ -401,11 +443,11 @@ struct Span<'a> {
     what: SpanKind<'a>,
 }
 
-fn is_key_byte(b: u8) -> bool {
+const fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
 }
 
-fn is_token_byte(b: u8) -> bool {
+const fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
@@ -523,45 +565,154 @@ fn find_auth_schemes(text: &str, spans: &mut Vec<Span<'_>>) {
     }
 }
 
-/// Words with the shape of an AWS access key id or a vendor token.
-fn find_words(text: &str, spans: &mut Vec<Span<'_>>) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !is_token_byte(bytes[i]) {
-            i += 1;
-            continue;
+/// What one pass over a string found: the detectors whose trigger it contains, and its
+/// digit count. A detector whose trigger is absent cannot fire, so it is skipped.
+struct Scan {
+    flags: u8,
+    digits: usize,
+}
+
+/// Byte classes for the scan: one table lookup per byte.
+const DIGIT: u8 = 1;
+const TOKEN: u8 = 2;
+const TRIGGER: u8 = 4;
+
+const CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if c.is_ascii_digit() {
+            class |= DIGIT;
         }
-        let start = i;
-        while i < bytes.len() && is_token_byte(bytes[i]) {
-            i += 1;
+        if is_token_byte(c) {
+            class |= TOKEN;
         }
-        let word = &text[start..i];
-        // The shortest token this looks for (`xoxb-` + 10) is 15 bytes.
-        if word.len() < 15 {
-            continue;
+        if matches!(c, b'=' | b':' | b'-' | b'J') {
+            class |= TRIGGER;
         }
-        if word.len() == 20
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+impl Scan {
+    const PEM: u8 = 1;
+    const JWT: u8 = 2;
+    const AUTH_SCHEME: u8 = 4;
+    const URL: u8 = 8;
+    const PAIR: u8 = 16;
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Scans `text` once, a run of token bytes (a word) and a run of other bytes at a time.
+    /// Words with the shape of an AWS access key id or a vendor token are pushed to `spans`
+    /// on the way.
+    fn of<'a>(text: &str, spans: &mut Vec<Span<'a>>) -> Scan {
+        let bytes = text.as_bytes();
+        let n = bytes.len();
+        let mut scan = Scan {
+            flags: 0,
+            digits: 0,
+        };
+        let mut i = 0;
+        while i < n {
+            let start = i;
+            while i < n {
+                let class = CLASSES[bytes[i] as usize];
+                if class & TOKEN == 0 {
+                    break;
+                }
+                scan.digits += usize::from(class & DIGIT);
+                if class & TRIGGER != 0 {
+                    scan.trigger(bytes, i);
+                }
+                i += 1;
+            }
+            if i > start {
+                // Token bytes are ASCII: `start..i` is on character boundaries.
+                scan.word(&text[start..i], start, spans);
+            }
+            while i < n {
+                let class = CLASSES[bytes[i] as usize];
+                if class & TOKEN != 0 {
+                    break;
+                }
+                if class & TRIGGER != 0 {
+                    scan.trigger(bytes, i);
+                }
+                i += 1;
+            }
+        }
+        scan
+    }
+
+    /// At a rare byte that may be part of a detector's trigger.
+    fn trigger(&mut self, bytes: &[u8], i: usize) {
+        let at = |n: usize| bytes.get(n).copied();
+        match bytes[i] {
+            b'=' => self.flags |= Scan::PAIR,
+            b':' => {
+                self.flags |= Scan::PAIR;
+                if at(i + 1) == Some(b'/') && at(i + 2) == Some(b'/') {
+                    self.flags |= Scan::URL;
+                }
+            }
+            b'-' => {
+                // A key starting with `-` is a command-line flag (`--password hunter2`): an
+                // inline pair may follow.
+                if i == 0 || !is_key_byte(bytes[i - 1]) {
+                    self.flags |= Scan::PAIR;
+                }
+                if bytes.get(i..i + 5) == Some(b"-----") {
+                    self.flags |= Scan::PEM;
+                }
+            }
+            // `eyJ`, the start of every JWT (`{"` in base64url), found at its rare `J`.
+            b'J' if i >= 2 && &bytes[i - 2..i] == b"ey" => self.flags |= Scan::JWT,
+            _ => {}
+        }
+    }
+
+    /// At the end of a run of token bytes.
+    fn word<'a>(&mut self, word: &str, start: usize, spans: &mut Vec<Span<'a>>) {
+        let len = word.len();
+        // `Bearer <token>` / `Basic <b64>`: the scheme ends a run (`x-bearer` included).
+        let ends_ci = |suffix: &str| {
+            len >= suffix.len() && word[len - suffix.len()..].eq_ignore_ascii_case(suffix)
+        };
+        let last = word.as_bytes()[len - 1].to_ascii_lowercase();
+        if (last == b'r' && ends_ci("bearer")) || (last == b'c' && ends_ci("basic")) {
+            self.flags |= Scan::AUTH_SCHEME;
+        }
+        // The shortest token looked for (`xoxb-` + 10) is 15 bytes.
+        if len < 15 {
+            return;
+        }
+        let what = if len == 20
             && AWS_KEY_PREFIXES.iter().any(|p| word.starts_with(p))
             && word
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
-            spans.push(Span {
-                start,
-                end: i,
-                what: SpanKind::Builtin("aws_access_key"),
-            });
+            "aws_access_key"
         } else if TOKEN_PREFIXES
             .iter()
-            .any(|(p, min)| word.starts_with(p) && word.len() >= p.len() + min)
+            .any(|(p, min)| word.starts_with(p) && len >= p.len() + min)
         {
-            spans.push(Span {
-                start,
-                end: i,
-                what: SpanKind::Builtin("api_token"),
-            });
-        }
+            "api_token"
+        } else {
+            return;
+        };
+        spans.push(Span {
+            start,
+            end: start + len,
+            what: SpanKind::Builtin(what),
+        });
     }
 }
 
@@ -750,11 +901,75 @@ mod tests {
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
                 "MIIEow",
             ),
+            // Where the one-pass scan must still see its triggers: at the very start or end
+            // of a string, inside a longer token, or next to non-ASCII text.
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig",
+                "eyJhbGciOiJIUzI1NiJ9",
+            ),
+            (
+                "token is ghp_0123456789abcdefghijABCDEFGHIJ012345",
+                "ghp_0123",
+            ),
+            ("x-bearer abcdefgh1234", "abcdefgh1234"),
+            ("BASIC dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+            ("--password hunter2", "hunter2"),
+            ("passwort → password=hunter2", "hunter2"),
+            ("s3://k:geheim@bucket", "geheim"),
+            ("4111111111111111", "4111111111111111"),
         ];
         for (input, secret) in cases {
             let out = scrub(input);
             assert!(!out.contains(secret), "{input:?} -> {out:?}");
             assert!(out.contains("[REDACTED:"), "{input:?} -> {out:?}");
+        }
+    }
+
+    /// The scan's gates only skip detectors that could not fire: on strings built from
+    /// every trigger-adjacent byte, gated and ungated scrubbing agree.
+    #[test]
+    fn the_scan_skips_only_what_cannot_match() {
+        let policy = Policy::default();
+        let parts = [
+            "a",
+            "=",
+            ":",
+            "//",
+            "-",
+            "-----",
+            "eyJ",
+            "J",
+            "bearer",
+            "Basic",
+            " ",
+            "4111",
+            "\u{e9}",
+            "_",
+            "ghp_",
+            "0123456789abcdef",
+            "AKIA",
+            "@",
+            "\"",
+            "password",
+            "\t",
+            " hunter2",
+            "x.y",
+            // Whole secrets, so each detector has something to find wherever it lands.
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig",
+            "s3://k:p@b",
+            "4111111111111111",
+            "-----BEGIN RSA PRIVATE KEY-----\nAB\n-----END RSA PRIVATE KEY-----",
+        ];
+        // Every string of three parts (27^3 ≈ 19.7 k).
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let text = format!("{a}{b}{c}");
+                    let gated = policy.scrub(&text);
+                    let ungated = policy.scrub_ungated(&text);
+                    assert_eq!(gated, ungated, "{text:?}");
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 
 use lookout_plugin_sdk::sanitizer::Guest;
-use lookout_plugin_sdk::{Config, Event, FieldValue};
+use lookout_plugin_sdk::{Batch, Config, FieldValue, Verdict};
 pub use redact_rules::{Mode, Pattern, Policy, Value};
 
 thread_local! {
@@ -68,19 +68,23 @@ pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
     Ok(policy)
 }
 
-/// Applies the policy to one event in place.
-pub fn sanitize_event(policy: &Policy, event: &mut Event) {
-    for field in &mut event.fields {
-        let value = match &field.value {
-            FieldValue::Str(s) => Value::Str(s),
-            FieldValue::Int(i) => Value::Int(*i),
-            FieldValue::Float(f) => Value::Float(*f),
-            FieldValue::Boolean(b) => Value::Bool(*b),
-        };
-        if let Some(clean) = policy.clean_field(&field.key, value) {
-            field.value = FieldValue::Str(clean);
+/// The policy's edits for one batch: a replacement for each field that carries a secret.
+pub fn sanitize_batch(policy: &Policy, batch: &Batch) -> Verdict {
+    let mut verdict = Verdict::new();
+    for event in batch.events() {
+        for field in event.fields() {
+            let value = match field.value {
+                FieldValue::Str(s) => Value::Str(s),
+                FieldValue::Int(i) => Value::Int(i),
+                FieldValue::Float(f) => Value::Float(f),
+                FieldValue::Bool(b) => Value::Bool(b),
+            };
+            if let Some(clean) = policy.clean_field(field.key, value) {
+                verdict.replace(field.index, clean);
+            }
         }
     }
+    verdict
 }
 
 struct Redact;
@@ -92,14 +96,8 @@ impl Guest for Redact {
         Ok(())
     }
 
-    fn sanitize(mut batch: Vec<Event>) -> Vec<Event> {
-        POLICY.with(|p| {
-            let policy = p.borrow();
-            for event in &mut batch {
-                sanitize_event(&policy, event);
-            }
-        });
-        batch
+    fn sanitize(batch: Batch) -> Verdict {
+        POLICY.with(|p| sanitize_batch(&p.borrow(), &batch))
     }
 }
 

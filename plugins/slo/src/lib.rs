@@ -9,7 +9,7 @@ use std::cell::Cell;
 
 use lookout_plugin_sdk::metrics::Guest;
 use lookout_plugin_sdk::{
-    Config, Event, FieldValue, MetricKind, MetricSpec, config_value, host, reject_unknown_keys,
+    Batch, Config, MetricKind, MetricSpec, config_value, host, reject_unknown_keys,
 };
 
 thread_local! {
@@ -49,20 +49,13 @@ impl Guest for Slo {
         ]
     }
 
-    fn observe(batch: Vec<Event>) {
+    fn observe(batch: Batch) {
         let threshold = THRESHOLD_MS.with(Cell::get);
-        for event in batch.iter().filter(|e| e.kind == "request.completed") {
-            let field = |key: &str| event.fields.iter().find(|f| f.key == key).map(|f| &f.value);
-            let command = match field("command") {
-                Some(FieldValue::Str(s)) => s.clone(),
-                _ => "unknown".into(),
-            };
-            let duration = match field("duration_ms") {
-                Some(FieldValue::Float(x)) => Some(*x),
-                Some(FieldValue::Int(i)) => Some(*i as f64),
-                _ => None,
-            };
-            let success = matches!(field("success"), Some(FieldValue::Boolean(true)));
+        for event in batch.events().filter(|e| e.kind() == "request.completed") {
+            let command = event.get("command").and_then(|v| v.as_str());
+            let command = command.unwrap_or("unknown").to_string();
+            let duration = event.get("duration_ms").and_then(|v| v.as_f64());
+            let success = event.get("success").and_then(|v| v.as_bool()) == Some(true);
             let good = success && duration.is_some_and(|d| d <= threshold);
             let verdict = if good { "good" } else { "bad" };
             let _ = host::update_metric("requests_total", &[command.clone(), verdict.into()], 1.0);
