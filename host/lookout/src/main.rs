@@ -177,6 +177,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let registry = Registry::new();
     let runtime = Runtime::with_cache(&registry, config.plugins.cache_dir().as_deref())?;
     // Until the configured sanitizer is installed (before the listener opens) everything
@@ -206,6 +207,7 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
         plugins,
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
+        started,
     };
     let app = lookout_server::router(state);
 

@@ -6,6 +6,7 @@
 //! | `GET /api/v1/events/stream` | Server-Sent Events: one sanitized event (JSON) a message; `?kind=` prefix filter |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /health` | liveness: 200 `{"status":"ok"}` while the host runs |
+//! | `GET /health/detailed` | every check with its value, threshold and status; plugins, uptime, version |
 //! | `GET /` | the dashboard (and its `/assets/…`) |
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //!
@@ -63,6 +64,8 @@ pub struct AppState {
     /// When set, mutating routes need `Authorization: Bearer <token>`; when not, loopback only.
     pub admin_token: Option<String>,
     pub max_plugin_bytes: usize,
+    /// When the host started, for the uptime `/health/detailed` reports.
+    pub started: std::time::Instant,
 }
 
 /// An error response: a status and a JSON body that says what was wrong.
@@ -135,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/health/detailed", get(health_detailed))
         .route("/", get(dashboard_index))
         .route("/assets/lookout_dashboard.js", get(dashboard_js))
         .route("/assets/lookout_dashboard_bg.wasm", get(dashboard_wasm))
@@ -242,6 +246,42 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse
 
 async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
+}
+
+/// Every check with its value, threshold and status, and the state of each plugin. A
+/// quarantined plugin is a failing check: the host is `degraded` (still serving; a
+/// quarantined sanitizer fails its batches closed, a quarantined consumer misses them).
+async fn health_detailed(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let plugins = state.plugins.list();
+    let checks: Vec<serde_json::Value> = plugins
+        .iter()
+        .map(|p| {
+            let ok = p.status.state == "running";
+            json!({
+                "name": format!("plugin:{}", p.name),
+                "status": if ok { "ok" } else { "failing" },
+                "value": p.status.state,
+                "threshold": "running",
+                "detail": p.status.last_error,
+            })
+        })
+        .collect();
+    let failing = checks.iter().any(|c| c["status"] != "ok");
+    Json(json!({
+        "status": if failing { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "checks": checks,
+        "plugins": plugins.iter().map(|p| json!({
+            "name": p.name,
+            "world": p.world,
+            "version": p.version,
+            "state": p.status.state,
+            "retry_in_ms": p.status.retry_in_ms,
+            "quarantines": p.status.quarantines,
+            "last_error": p.status.last_error,
+        })).collect::<Vec<_>>(),
+    }))
 }
 
 fn asset(

@@ -1,4 +1,4 @@
-//! The guard on mutating routes, without a socket: who may swap plugins.
+//! The HTTP API without a socket: who may swap plugins, and what `/health/detailed` says.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,9 +6,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use lookout_core::{Bus, BusConfig, RedactAll};
+use lookout_artifacts::plugins::MISBEHAVE;
+use lookout_core::{Bus, BusConfig, Event, RedactAll};
 use lookout_server::{AppState, router};
-use lookout_wasm::{PluginRegistry, Runtime};
+use lookout_wasm::{Manifest, PluginRegistry, Runtime};
 use prometheus::Registry;
 use tower::ServiceExt;
 
@@ -26,6 +27,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         plugins,
         admin_token: admin_token.map(str::to_string),
         max_plugin_bytes: 1 << 20,
+        started: std::time::Instant::now(),
     }
 }
 
@@ -98,4 +100,72 @@ async fn with_a_token_the_token_decides() {
         .await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+async fn health_detailed(app: &axum::Router) -> serde_json::Value {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/health/detailed")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// A quarantined plugin shows in `/health/detailed`: a failing check with its last error, and
+/// the host `degraded`; it is `ok` again once the quarantine lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_detailed_reports_a_quarantined_plugin() {
+    let state = state(None);
+    let (bus, plugins) = (state.bus.clone(), state.plugins.clone());
+    let app = router(state);
+    let manifest = Manifest::parse(
+        "name = \"misbehave\"\nworld = \"sanitizer\"\n[quarantine]\nafter_failures = 2\nbackoff_ms = 500\n",
+    )
+    .unwrap();
+    plugins.install(manifest, MISBEHAVE, "test").unwrap();
+    let body = health_detailed(&app).await;
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["plugins"][0]["state"], "running", "{body}");
+    assert!(body["uptime_seconds"].as_f64().unwrap() >= 0.0);
+
+    // Two trapping batches: quarantined.
+    for _ in 0..2 {
+        bus.publish(Event::new("test.trap"));
+        assert!(bus.flush(std::time::Duration::from_secs(10)).await);
+    }
+    let body = health_detailed(&app).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    let check = &body["checks"][0];
+    assert_eq!(check["name"], "plugin:misbehave", "{body}");
+    assert_eq!(check["status"], "failing", "{body}");
+    assert_eq!(check["value"], "quarantined", "{body}");
+    assert!(
+        check["detail"].as_str().is_some_and(|e| e.contains("trap")),
+        "{body}"
+    );
+    assert!(
+        body["plugins"][0]["retry_in_ms"].as_u64().is_some(),
+        "{body}"
+    );
+
+    // After its backoff an ordinary batch succeeds and the check is ok again.
+    lookout_testkit::eventually(
+        "the quarantine lifts",
+        std::time::Duration::from_secs(10),
+        || async {
+            bus.publish(Event::new("ordinary"));
+            bus.flush(std::time::Duration::from_secs(10)).await;
+            let body = health_detailed(&app).await;
+            (body["status"] == "ok").then_some(())
+        },
+    )
+    .await;
 }
