@@ -258,6 +258,22 @@ impl Bus {
         self.inner.sanitizer.store(Arc::new(sanitizer));
     }
 
+    /// `events` through the current sanitizer, outside the pipeline and its accounting: for
+    /// what leaves the host by another way than the bus (an error response's arguments, a log
+    /// line). Fails closed: if the sanitizer fails, every field comes back redacted. Runs the
+    /// sanitizer where a plugin may block (see [`blocking`](crate::blocking)).
+    pub fn sanitize_copy(&self, mut events: Vec<Event>) -> Vec<Event> {
+        let sanitizer = self.inner.sanitizer.load_full();
+        let before = events.clone();
+        crate::blocking(|| {
+            if sanitizer.sanitize(&mut events).is_err() {
+                events = before;
+                crate::sanitize::redact_everything(&mut events);
+            }
+        });
+        events
+    }
+
     /// The current sanitizer's name.
     pub fn sanitizer_name(&self) -> String {
         self.inner.sanitizer.load().name().to_string()

@@ -175,6 +175,25 @@ impl Serialize for Event {
     }
 }
 
+/// Longest correlation id, in bytes.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+/// Checks that a correlation id is 1–128 letters, digits, `-`, `_`, `.` or `:` — safe in a
+/// header, a log line and a URL without escaping.
+pub fn validate_correlation_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > MAX_CORRELATION_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(format!(
+            "must be 1–{MAX_CORRELATION_ID_LEN} characters of letters, digits, `-`, `_`, `.`, `:`"
+        ));
+    }
+    Ok(())
+}
+
 /// Limits on what a caller may publish, so one bad producer cannot blow up label
 /// cardinality or memory.
 pub const MAX_KIND_LEN: usize = 128;

@@ -26,7 +26,23 @@ pub use config::{
     SamplingConfig,
 };
 pub use error::{Error, Result};
-pub use event::{Event, Field, FieldValue, MAX_KIND_LEN, Severity, now_ns, validate_kind};
+pub use event::{
+    Event, Field, FieldValue, MAX_CORRELATION_ID_LEN, MAX_KIND_LEN, Severity, now_ns,
+    validate_correlation_id, validate_kind,
+};
+
+/// Runs `f`, which may block (a plugin call whose WASI output blocks on tokio, a sanitizer
+/// running to its deadline), without stalling async tasks: on a multi-thread tokio runtime's
+/// worker it hands that worker's other tasks away first (`block_in_place`). On a
+/// current-thread runtime that cannot be done: call from `spawn_blocking` there.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 pub use metrics::MAX_KIND_LABELS;
 pub use sanitize::{
     FAILED_CLOSED, FailurePolicy, PassThrough, RedactAll, SanitizeError, Sanitizer,

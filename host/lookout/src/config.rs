@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Default listen address: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -22,6 +22,25 @@ pub struct Config {
     pub sanitizer: SanitizerConfig,
     pub plugins: PluginsConfig,
     pub log: LogConfig,
+    /// Worker pools. A config file runs exactly the pools it lists (none if it lists none);
+    /// without a file, lookout runs the `demo` pool (the embedded demo app, `python3`).
+    #[serde(default)]
+    pub pools: Vec<lookout_pool::PoolConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut demo = lookout_pool::PoolConfig::new("demo", &[]);
+        demo.app = Some("demo".into());
+        Config {
+            server: ServerConfig::default(),
+            bus: BusConfig::default(),
+            sanitizer: SanitizerConfig::default(),
+            plugins: PluginsConfig::default(),
+            log: LogConfig::default(),
+            pools: vec![demo],
+        }
+    }
 }
 
 /// How plugins are kept.
@@ -157,6 +176,18 @@ impl Config {
             bail!("invalid config `server.admin_token`: use at least 16 characters");
         }
         self.bus.validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for pool in &self.pools {
+            if let Some((field, reason)) = pool.problems().into_iter().next() {
+                bail!("invalid config `{field}`: {reason}");
+            }
+            if !names.insert(pool.name.as_str()) {
+                bail!(
+                    "invalid config `pools`: two pools are named `{}`",
+                    pool.name
+                );
+            }
+        }
         Ok(())
     }
 

@@ -184,6 +184,9 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;
     let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
+    let pools = Arc::new(
+        lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
+    );
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
@@ -205,6 +208,7 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
         dashboard,
         max_body_bytes: config.server.max_body_bytes,
         plugins,
+        pools: pools.clone(),
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,
@@ -239,6 +243,8 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
             tokio::time::sleep(Duration::from_secs(5)).await;
         } => {}
     }
+    tracing::info!(target: "lookout", "shutting down: stopping the pools");
+    pools.stop("shutdown").await;
     tracing::info!(target: "lookout", "shutting down: draining the event bus");
     bus.shutdown().await;
     tracing::info!(target: "lookout", "stopped");

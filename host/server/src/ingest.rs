@@ -12,8 +12,6 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 pub const MAX_FIELDS: usize = 128;
 /// Longest field key, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
-/// Longest correlation id, in bytes.
-pub const MAX_CORRELATION_ID_LEN: usize = 128;
 
 /// What was wrong with a body, and where.
 #[derive(Debug, PartialEq)]
@@ -139,19 +137,8 @@ fn to_event(value: Value) -> Result<Event, FieldError> {
         };
     }
     if let Some(cid) = incoming.correlation_id {
-        if cid.is_empty()
-            || cid.len() > MAX_CORRELATION_ID_LEN
-            || !cid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        {
-            return Err((
-                Some("correlation_id".into()),
-                format!(
-                    "must be 1–{MAX_CORRELATION_ID_LEN} characters of letters, digits, `-`, `_`, `.`, `:`"
-                ),
-            ));
-        }
+        lookout_core::validate_correlation_id(&cid)
+            .map_err(|reason| (Some("correlation_id".into()), reason))?;
         event.correlation_id = Some(cid);
     }
     if let Some(fields) = incoming.fields {

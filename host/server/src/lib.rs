@@ -9,12 +9,14 @@
 //! | `GET /health/detailed` | every check with its value, threshold and status; plugins, uptime, version |
 //! | `GET /` | the dashboard (and its `/assets/…`) |
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
+//! | `/api/v1/pools…` | run commands on worker pools, look at them: see [`pools`](crate::pools) |
 //!
 //! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
 //! events from a bus consumer, never from the ingest path.
 
 mod admin;
 mod ingest;
+mod pools;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,6 +63,7 @@ pub struct AppState {
     pub dashboard: Option<DashboardAssets>,
     pub max_body_bytes: usize,
     pub plugins: Arc<lookout_wasm::PluginRegistry>,
+    pub pools: Arc<lookout_pool::Pools>,
     /// When set, mutating routes need `Authorization: Bearer <token>`; when not, loopback only.
     pub admin_token: Option<String>,
     pub max_plugin_bytes: usize,
@@ -124,6 +127,14 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/plugins/{name}/rollback",
             post(admin::rollback_plugin),
         )
+        .route(
+            "/api/v1/pools/{pool}/execute",
+            post(pools::execute).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(
+            "/api/v1/pools/{pool}/workers/{worker}/recycle",
+            post(pools::recycle),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_admin,
@@ -131,6 +142,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin)
         .route("/api/v1/plugins", get(admin::list_plugins))
+        .route("/api/v1/pools", get(pools::list))
+        .route("/api/v1/pools/{pool}", get(pools::get_one))
         .route(
             "/api/v1/events",
             post(ingest_events).layer(DefaultBodyLimit::max(max_body)),

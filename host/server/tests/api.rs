@@ -25,6 +25,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         dashboard: None,
         max_body_bytes: 1 << 20,
         plugins,
+        pools: Arc::default(),
         admin_token: admin_token.map(str::to_string),
         max_plugin_bytes: 1 << 20,
         started: std::time::Instant::now(),

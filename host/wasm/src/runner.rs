@@ -20,9 +20,7 @@ use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
-use crate::runtime::{
-    Limits, PluginState, Runtime, arm, describe_trap, forward_stderr, outside_async,
-};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -74,7 +72,7 @@ impl Runner {
         rejections: &RejectionCounters,
         reuse: Option<Arc<PluginMetricSet>>,
     ) -> Result<Runner> {
-        outside_async(|| Self::load_here(runtime, manifest, wasm, rejections, reuse))
+        lookout_core::blocking(|| Self::load_here(runtime, manifest, wasm, rejections, reuse))
     }
 
     fn load_here(

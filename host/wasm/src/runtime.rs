@@ -473,19 +473,6 @@ impl Runtime {
     }
 }
 
-/// Runs `f`, which runs guest code, where WASI's blocking calls are allowed. A guest that
-/// writes to stderr makes wasmtime-wasi block on the ambient tokio runtime, which panics on
-/// an async worker thread; `block_in_place` hands the worker's other tasks away first. (On a
-/// current-thread runtime that cannot be done: load plugins in `spawn_blocking` there.)
-pub(crate) fn outside_async<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 /// What a guest may write to stderr over one instance's life.
 const STDERR_CAPACITY: usize = 256 * 1024;
 /// Most stderr forwarded to the log per call; the rest is dropped and said so.

@@ -15,7 +15,7 @@ use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
 use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, outside_async};
+use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
 
 /// The `[config]` handed to a plugin's `init`.
 pub type PluginConfig = Vec<(String, String)>;
@@ -57,7 +57,7 @@ impl WasmSanitizer {
         config: PluginConfig,
         limits: Limits,
     ) -> Result<WasmSanitizer> {
-        outside_async(|| Self::load_here(runtime, name, wasm, config, limits))
+        lookout_core::blocking(|| Self::load_here(runtime, name, wasm, config, limits))
     }
 
     fn load_here(
@@ -109,7 +109,7 @@ impl WasmSanitizer {
         )?;
         sanitizer.on_failure = manifest.on_failure;
         sanitizer.breaker = Breaker::new(manifest.quarantine);
-        outside_async(|| sanitizer.run_fixtures(&manifest.fixtures))?;
+        lookout_core::blocking(|| sanitizer.run_fixtures(&manifest.fixtures))?;
         Ok(sanitizer)
     }
 

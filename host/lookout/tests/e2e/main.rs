@@ -5,6 +5,7 @@ mod cli;
 mod dashboard;
 mod ingest;
 mod plugins;
+mod pools;
 
 use lookout_testkit::Host;
 

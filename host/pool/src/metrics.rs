@@ -1,0 +1,97 @@
+//! Pool metrics, updated where things happen (never from sampled events).
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets,
+};
+
+/// Shared by every pool of a host; labelled by pool.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    pub(crate) requests: IntCounterVec,
+    pub(crate) duration: HistogramVec,
+    pub(crate) queue_wait: HistogramVec,
+    pub(crate) workers: IntGaugeVec,
+    pub(crate) queue_length: IntGaugeVec,
+    pub(crate) sessions: IntGaugeVec,
+    pub(crate) worker_exits: IntCounterVec,
+    pub(crate) rejected: IntCounterVec,
+}
+
+impl std::fmt::Debug for PoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolMetrics").finish_non_exhaustive()
+    }
+}
+
+impl PoolMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<PoolMetrics> {
+        // ≈ 1 ms … 33 s, doubling.
+        let buckets = exponential_buckets(0.001, 2.0, 16)?;
+        let metrics = PoolMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "lookout_requests_total",
+                    "Requests executed by pool, command and status (ok, error, timeout, crashed, protocol_error).",
+                ),
+                &["pool", "command", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "lookout_request_duration_seconds",
+                    "Time from a request reaching a worker to its reply, by pool and command.",
+                )
+                .buckets(buckets.clone()),
+                &["pool", "command"],
+            )?,
+            queue_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "lookout_queue_wait_seconds",
+                    "Time a request waited for a worker, by pool.",
+                )
+                .buckets(buckets),
+                &["pool"],
+            )?,
+            workers: IntGaugeVec::new(
+                Opts::new(
+                    "lookout_workers",
+                    "Worker slots by pool and state (starting, available, busy, stopping, down).",
+                ),
+                &["pool", "state"],
+            )?,
+            queue_length: IntGaugeVec::new(
+                Opts::new(
+                    "lookout_queue_length",
+                    "Requests waiting for a worker, by pool.",
+                ),
+                &["pool"],
+            )?,
+            sessions: IntGaugeVec::new(
+                Opts::new("lookout_sessions_active", "Live sessions, by pool."),
+                &["pool"],
+            )?,
+            worker_exits: IntCounterVec::new(
+                Opts::new(
+                    "lookout_worker_exits_total",
+                    "Worker processes that ended, by pool and reason (crashed, failed_to_start, recycled_max_requests, recycled_max_age, recycled_memory, recycled_manual, stopped).",
+                ),
+                &["pool", "reason"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "lookout_requests_rejected_total",
+                    "Requests refused before reaching a worker, by pool and reason (queue_full, unavailable, queue_timeout).",
+                ),
+                &["pool", "reason"],
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.queue_wait.clone()))?;
+        registry.register(Box::new(metrics.workers.clone()))?;
+        registry.register(Box::new(metrics.queue_length.clone()))?;
+        registry.register(Box::new(metrics.sessions.clone()))?;
+        registry.register(Box::new(metrics.worker_exits.clone()))?;
+        registry.register(Box::new(metrics.rejected.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,1276 @@
+//! A pool: worker slots, a bounded queue, sessions pinned to workers, and the lifecycle
+//! events of all of it. One task per slot owns its worker process; the scheduling state is
+//! one mutex-guarded struct, held only for bookkeeping (never across an await).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lookout_core::{Bus, Event, FieldValue, Severity};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::PoolConfig;
+use crate::metrics::PoolMetrics;
+use crate::process::{Process, Ran, StartError};
+
+/// Most distinct `command` label values per pool; the rest are `other`.
+const MAX_COMMAND_LABELS: usize = 64;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub command: String,
+    pub args: serde_json::Value,
+    pub session_id: Option<String>,
+    /// Shorter than the pool's `request_timeout_ms`, if the caller wants.
+    pub timeout: Option<Duration>,
+    pub correlation_id: String,
+}
+
+/// A reply from a worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct Executed {
+    pub result: serde_json::Value,
+    pub worker: String,
+    pub duration_ms: f64,
+    pub queue_wait_ms: f64,
+}
+
+/// Why a request failed, with its whole context.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecError {
+    pub kind: ErrorKind,
+    /// The worker's own error kind (`ValueError`) for [`ErrorKind::Worker`].
+    pub worker_kind: Option<String>,
+    pub message: String,
+    pub traceback: Option<String>,
+    pub pool: String,
+    pub command: String,
+    pub worker: Option<String>,
+    pub session_id: Option<String>,
+    pub duration_ms: f64,
+    pub queue_wait_ms: f64,
+    /// The worker's last stderr lines, for crashes and protocol errors.
+    pub stderr_tail: Vec<String>,
+}
+
+/// The classes of failure a caller can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The command ran and failed (an exception in the worker).
+    Worker,
+    /// The worker process died while running it.
+    WorkerCrashed,
+    /// The worker broke the protocol (garbage on stdout); it was replaced.
+    ProtocolError,
+    /// Past its deadline, running or waiting.
+    Timeout,
+    /// Every worker busy and the queue full.
+    QueueFull,
+    /// The pool is stopping, or has no worker and none coming.
+    Unavailable,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Worker => "worker",
+            ErrorKind::WorkerCrashed => "worker_crashed",
+            ErrorKind::ProtocolError => "protocol_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::QueueFull => "queue_full",
+            ErrorKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A worker slot's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Starting,
+    Available,
+    Busy,
+    Stopping,
+    /// No process: it failed to start and is waiting to retry, or the pool stopped.
+    Down,
+}
+
+impl WorkerState {
+    const ALL: [WorkerState; 5] = [
+        WorkerState::Starting,
+        WorkerState::Available,
+        WorkerState::Busy,
+        WorkerState::Stopping,
+        WorkerState::Down,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Available => "available",
+            WorkerState::Busy => "busy",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Down => "down",
+        }
+    }
+}
+
+/// One worker slot as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerSnapshot {
+    pub slot: usize,
+    pub id: Option<String>,
+    pub pid: Option<u32>,
+    pub state: WorkerState,
+    pub uptime_s: Option<f64>,
+    pub requests_served: u64,
+    pub memory_bytes: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// A pool as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolSnapshot {
+    pub name: String,
+    /// `ok` (every slot has a live worker), `degraded`, `unavailable` (none), `stopping`.
+    pub status: &'static str,
+    pub size: usize,
+    pub uptime_s: f64,
+    pub workers: Vec<WorkerSnapshot>,
+    pub queue_length: usize,
+    pub queue_limit: usize,
+    pub sessions: usize,
+    pub saturated: bool,
+    pub config: serde_json::Value,
+}
+
+struct Job {
+    id: u64,
+    request: ExecRequest,
+    enqueued: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Executed, ExecError>>,
+}
+
+enum Assignment {
+    Run(Job, Duration),
+    EndSession(String),
+    Recycle,
+}
+
+struct Slot {
+    state: WorkerState,
+    worker: Option<SlotWorker>,
+    tx: mpsc::Sender<Assignment>,
+    last_error: Option<String>,
+}
+
+#[derive(Clone)]
+struct SlotWorker {
+    id: String,
+    pid: u32,
+    started: Instant,
+    served: u64,
+}
+
+struct Session {
+    worker: String,
+    created: Instant,
+    last_used: Instant,
+    requests: u64,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<Job>,
+    sessions: HashMap<String, Session>,
+    saturated_since: Option<Instant>,
+    stopping: bool,
+    commands: HashSet<String>,
+}
+
+struct Inner {
+    config: PoolConfig,
+    bus: Bus,
+    metrics: PoolMetrics,
+    state: Mutex<State>,
+    started: Instant,
+    stop: watch::Sender<bool>,
+    next_worker: AtomicU64,
+    next_job: AtomicU64,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A running pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Starts the pool's workers (in the background: this returns at once). `pool.started`
+    /// is published when every slot has come up or failed its first start.
+    pub fn start(config: PoolConfig, bus: Bus, metrics: PoolMetrics) -> Result<Pool, String> {
+        if let Some((field, reason)) = config.problems().into_iter().next() {
+            return Err(format!("{field}: {reason}"));
+        }
+        let mut receivers = Vec::new();
+        let slots = (0..config.size)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(16);
+                receivers.push(rx);
+                Slot {
+                    state: WorkerState::Starting,
+                    worker: None,
+                    tx,
+                    last_error: None,
+                }
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            config,
+            bus,
+            metrics,
+            state: Mutex::new(State {
+                slots,
+                queue: VecDeque::new(),
+                sessions: HashMap::new(),
+                saturated_since: None,
+                stopping: false,
+                commands: HashSet::new(),
+            }),
+            started: Instant::now(),
+            stop: watch::channel(false).0,
+            next_worker: AtomicU64::new(0),
+            next_job: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+        });
+        inner.refresh_gauges(&inner.state.lock());
+        let mut first_starts = Vec::new();
+        let mut tasks = Vec::new();
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let (done, first) = oneshot::channel();
+            first_starts.push(first);
+            tasks.push(tokio::spawn(run_slot(inner.clone(), index, rx, done)));
+        }
+        tasks.push(tokio::spawn(sweep_sessions(inner.clone())));
+        {
+            let inner = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                for first in first_starts {
+                    let _ = first.await;
+                }
+                inner.announce_started();
+            }));
+        }
+        *inner.tasks.lock() = tasks;
+        Ok(Pool { inner })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// Runs a request on a worker: the one its session is pinned to, or any available one,
+    /// waiting in the queue if none is.
+    pub async fn execute(&self, request: ExecRequest) -> Result<Executed, ExecError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let timeout = request.timeout.map_or(config.request_timeout(), |t| {
+            t.min(config.request_timeout())
+        });
+        let now = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let job_id = inner.next_job.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut state = inner.state.lock();
+            let refuse = |kind: ErrorKind, message: String| {
+                inner
+                    .metrics
+                    .rejected
+                    .with_label_values(&[&config.name, kind.as_str()])
+                    .inc();
+                Err(inner.error(&request, kind, message, None, now))
+            };
+            if state.stopping {
+                return refuse(ErrorKind::Unavailable, "the pool is stopping".into());
+            }
+            if state.slots.iter().all(|s| s.state == WorkerState::Down) {
+                let why = state
+                    .slots
+                    .iter()
+                    .find_map(|s| s.last_error.clone())
+                    .unwrap_or_default();
+                return refuse(
+                    ErrorKind::Unavailable,
+                    format!("no worker is running (last start failed: {why})"),
+                );
+            }
+            if state.queue.len() >= config.queue_limit {
+                return refuse(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "all {} workers are busy and {} requests are waiting (queue_limit)",
+                        config.size,
+                        state.queue.len()
+                    ),
+                );
+            }
+            state.queue.push_back(Job {
+                id: job_id,
+                request: request.clone(),
+                enqueued: now,
+                deadline: now + timeout,
+                reply: tx,
+            });
+            inner.dispatch(&mut state);
+        }
+        let mut rx = rx;
+        match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(outcome)) => return outcome,
+            Ok(Err(_)) => {
+                return Err(inner.error(
+                    &request,
+                    ErrorKind::Unavailable,
+                    "the pool stopped before the request ran".into(),
+                    None,
+                    now,
+                ));
+            }
+            Err(_) => {}
+        }
+        // The deadline passed. Still waiting in the queue: it never ran.
+        {
+            let mut state = inner.state.lock();
+            if let Some(at) = state.queue.iter().position(|j| j.id == job_id) {
+                state.queue.remove(at);
+                inner.dispatch(&mut state);
+                inner
+                    .metrics
+                    .rejected
+                    .with_label_values(&[&config.name, "queue_timeout"])
+                    .inc();
+                return Err(inner.error(
+                    &request,
+                    ErrorKind::Timeout,
+                    format!("no worker became free within {} ms", timeout.as_millis()),
+                    None,
+                    now,
+                ));
+            }
+        }
+        // Running: the worker's slot enforces the deadline and answers right after it.
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Err(inner.error(
+                &request,
+                ErrorKind::Timeout,
+                format!("no reply within {} ms", timeout.as_millis()),
+                None,
+                now,
+            )),
+        }
+    }
+
+    /// Recycles a worker (by id) once it is idle. False when no such worker runs.
+    pub fn recycle(&self, worker: &str) -> bool {
+        let state = self.inner.state.lock();
+        state
+            .slots
+            .iter()
+            .find(|s| s.worker.as_ref().is_some_and(|w| w.id == worker))
+            .is_some_and(|s| s.tx.try_send(Assignment::Recycle).is_ok())
+    }
+
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let inner = &self.inner;
+        let state = inner.state.lock();
+        let workers: Vec<WorkerSnapshot> = state
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(slot, s)| WorkerSnapshot {
+                slot,
+                id: s.worker.as_ref().map(|w| w.id.clone()),
+                pid: s.worker.as_ref().map(|w| w.pid),
+                state: s.state,
+                uptime_s: s.worker.as_ref().map(|w| w.started.elapsed().as_secs_f64()),
+                requests_served: s.worker.as_ref().map_or(0, |w| w.served),
+                memory_bytes: s
+                    .worker
+                    .as_ref()
+                    .and_then(|w| crate::process::memory_bytes(w.pid)),
+                last_error: s.last_error.clone(),
+            })
+            .collect();
+        let live = workers
+            .iter()
+            .filter(|w| matches!(w.state, WorkerState::Available | WorkerState::Busy))
+            .count();
+        let status = if state.stopping {
+            "stopping"
+        } else if live == 0 {
+            "unavailable"
+        } else if live < workers.len() {
+            "degraded"
+        } else {
+            "ok"
+        };
+        PoolSnapshot {
+            name: inner.config.name.clone(),
+            status,
+            size: inner.config.size,
+            uptime_s: inner.started.elapsed().as_secs_f64(),
+            workers,
+            queue_length: state.queue.len(),
+            queue_limit: inner.config.queue_limit,
+            sessions: state.sessions.len(),
+            saturated: state.saturated_since.is_some(),
+            config: inner.config.shown(),
+        }
+    }
+
+    /// Stops gracefully: new requests are refused and queued ones fail; running requests
+    /// finish (or reach their deadline); each worker gets its stdin closed, then SIGTERM,
+    /// then SIGKILL, `stop_grace_ms` apart. Publishes `pool.stopped` when all are down.
+    pub async fn stop(&self, reason: &str) {
+        let inner = &self.inner;
+        {
+            let mut state = inner.state.lock();
+            if state.stopping {
+                return;
+            }
+            state.stopping = true;
+            for job in state.queue.drain(..) {
+                let error = inner.error(
+                    &job.request,
+                    ErrorKind::Unavailable,
+                    "the pool is stopping".into(),
+                    None,
+                    job.enqueued,
+                );
+                let _ = job.reply.send(Err(error));
+            }
+            inner.refresh_gauges(&state);
+        }
+        let _ = inner.stop.send(true);
+        let tasks = std::mem::take(&mut *inner.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+        inner.publish(
+            Event::new("pool.stopped")
+                .field("pool", inner.config.name.as_str())
+                .field("reason", reason)
+                .field("uptime_s", inner.started.elapsed().as_secs_f64()),
+        );
+    }
+}
+
+impl Inner {
+    fn publish(&self, event: Event) {
+        self.bus.publish(event);
+    }
+
+    /// `text` as the sanitizer leaves it: for log lines that quote what a worker said.
+    fn clean(&self, text: &str) -> String {
+        let event = Event::new("pool.log").field("text", text);
+        match self.bus.sanitize_copy(vec![event]).pop() {
+            Some(e) => match e.get("text") {
+                Some(FieldValue::Str(s)) => s.clone(),
+                _ => String::new(),
+            },
+            None => String::new(),
+        }
+    }
+
+    fn error(
+        &self,
+        request: &ExecRequest,
+        kind: ErrorKind,
+        message: String,
+        worker: Option<&str>,
+        enqueued: Instant,
+    ) -> ExecError {
+        ExecError {
+            kind,
+            worker_kind: None,
+            message,
+            traceback: None,
+            pool: self.config.name.clone(),
+            command: request.command.clone(),
+            worker: worker.map(str::to_string),
+            session_id: request.session_id.clone(),
+            duration_ms: 0.0,
+            queue_wait_ms: enqueued.elapsed().as_secs_f64() * 1e3,
+            stderr_tail: Vec::new(),
+        }
+    }
+
+    /// The metric label for a command: itself if a worker announced it, else `other`.
+    fn command_label<'a>(&self, command: &'a str) -> &'a str {
+        let state = self.state.lock();
+        if state.commands.contains(command) {
+            command
+        } else {
+            "other"
+        }
+    }
+
+    fn announce_started(&self) {
+        let state = self.state.lock();
+        let ready = state.slots.iter().filter(|s| s.worker.is_some()).count();
+        let last_error = state.slots.iter().find_map(|s| s.last_error.clone());
+        drop(state);
+        let mut event = Event::new("pool.started")
+            .field("pool", self.config.name.as_str())
+            .field("size", self.config.size as i64)
+            .field("workers_ready", ready as i64)
+            .field("startup_ms", self.started.elapsed().as_secs_f64() * 1e3)
+            .field("config", self.config.shown().to_string());
+        if ready == 0 {
+            event = event.severity(Severity::Error);
+        }
+        if let Some(e) = last_error.filter(|_| ready < self.config.size) {
+            event = event.field("last_error", e);
+        }
+        tracing::info!(target: "lookout::pool", pool = %self.config.name, size = self.config.size, workers_ready = ready, "pool started");
+        self.publish(event);
+    }
+
+    /// Hands waiting requests to available workers. Called with the state locked whenever
+    /// a request arrives or a worker becomes available.
+    fn dispatch(&self, state: &mut State) {
+        // Callers that gave up are not served.
+        state.queue.retain(|j| !j.reply.is_closed());
+        let mut i = 0;
+        while i < state.queue.len() {
+            match eligible_slot(state, &state.queue[i]) {
+                Some(slot) => {
+                    let job = state.queue.remove(i).expect("index in range");
+                    self.assign(state, slot, job);
+                }
+                None => i += 1,
+            }
+        }
+        let available = state
+            .slots
+            .iter()
+            .any(|s| s.state == WorkerState::Available);
+        let saturated = !state.queue.is_empty() && !available;
+        match (saturated, state.saturated_since) {
+            (true, None) => {
+                state.saturated_since = Some(Instant::now());
+                let busy = state
+                    .slots
+                    .iter()
+                    .filter(|s| s.state == WorkerState::Busy)
+                    .count();
+                tracing::warn!(target: "lookout::pool", pool = %self.config.name, queue_length = state.queue.len(), "pool saturated");
+                self.publish(
+                    Event::new("pool.saturated")
+                        .severity(Severity::Warn)
+                        .field("pool", self.config.name.as_str())
+                        .field("available", 0i64)
+                        .field("busy", busy as i64)
+                        .field("queue_length", state.queue.len() as i64),
+                );
+            }
+            (false, Some(since)) if state.queue.is_empty() => {
+                state.saturated_since = None;
+                tracing::info!(target: "lookout::pool", pool = %self.config.name, "pool recovered");
+                self.publish(
+                    Event::new("pool.recovered")
+                        .field("pool", self.config.name.as_str())
+                        .field("saturated_ms", since.elapsed().as_secs_f64() * 1e3),
+                );
+            }
+            _ => {}
+        }
+        self.refresh_gauges(state);
+    }
+
+    fn assign(&self, state: &mut State, slot: usize, job: Job) {
+        let worker = state.slots[slot]
+            .worker
+            .as_ref()
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        if let Some(session_id) = &job.request.session_id {
+            let ttl = self.config.session_ttl_s as i64;
+            match state.sessions.get_mut(session_id) {
+                None => {
+                    state.sessions.insert(
+                        session_id.clone(),
+                        Session {
+                            worker: worker.clone(),
+                            created: Instant::now(),
+                            last_used: Instant::now(),
+                            requests: 0,
+                        },
+                    );
+                    self.publish(
+                        Event::new("session.created")
+                            .correlation_id(job.request.correlation_id.as_str())
+                            .field("pool", self.config.name.as_str())
+                            .field("session_id", session_id.as_str())
+                            .field("ttl_s", ttl)
+                            .field("worker", worker.as_str()),
+                    );
+                }
+                Some(session) if session.worker != worker => {
+                    tracing::warn!(target: "lookout::pool", pool = %self.config.name, session_id = %session_id, from = %session.worker, to = %worker, "session re-pinned: its worker is gone");
+                    self.publish(
+                        Event::new("session.repinned")
+                            .severity(Severity::Warn)
+                            .correlation_id(job.request.correlation_id.as_str())
+                            .field("pool", self.config.name.as_str())
+                            .field("session_id", session_id.as_str())
+                            .field("from_worker", session.worker.as_str())
+                            .field("worker", worker.as_str())
+                            .field("reason", "its worker is gone; state kept on it is lost"),
+                    );
+                    session.worker = worker.clone();
+                }
+                Some(_) => {}
+            }
+            if let Some(session) = state.sessions.get_mut(session_id) {
+                session.last_used = Instant::now();
+                session.requests += 1;
+            }
+        }
+        let remaining = job.deadline.saturating_duration_since(Instant::now());
+        let s = &mut state.slots[slot];
+        s.state = WorkerState::Busy;
+        if let Err(e) = s.tx.try_send(Assignment::Run(job, remaining)) {
+            s.state = WorkerState::Down;
+            if let mpsc::error::TrySendError::Full(Assignment::Run(job, _))
+            | mpsc::error::TrySendError::Closed(Assignment::Run(job, _)) = e
+            {
+                let error = self.error(
+                    &job.request,
+                    ErrorKind::Unavailable,
+                    "the worker's slot is not taking requests".into(),
+                    Some(&worker),
+                    job.enqueued,
+                );
+                let _ = job.reply.send(Err(error));
+            }
+        }
+    }
+
+    fn set_slot(&self, index: usize, state: WorkerState) {
+        let mut s = self.state.lock();
+        s.slots[index].state = state;
+        if state == WorkerState::Available {
+            self.dispatch(&mut s);
+        } else {
+            self.refresh_gauges(&s);
+        }
+    }
+
+    fn refresh_gauges(&self, state: &State) {
+        let pool = self.config.name.as_str();
+        for ws in WorkerState::ALL {
+            let n = state.slots.iter().filter(|s| s.state == ws).count();
+            self.metrics
+                .workers
+                .with_label_values(&[pool, ws.as_str()])
+                .set(n as i64);
+        }
+        self.metrics
+            .queue_length
+            .with_label_values(&[pool])
+            .set(state.queue.len() as i64);
+        self.metrics
+            .sessions
+            .with_label_values(&[pool])
+            .set(state.sessions.len() as i64);
+    }
+
+    fn worker_exit(&self, reason: &str) {
+        self.metrics
+            .worker_exits
+            .with_label_values(&[&self.config.name, reason])
+            .inc();
+    }
+}
+
+/// Where a job may run now: the worker its session is pinned to (if that worker still
+/// lives), else any available worker.
+fn eligible_slot(state: &State, job: &Job) -> Option<usize> {
+    if let Some(session) = job
+        .request
+        .session_id
+        .as_ref()
+        .and_then(|id| state.sessions.get(id))
+    {
+        let pinned = state
+            .slots
+            .iter()
+            .position(|s| s.worker.as_ref().is_some_and(|w| w.id == session.worker));
+        if let Some(slot) = pinned {
+            return (state.slots[slot].state == WorkerState::Available).then_some(slot);
+        }
+    }
+    state
+        .slots
+        .iter()
+        .position(|s| s.state == WorkerState::Available)
+}
+
+/// How a worker's life ended.
+enum End {
+    Stop,
+    Recycle(&'static str),
+    Crashed(String),
+}
+
+/// One slot: starts a worker, serves its assignments, replaces it when it ends, until the
+/// pool stops.
+async fn run_slot(
+    inner: Arc<Inner>,
+    index: usize,
+    mut rx: mpsc::Receiver<Assignment>,
+    first_start: oneshot::Sender<()>,
+) {
+    let config = &inner.config;
+    let pool = config.name.as_str();
+    let mut stop = inner.stop.subscribe();
+    let mut first_start = Some(first_start);
+    let mut backoff = Duration::from_millis(100);
+    while !*stop.borrow() {
+        let id = format!(
+            "{pool}-{}",
+            inner.next_worker.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        inner.set_slot(index, WorkerState::Starting);
+        let starting = Instant::now();
+        let process = Process::start(config, id.clone(), &inner.bus).await;
+        let mut process = match process {
+            Ok(p) => p,
+            Err(StartError { reason, pid, tail }) => {
+                let clean = inner.clean(&reason);
+                tracing::error!(target: "lookout::pool", pool, worker = %id, reason = %clean, "worker failed to start");
+                let mut event = Event::new("worker.crashed")
+                    .severity(Severity::Error)
+                    .field("pool", pool)
+                    .field("worker", id.as_str())
+                    .field("reason", format!("failed to start: {reason}"))
+                    .field("stderr_tail", tail.join("\n"))
+                    .field("uptime_s", 0.0)
+                    .field("requests_served", 0i64);
+                if let Some(pid) = pid {
+                    event = event.field("pid", i64::from(pid));
+                }
+                inner.publish(event);
+                inner.worker_exit("failed_to_start");
+                {
+                    let mut state = inner.state.lock();
+                    state.slots[index].state = WorkerState::Down;
+                    state.slots[index].worker = None;
+                    state.slots[index].last_error = Some(reason);
+                    inner.refresh_gauges(&state);
+                }
+                if let Some(done) = first_start.take() {
+                    let _ = done.send(());
+                }
+                fail_pending(&inner, &mut rx);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let startup_ms = starting.elapsed().as_secs_f64() * 1e3;
+        {
+            let mut state = inner.state.lock();
+            for command in &process.commands {
+                if state.commands.len() < MAX_COMMAND_LABELS {
+                    state.commands.insert(command.clone());
+                }
+            }
+            let slot = &mut state.slots[index];
+            slot.worker = Some(SlotWorker {
+                id: id.clone(),
+                pid: process.pid,
+                started: process.started,
+                served: 0,
+            });
+            slot.last_error = None;
+        }
+        tracing::info!(target: "lookout::pool", pool, worker = %id, pid = process.pid, startup_ms, "worker started");
+        inner.publish(
+            Event::new("worker.started")
+                .field("pool", pool)
+                .field("worker", id.as_str())
+                .field("pid", i64::from(process.pid))
+                .field("startup_ms", startup_ms),
+        );
+        if let Some(done) = first_start.take() {
+            let _ = done.send(());
+        }
+        inner.set_slot(index, WorkerState::Available);
+
+        let end = serve(&inner, index, &mut process, &mut rx, &mut stop).await;
+        let (pid, served, uptime) = (
+            process.pid,
+            process.served as i64,
+            process.started.elapsed().as_secs_f64(),
+        );
+        let lifecycle = |kind: &str| {
+            Event::new(kind)
+                .field("pool", pool)
+                .field("worker", id.as_str())
+                .field("pid", i64::from(pid))
+                .field("uptime_s", uptime)
+                .field("requests_served", served)
+        };
+        match end {
+            End::Stop => {
+                inner.set_slot(index, WorkerState::Stopping);
+                fail_pending(&inner, &mut rx);
+                let how = process.stop(config.stop_grace()).await;
+                tracing::info!(target: "lookout::pool", pool, worker = %id, %how, "worker stopped");
+                inner.publish(lifecycle("worker.stopped").field("exit", how));
+                inner.worker_exit("stopped");
+                break;
+            }
+            End::Recycle(reason) => {
+                inner.set_slot(index, WorkerState::Stopping);
+                let how = process.stop(config.stop_grace()).await;
+                tracing::info!(target: "lookout::pool", pool, worker = %id, reason, %how, "worker recycled");
+                inner.publish(
+                    lifecycle("worker.recycled")
+                        .field("reason", reason)
+                        .field("exit", how),
+                );
+                inner.worker_exit(&format!("recycled_{reason}"));
+            }
+            End::Crashed(how) => {
+                // Let the stderr reader catch up with the last lines before reporting them.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let tail = process.tail().join("\n");
+                let clean = inner.clean(&how);
+                tracing::error!(target: "lookout::pool", pool, worker = %id, pid, how = %clean, "worker crashed");
+                inner.publish(
+                    lifecycle("worker.crashed")
+                        .severity(Severity::Error)
+                        .field("reason", how.as_str())
+                        .field("stderr_tail", tail),
+                );
+                inner.worker_exit("crashed");
+                let mut state = inner.state.lock();
+                state.slots[index].last_error = Some(how);
+            }
+        }
+        let mut state = inner.state.lock();
+        state.slots[index].worker = None;
+        inner.refresh_gauges(&state);
+    }
+    let mut state = inner.state.lock();
+    state.slots[index].state = WorkerState::Down;
+    state.slots[index].worker = None;
+    inner.refresh_gauges(&state);
+}
+
+/// Requests already handed to a slot whose worker is gone fail at once (they never ran).
+fn fail_pending(inner: &Inner, rx: &mut mpsc::Receiver<Assignment>) {
+    while let Ok(assignment) = rx.try_recv() {
+        if let Assignment::Run(job, _) = assignment {
+            let error = inner.error(
+                &job.request,
+                ErrorKind::Unavailable,
+                "its worker went away before it ran".into(),
+                None,
+                job.enqueued,
+            );
+            let _ = job.reply.send(Err(error));
+        }
+    }
+}
+
+/// Serves one worker's assignments until it must end.
+async fn serve(
+    inner: &Arc<Inner>,
+    index: usize,
+    process: &mut Process,
+    rx: &mut mpsc::Receiver<Assignment>,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let config = &inner.config;
+    let max_age = (config.max_age_s > 0).then(|| {
+        tokio::time::Instant::from_std(process.started) + Duration::from_secs(config.max_age_s)
+    });
+    loop {
+        let assignment = tokio::select! {
+            biased;
+            _ = stop.changed() => return End::Stop,
+            how = process.exit() => return End::Crashed(format!("exited while idle: {how}")),
+            _ = async {
+                match max_age {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => return End::Recycle("max_age"),
+            assignment = rx.recv() => assignment,
+        };
+        let (job, remaining) = match assignment {
+            None => return End::Stop,
+            Some(Assignment::Recycle) => return End::Recycle("manual"),
+            Some(Assignment::EndSession(session)) => {
+                process.end_session(&session).await;
+                continue;
+            }
+            Some(Assignment::Run(job, remaining)) => (job, remaining),
+        };
+        if let Some(end) = run_job(inner, index, process, job, remaining).await {
+            return end;
+        }
+        let recycle = if config.max_requests > 0 && process.served >= config.max_requests {
+            Some("max_requests")
+        } else if config.max_memory_mib > 0
+            && process
+                .memory_bytes()
+                .is_some_and(|b| b > config.max_memory_mib << 20)
+        {
+            Some("memory")
+        } else {
+            None
+        };
+        if let Some(reason) = recycle {
+            return End::Recycle(reason);
+        }
+        inner.set_slot(index, WorkerState::Available);
+    }
+}
+
+/// Runs one request, answers its caller and publishes its events. `Some` when the worker
+/// cannot go on.
+async fn run_job(
+    inner: &Arc<Inner>,
+    index: usize,
+    process: &mut Process,
+    job: Job,
+    remaining: Duration,
+) -> Option<End> {
+    let config = &inner.config;
+    let pool = config.name.as_str();
+    let request = &job.request;
+    let cid = request.correlation_id.as_str();
+    let queue_wait = job.enqueued.elapsed();
+    let queue_wait_ms = queue_wait.as_secs_f64() * 1e3;
+    inner
+        .metrics
+        .queue_wait
+        .with_label_values(&[pool])
+        .observe(queue_wait.as_secs_f64());
+    let mut started = Event::new("request.started")
+        .correlation_id(cid)
+        .field("pool", pool)
+        .field("command", request.command.as_str())
+        .field("worker", process.id.as_str())
+        .field("queue_wait_ms", queue_wait_ms);
+    if let Some(session) = &request.session_id {
+        started = started.field("session_id", session.as_str());
+    }
+    inner.publish(started);
+    tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, "request started");
+
+    let began = Instant::now();
+    let deadline = tokio::time::Instant::now() + remaining;
+    let ran = process
+        .run(
+            cid,
+            &request.command,
+            &request.args,
+            request.session_id.as_deref(),
+            deadline,
+        )
+        .await;
+    let duration = began.elapsed();
+    let duration_ms = duration.as_secs_f64() * 1e3;
+    let error = |kind: ErrorKind, message: String| ExecError {
+        kind,
+        worker_kind: None,
+        message,
+        traceback: None,
+        pool: pool.to_string(),
+        command: request.command.clone(),
+        worker: Some(process.id.clone()),
+        session_id: request.session_id.clone(),
+        duration_ms,
+        queue_wait_ms,
+        stderr_tail: Vec::new(),
+    };
+    let (outcome, end) = match ran {
+        Ran::Replied(reply) if reply.ok => {
+            process.served += 1;
+            (
+                Ok(Executed {
+                    result: reply.result,
+                    worker: process.id.clone(),
+                    duration_ms,
+                    queue_wait_ms,
+                }),
+                None,
+            )
+        }
+        Ran::Replied(reply) => {
+            process.served += 1;
+            let e = reply.error.unwrap_or(crate::protocol::ReplyError {
+                kind: None,
+                message: None,
+                traceback: None,
+            });
+            let mut err = error(
+                ErrorKind::Worker,
+                e.message
+                    .unwrap_or_else(|| "the worker reported a failure".into()),
+            );
+            err.worker_kind = e.kind;
+            err.traceback = e.traceback;
+            (Err(err), None)
+        }
+        Ran::Crashed(how) => {
+            let mut err = error(
+                ErrorKind::WorkerCrashed,
+                format!(
+                    "worker {} (pid {}) died running `{}`: {how}",
+                    process.id, process.pid, request.command
+                ),
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            err.stderr_tail = process.tail();
+            (Err(err), Some(End::Crashed(how)))
+        }
+        Ran::Protocol(what) => {
+            let mut err = error(
+                ErrorKind::ProtocolError,
+                format!(
+                    "worker {} broke the protocol: {what}; it was replaced",
+                    process.id
+                ),
+            );
+            err.stderr_tail = process.tail();
+            (
+                Err(err),
+                Some(End::Crashed(format!("broke the protocol: {what}"))),
+            )
+        }
+        Ran::TimedOut => {
+            let err = error(
+                ErrorKind::Timeout,
+                format!(
+                    "no reply within {} ms; worker {} was killed and is being replaced",
+                    remaining.as_millis(),
+                    process.id
+                ),
+            );
+            (
+                Err(err),
+                Some(End::Crashed(format!(
+                    "hung past the request deadline ({} ms); killed",
+                    remaining.as_millis()
+                ))),
+            )
+        }
+    };
+    {
+        let mut state = inner.state.lock();
+        let slot = &mut state.slots[index];
+        if let Some(w) = slot.worker.as_mut() {
+            w.served = process.served;
+        }
+        // A worker that cannot go on is not live from now on, before its caller hears back:
+        // nobody should see it as busy (or count it healthy) while it is being replaced.
+        // (`starting`, not `down`: requests keep queueing for the replacement.)
+        if end.is_some() {
+            slot.state = WorkerState::Starting;
+            inner.refresh_gauges(&state);
+        }
+    }
+    let status = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => match e.kind {
+            ErrorKind::Worker => "error",
+            ErrorKind::WorkerCrashed => "crashed",
+            ErrorKind::ProtocolError => "protocol_error",
+            _ => "timeout",
+        },
+    };
+    let label = inner.command_label(&request.command);
+    inner
+        .metrics
+        .requests
+        .with_label_values(&[pool, label, status])
+        .inc();
+    inner
+        .metrics
+        .duration
+        .with_label_values(&[pool, label])
+        .observe(duration.as_secs_f64());
+    inner.publish(completed_event(
+        pool,
+        request,
+        &outcome,
+        &process.id,
+        duration_ms,
+        queue_wait_ms,
+    ));
+    match &outcome {
+        Ok(_) => {
+            tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, duration_ms, "request completed")
+        }
+        Err(e) => {
+            let message = inner.clean(&e.message);
+            let worker_error_kind = e.worker_kind.as_deref().unwrap_or_default();
+            tracing::error!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, duration_ms, error_kind = e.kind.as_str(), worker_error_kind, %message, "request failed")
+        }
+    }
+    let _ = job.reply.send(outcome);
+    end
+}
+
+/// `request.completed`; a failed request carries its whole context, its arguments as
+/// `args.<key>` fields (the sanitizer cleans them like any other field).
+fn completed_event(
+    pool: &str,
+    request: &ExecRequest,
+    outcome: &Result<Executed, ExecError>,
+    worker: &str,
+    duration_ms: f64,
+    queue_wait_ms: f64,
+) -> Event {
+    let mut event = Event::new("request.completed")
+        .correlation_id(request.correlation_id.as_str())
+        .field("pool", pool)
+        .field("command", request.command.as_str())
+        .field("worker", worker)
+        .field("duration_ms", duration_ms)
+        .field("queue_wait_ms", queue_wait_ms)
+        .field("success", outcome.is_ok());
+    if let Some(session) = &request.session_id {
+        event = event.field("session_id", session.as_str());
+    }
+    if let Err(e) = outcome {
+        event = event
+            .severity(Severity::Error)
+            .field(
+                "error_kind",
+                e.worker_kind.as_deref().unwrap_or(e.kind.as_str()),
+            )
+            .field("error_class", e.kind.as_str())
+            .field("error_message", e.message.as_str());
+        if let Some(tb) = &e.traceback {
+            event = event.field("traceback", tb.as_str());
+        }
+        if !e.stderr_tail.is_empty() {
+            event = event.field("stderr_tail", e.stderr_tail.join("\n"));
+        }
+        for (key, value) in args_fields(&request.args) {
+            event = event.field(key, value);
+        }
+    }
+    event
+}
+
+/// A request's arguments as event fields: `args.<key>` for each top-level key (nested values
+/// as JSON text), or `args` for a non-object.
+pub fn args_fields(args: &serde_json::Value) -> Vec<(String, FieldValue)> {
+    let value = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => FieldValue::Str(s.clone()),
+        serde_json::Value::Bool(b) => FieldValue::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::Int(i),
+            None => FieldValue::Float(n.as_f64().unwrap_or_default()),
+        },
+        other => FieldValue::Str(other.to_string()),
+    };
+    match args {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .take(64)
+            .map(|(k, v)| (format!("args.{k}"), value(v)))
+            .collect(),
+        other => vec![("args".to_string(), value(other))],
+    }
+}
+
+/// Expires sessions past their TTL, tells their workers, and reports each sweep that
+/// expired something.
+async fn sweep_sessions(inner: Arc<Inner>) {
+    let config = &inner.config;
+    let ttl = Duration::from_secs(config.session_ttl_s);
+    let mut stop = inner.stop.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(config.session_sweep_ms));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let began = Instant::now();
+        let mut state = inner.state.lock();
+        let expired: Vec<String> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.last_used.elapsed() >= ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if expired.is_empty() {
+            continue;
+        }
+        for id in &expired {
+            let Some(session) = state.sessions.remove(id) else {
+                continue;
+            };
+            inner.publish(
+                Event::new("session.expired")
+                    .field("pool", config.name.as_str())
+                    .field("session_id", id.as_str())
+                    .field("ttl_s", config.session_ttl_s as i64)
+                    .field("worker", session.worker.as_str())
+                    .field("requests", session.requests as i64)
+                    .field("age_s", session.created.elapsed().as_secs_f64()),
+            );
+            if let Some(slot) = state
+                .slots
+                .iter()
+                .find(|s| s.worker.as_ref().is_some_and(|w| w.id == session.worker))
+            {
+                let _ = slot.tx.try_send(Assignment::EndSession(id.clone()));
+            }
+        }
+        let remaining = state.sessions.len();
+        inner.refresh_gauges(&state);
+        drop(state);
+        inner.publish(
+            Event::new("session.cleanup")
+                .field("pool", config.name.as_str())
+                .field("expired", expired.len() as i64)
+                .field("remaining", remaining as i64)
+                .field("sweep_ms", began.elapsed().as_secs_f64() * 1e3),
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! One worker process: spawn, handshake, one request at a time, stop. Knows nothing of
+//! queues or sessions.
+
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout_core::{Bus, Event, FieldValue};
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::config::PoolConfig;
+use crate::protocol::{MAX_LINE, PROTOCOL, Ready, Reply, Request, SessionEnd};
+
+/// Lines of a worker's stderr kept for crash reports.
+const STDERR_TAIL: usize = 20;
+/// Longest stderr line kept or logged; the rest is cut.
+const STDERR_LINE: usize = 1024;
+
+/// The last lines a worker wrote to stderr.
+pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
+
+pub(crate) struct Process {
+    pub id: String,
+    pub pid: u32,
+    pub started: Instant,
+    pub served: u64,
+    /// The commands it announced.
+    pub commands: Vec<String>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub tail: Tail,
+    next_request: u64,
+}
+
+/// How a worker failed to come up, with what it wrote to stderr.
+#[derive(Debug)]
+pub(crate) struct StartError {
+    pub reason: String,
+    pub pid: Option<u32>,
+    pub tail: Vec<String>,
+}
+
+/// How a request ended on a worker.
+pub(crate) enum Ran {
+    Replied(Reply),
+    /// The process exited (or closed stdout) before replying.
+    Crashed(String),
+    /// The worker wrote something that is not the reply; it was killed.
+    Protocol(String),
+    /// Past its deadline; the worker was killed.
+    TimedOut,
+}
+
+impl Process {
+    /// Spawns the worker and waits for its ready line, up to the startup timeout.
+    pub async fn start(config: &PoolConfig, id: String, bus: &Bus) -> Result<Process, StartError> {
+        let argv = config.argv();
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .envs(&config.env)
+            .env("LOOKOUT_POOL", &config.name)
+            .env("LOOKOUT_WORKER", &id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C in lookout's terminal reaches lookout, which
+            // stops the workers gracefully, not the workers first. If lookout dies, their
+            // stdin closes and the worker library exits.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &config.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().map_err(|e| StartError {
+            reason: format!("cannot run `{}`: {e}", argv[0]),
+            pid: None,
+            tail: Vec::new(),
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let tail: Tail = Arc::default();
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(read_stderr(
+                stderr,
+                tail.clone(),
+                bus.clone(),
+                config.name.clone(),
+                id.clone(),
+            ));
+        }
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let fail = |reason: String, tail: &Tail| StartError {
+            reason,
+            pid: Some(pid),
+            tail: tail.lock().iter().cloned().collect(),
+        };
+        let timeout = Duration::from_millis(config.startup_timeout_ms);
+        let line = tokio::select! {
+            line = next_line(&mut stdout) => line,
+            status = child.wait() => {
+                // Let the stderr reader catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(fail(format!("exited before it was ready ({})", describe_exit(status.ok())), &tail));
+            }
+            _ = tokio::time::sleep(timeout) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(fail(format!("not ready within {} ms; killed", config.startup_timeout_ms), &tail));
+            }
+        };
+        let ready = match line {
+            Ok(Some(line)) => serde_json::from_str::<Ready>(&line)
+                .ok()
+                .filter(|r| r.kind == "ready")
+                .ok_or_else(|| {
+                    format!("its first line is not a ready message: {}", cut(&line, 200))
+                }),
+            Ok(None) => Err("closed stdout before it was ready".to_string()),
+            Err(e) => Err(format!("unreadable ready line: {e}")),
+        };
+        let ready = match ready {
+            Ok(r) => r,
+            Err(reason) => {
+                let _ = child.start_kill();
+                return Err(fail(reason, &tail));
+            }
+        };
+        if ready.protocol.is_some_and(|p| p != PROTOCOL) {
+            let _ = child.start_kill();
+            return Err(fail(
+                format!(
+                    "speaks protocol {:?}; lookout speaks {PROTOCOL}",
+                    ready.protocol
+                ),
+                &tail,
+            ));
+        }
+        tracing::debug!(target: "lookout::pool", pool = %config.name, worker = %id, pid, python = ?ready.python, "worker ready");
+        Ok(Process {
+            id,
+            pid: ready.pid.unwrap_or(pid),
+            started: Instant::now(),
+            served: 0,
+            commands: ready.commands,
+            child,
+            stdin,
+            stdout,
+            tail,
+            next_request: 1,
+        })
+    }
+
+    /// The last stderr lines.
+    pub fn tail(&self) -> Vec<String> {
+        self.tail.lock().iter().cloned().collect()
+    }
+
+    /// Sends one request and waits for its reply until `deadline`.
+    pub async fn run(
+        &mut self,
+        correlation_id: &str,
+        command: &str,
+        args: &serde_json::Value,
+        session_id: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Ran {
+        let id = self.next_request;
+        self.next_request += 1;
+        let request = Request {
+            id,
+            correlation_id,
+            command,
+            args,
+            session_id,
+        };
+        let mut line = serde_json::to_vec(&request).unwrap_or_default();
+        line.push(b'\n');
+        if let Err(e) = self.write(&line).await {
+            return Ran::Crashed(
+                self.exited(&format!("could not take the request: {e}"))
+                    .await,
+            );
+        }
+        tokio::select! {
+            biased;
+            line = next_line(&mut self.stdout) => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Reply>(&line) {
+                    Ok(reply) if reply.id == Some(id) => Ran::Replied(reply),
+                    Ok(reply) => {
+                        self.kill().await;
+                        Ran::Protocol(format!("replied to request {:?} while request {id} was running", reply.id))
+                    }
+                    Err(e) => {
+                        self.kill().await;
+                        Ran::Protocol(format!("wrote a line that is not a reply ({e}): {}", cut(&line, 200)))
+                    }
+                },
+                Ok(None) => Ran::Crashed(self.exited("closed stdout").await),
+                Err(e) => {
+                    self.kill().await;
+                    Ran::Protocol(format!("wrote an unreadable line: {e}"))
+                }
+            },
+            status = self.child.wait() => Ran::Crashed(describe_exit(status.ok())),
+            _ = tokio::time::sleep_until(deadline) => {
+                self.kill().await;
+                Ran::TimedOut
+            }
+        }
+    }
+
+    /// Tells the worker a session ended; a failure shows as a crash on the next request.
+    pub async fn end_session(&mut self, session_id: &str) {
+        let message = SessionEnd {
+            kind: "session_end",
+            session_id,
+        };
+        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+        line.push(b'\n');
+        let _ = self.write(&line).await;
+    }
+
+    async fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("stdin is closed"))?;
+        stdin.write_all(line).await?;
+        stdin.flush().await
+    }
+
+    /// Resolves when the process exits on its own (for an idle worker).
+    pub async fn exit(&mut self) -> String {
+        describe_exit(self.child.wait().await.ok())
+    }
+
+    /// After a failed write or EOF: how it exited (waiting briefly for the status).
+    async fn exited(&mut self, what: &str) -> String {
+        match tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await {
+            Ok(status) => format!("{what}: {}", describe_exit(status.ok())),
+            Err(_) => {
+                self.kill().await;
+                format!("{what}; killed")
+            }
+        }
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Stops gracefully: stdin closed (the worker's read loop ends), then SIGTERM, then
+    /// SIGKILL, each after `grace`. Returns how it ended.
+    pub async fn stop(mut self, grace: Duration) -> String {
+        drop(self.stdin.take());
+        if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+            return describe_exit(status.ok());
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+            return format!("{} after SIGTERM", describe_exit(status.ok()));
+        }
+        self.kill().await;
+        "killed (SIGKILL) after SIGTERM was ignored".to_string()
+    }
+
+    /// Resident memory, from /proc.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        memory_bytes(self.pid)
+    }
+}
+
+/// Resident memory of a process, from /proc (Linux).
+pub(crate) fn memory_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `exit code 3`, `signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => {
+                let name = nix::sys::signal::Signal::try_from(signal)
+                    .map(|s| s.as_str())
+                    .unwrap_or("?");
+                format!("signal {signal} ({name})")
+            }
+            _ => "ended".to_string(),
+        },
+        None => "ended (status unknown)".to_string(),
+    }
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// One line from a worker's stdout, at most [`MAX_LINE`] bytes; `None` at EOF.
+async fn next_line(reader: &mut BufReader<ChildStdout>) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::Error::other(
+                    "stdout closed in the middle of a line",
+                ))
+            };
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&available[..i]);
+                reader.consume(i + 1);
+                break;
+            }
+            None => {
+                let n = available.len();
+                line.extend_from_slice(available);
+                reader.consume(n);
+            }
+        }
+        if line.len() > MAX_LINE {
+            return Err(std::io::Error::other(format!(
+                "a line longer than {MAX_LINE} bytes"
+            )));
+        }
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| std::io::Error::other("a line that is not UTF-8"))
+}
+
+/// Reads a worker's stderr line by line: each line is logged — after the sanitizer, like
+/// everything else that leaves the host — and kept in the tail for crash reports.
+async fn read_stderr(
+    stderr: tokio::process::ChildStderr,
+    tail: Tail,
+    bus: Bus,
+    pool: String,
+    worker: String,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = cut(&line, STDERR_LINE);
+        let event = Event::new("worker.stderr").field("line", line.as_str());
+        let clean = bus
+            .sanitize_copy(vec![event])
+            .pop()
+            .and_then(|e| match e.get("line") {
+                Some(FieldValue::Str(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", "{clean}");
+        let mut tail = tail.lock();
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}

@@ -1,0 +1,266 @@
+//! The worker-pool API: run a command on a pool, look at pools, recycle a worker.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /api/v1/pools/{pool}/execute` | `{command, args?, session_id?, timeout_ms?}` → 200 `{result, worker, duration_ms, queue_wait_ms, correlation_id}`; errors below; admin |
+//! | `GET /api/v1/pools` | every pool: workers (id, pid, state, uptime, requests, memory), queue, sessions |
+//! | `GET /api/v1/pools/{pool}` | one pool |
+//! | `POST /api/v1/pools/{pool}/workers/{worker}/recycle` | recycle a worker once it is idle; admin |
+//!
+//! Errors carry `{error: {kind, worker_kind?, message, traceback?, stderr_tail?},
+//! correlation_id, pool, command, worker?, session_id?, duration_ms, queue_wait_ms, args}`,
+//! everything but the ids passed through the sanitizer: 500 the command failed (`worker`),
+//! 502 the worker died or broke the protocol, 503 queue full or pool unavailable (with
+//! `Retry-After`), 504 timeout, 404 no such pool, 400 a bad body or correlation id.
+//! `x-correlation-id` is taken from the request (or made up) and returned on every answer.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lookout_core::{Event, FieldValue};
+use lookout_pool::{ErrorKind, ExecError, ExecRequest, args_fields};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState};
+
+const CORRELATION_HEADER: &str = "x-correlation-id";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecuteBody {
+    command: String,
+    #[serde(default)]
+    args: serde_json::Value,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// A correlation id for a request that came without one: `lk-` and 16 hex digits, unique
+/// per process and unpredictable across processes.
+fn new_correlation_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("lk-{:016x}", hasher.finish())
+}
+
+fn with_correlation(mut response: Response, correlation_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+pub(crate) async fn execute(
+    State(state): State<Arc<AppState>>,
+    Path(pool_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let correlation_id = match headers.get(CORRELATION_HEADER) {
+        None => new_correlation_id(),
+        Some(value) => {
+            let id = value.to_str().unwrap_or_default();
+            if let Err(reason) = lookout_core::validate_correlation_id(id) {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("header `{CORRELATION_HEADER}`: {reason}"),
+                )
+                .into_response();
+            }
+            id.to_string()
+        }
+    };
+    let answer = |response: Response| with_correlation(response, &correlation_id);
+    let Some(pool) = state.pools.get(&pool_name) else {
+        return answer(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool_name}`"),
+            )
+            .into_response(),
+        );
+    };
+    let body: ExecuteBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return answer(
+                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}"))
+                    .into_response(),
+            );
+        }
+    };
+    if body.command.is_empty() || body.command.len() > 256 {
+        return answer(
+            ApiError::new(StatusCode::BAD_REQUEST, "`command`: 1–256 characters").into_response(),
+        );
+    }
+    if let Some(session) = &body.session_id
+        && let Err(reason) = lookout_core::validate_correlation_id(session)
+    {
+        return answer(
+            ApiError::new(StatusCode::BAD_REQUEST, format!("`session_id`: {reason}"))
+                .into_response(),
+        );
+    }
+    if body.timeout_ms == Some(0) {
+        return answer(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "`timeout_ms`: must be greater than 0",
+            )
+            .into_response(),
+        );
+    }
+    let request = ExecRequest {
+        command: body.command,
+        args: body.args,
+        session_id: body.session_id,
+        timeout: body.timeout_ms.map(Duration::from_millis),
+        correlation_id: correlation_id.clone(),
+    };
+    let args = request.args.clone();
+    match pool.execute(request).await {
+        Ok(done) => answer(
+            Json(json!({
+                "result": done.result,
+                "worker": done.worker,
+                "duration_ms": done.duration_ms,
+                "queue_wait_ms": done.queue_wait_ms,
+                "correlation_id": correlation_id,
+            }))
+            .into_response(),
+        ),
+        Err(e) => answer(error_response(&state, e, &args, &correlation_id)),
+    }
+}
+
+/// The error, its context and the request's arguments, sanitized like events are.
+fn error_response(
+    state: &AppState,
+    e: ExecError,
+    args: &serde_json::Value,
+    correlation_id: &str,
+) -> Response {
+    let status = match e.kind {
+        ErrorKind::Worker => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::WorkerCrashed | ErrorKind::ProtocolError => StatusCode::BAD_GATEWAY,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::QueueFull | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut event = Event::new("request.error")
+        .field("message", e.message.as_str())
+        .field("stderr_tail", e.stderr_tail.join("\n"));
+    if let Some(tb) = &e.traceback {
+        event = event.field("traceback", tb.as_str());
+    }
+    for (key, value) in args_fields(args) {
+        event = event.field(key, value);
+    }
+    let clean = state
+        .bus
+        .sanitize_copy(vec![event])
+        .pop()
+        .unwrap_or_else(|| Event::new("request.error"));
+    let text = |key: &str| match clean.get(key) {
+        Some(FieldValue::Str(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let mut clean_args = serde_json::Map::new();
+    for field in &clean.fields {
+        if let Some(key) = field.key.strip_prefix("args.") {
+            clean_args.insert(key.to_string(), json!(field.value));
+        } else if field.key == "args" {
+            clean_args.insert(String::new(), json!(field.value));
+        }
+    }
+    let body = json!({
+        "error": {
+            "kind": e.kind,
+            "worker_kind": e.worker_kind,
+            "message": text("message").unwrap_or_default(),
+            "traceback": text("traceback"),
+            "stderr_tail": text("stderr_tail"),
+        },
+        "correlation_id": correlation_id,
+        "pool": e.pool,
+        "command": e.command,
+        "worker": e.worker,
+        "session_id": e.session_id,
+        "duration_ms": e.duration_ms,
+        "queue_wait_ms": e.queue_wait_ms,
+        "args": clean_args,
+    });
+    let mut response = (status, Json(body)).into_response();
+    let retry_after = match e.kind {
+        ErrorKind::QueueFull => Some("1"),
+        ErrorKind::Unavailable => Some("5"),
+        _ => None,
+    };
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+    }
+    response
+}
+
+pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Response {
+    let pools: Vec<_> = state.pools.iter().map(|p| p.snapshot()).collect();
+    Json(json!({ "pools": pools })).into_response()
+}
+
+pub(crate) async fn get_one(
+    State(state): State<Arc<AppState>>,
+    Path(pool_name): Path<String>,
+) -> Response {
+    match state.pools.get(&pool_name) {
+        Some(pool) => Json(pool.snapshot()).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no pool named `{pool_name}`"),
+        )
+        .into_response(),
+    }
+}
+
+pub(crate) async fn recycle(
+    State(state): State<Arc<AppState>>,
+    Path((pool_name, worker)): Path<(String, String)>,
+) -> Response {
+    let Some(pool) = state.pools.get(&pool_name) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no pool named `{pool_name}`"),
+        )
+        .into_response();
+    };
+    if pool.recycle(&worker) {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "recycling": worker, "pool": pool_name })),
+        )
+            .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no running worker `{worker}` in pool `{pool_name}`"),
+        )
+        .into_response()
+    }
+}
