@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Publishes a steady stream of realistic events to a lookout host, some with secrets in
-them, so the dashboard, the live stream and /metrics have something to show — and so you
-can watch the sanitizer work.
+"""Drives a lookout host the way an application would: requests on the demo pool's real
+Python workers (some slow, some failing with secrets in their arguments, sessions, an
+occasional crash) and events from other services through the ingest API, some with secrets
+in them — so the dashboard, the live stream and /metrics have something to show, and you can
+watch the sanitizer work.
 
 usage: python3 examples/demo_publisher.py [http://127.0.0.1:8787] [--rate EVENTS_PER_SECOND]
 Standard library only.
@@ -11,12 +13,12 @@ import argparse
 import json
 import random
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 
-COMMANDS = ["resize_image", "score_model", "render_pdf", "send_email", "charge_card"]
 USERS = ["amy", "bob", "chen", "dana", "eli"]
 
 # Things that leak into real logs, which the sanitizer must catch.
@@ -30,46 +32,58 @@ LEAKY = [
     {"message": "callback GET /oauth?code=x1&access_token=ya29.a0AfH6SMBx&state=9"},
 ]
 
-TRACEBACK = """Traceback (most recent call last):
-  File "/srv/worker/commands.py", line 42, in render_pdf
-    doc = template.render(**args)
-  File "/srv/worker/templates.py", line 17, in render
-    raise KeyError(name)
-KeyError: 'customer_name'"""
-
-
-def request_events():
-    cid = uuid.uuid4().hex[:16]
-    command = random.choice(COMMANDS)
-    worker = f"w{random.randint(1, 4)}"
-    ok = random.random() > 0.08
-    duration = round(random.lognormvariate(3.0, 0.7), 2)
-    started = {"kind": "request.started", "correlation_id": cid,
-               "fields": {"pool": "default", "command": command, "worker": worker, "user": random.choice(USERS)}}
-    done = {"kind": "request.completed", "correlation_id": cid, "severity": "info" if ok else "error",
-            "fields": {"pool": "default", "command": command, "worker": worker, "duration_ms": duration,
-                       "success": ok, "queue_wait_ms": round(random.random() * 3, 3)}}
-    if not ok:
-        done["fields"].update({"error_kind": "KeyError", "error_message": "'customer_name'", "traceback": TRACEBACK})
+def app_events():
+    """Events other services publish through the ingest API; a quarter leak something."""
+    user = random.choice(USERS)
+    event = {"kind": random.choice(["auth.login", "billing.invoice", "storage.upload"]),
+             "correlation_id": uuid.uuid4().hex[:16],
+             "fields": {"user": user, "region": random.choice(["eu-west", "us-east"])}}
     if random.random() < 0.25:
-        started["fields"].update(random.choice(LEAKY))
-    return [started, done]
+        event["fields"].update(random.choice(LEAKY))
+    return [event]
 
 
-def occasional_events():
-    r = random.random()
-    if r < 0.02:
-        return [{"kind": "worker.crashed", "severity": "error",
-                 "fields": {"pool": "default", "worker": f"w{random.randint(1, 4)}", "exit_code": -9,
-                            "signal": "SIGKILL", "uptime_s": random.randint(60, 7200), "requests_served": random.randint(10, 9000),
-                            "last_stderr": "MemoryError while rendering page 3"}}]
-    if r < 0.04:
-        return [{"kind": "session.created", "fields": {"session_id": uuid.uuid4().hex[:12], "ttl_s": 900,
-                                                     "worker": "w2", "metadata": "user=chen token=tok_7d8e9f0a1b2c"}}]
-    if r < 0.05:
-        return [{"kind": "pool.saturated", "severity": "warn",
-                 "fields": {"pool": "default", "available": 0, "busy": 4, "queue_length": random.randint(5, 40)}}]
-    return []
+def execute(base, body, session=None):
+    """One request on the demo pool's real Python workers; the answer's status."""
+    if session:
+        body["session_id"] = session
+    req = urllib.request.Request(base + "/api/v1/pools/demo/execute", data=json.dumps(body).encode(),
+                                 method="POST", headers={"content-type": "application/json",
+                                                         "x-correlation-id": "demo-" + uuid.uuid4().hex[:12]})
+    try:
+        with urllib.request.urlopen(req, timeout=35) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def traffic(base, stop, counts):
+    """Requests as an application would send them: mostly fine, some slow, some failing with
+    secrets in their arguments, sessions, and now and then a worker crash."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        r = random.random()
+        if n % 400 == 0:
+            body = {"command": "crash"}
+        elif r < 0.55:
+            body = {"command": "echo", "args": {"user": random.choice(USERS), "item": random.randint(1, 99)}}
+        elif r < 0.75:
+            body = {"command": "sleep", "args": {"seconds": round(random.lognormvariate(-4, 0.8), 4)}}
+        elif r < 0.85:
+            body = {"command": "fail", "args": dict(random.choice(LEAKY), message="could not render invoice")}
+        else:
+            body = {"command": "count"}
+            status = execute(base, body, session=f"cart-{random.choice(USERS)}")
+            counts[status] = counts.get(status, 0) + 1
+            continue
+        try:
+            status = execute(base, body)
+        except (urllib.error.URLError, ConnectionError):
+            status = "unreachable"
+            time.sleep(1)
+        counts[status] = counts.get(status, 0) + 1
+        time.sleep(random.random() * 0.05)
 
 
 def post(base, events):
@@ -83,9 +97,14 @@ def post(base, events):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base", nargs="?", default="http://127.0.0.1:8787")
-    parser.add_argument("--rate", type=float, default=40.0, help="events per second (approximate)")
+    parser.add_argument("--rate", type=float, default=20.0, help="ingested events per second (approximate)")
+    parser.add_argument("--clients", type=int, default=3, help="concurrent clients of the demo pool")
     args = parser.parse_args()
     base = args.base.rstrip("/")
+    stop = threading.Event()
+    counts = {}
+    for _ in range(args.clients):
+        threading.Thread(target=traffic, args=(base, stop, counts), daemon=True).start()
     interval = 0.25
     sent = 0
     last_report = time.monotonic()
@@ -93,18 +112,18 @@ def main():
         while True:
             events = []
             while len(events) < max(1, int(args.rate * interval)):
-                events += request_events() + occasional_events()
+                events += app_events()
             try:
                 post(base, events)
                 sent += len(events)
             except (urllib.error.URLError, ConnectionError) as e:
                 print(f"demo publisher: {base} unreachable ({e}); retrying", file=sys.stderr)
             if time.monotonic() - last_report > 10:
-                print(f"demo publisher: {sent} events sent", file=sys.stderr)
+                print(f"demo publisher: {sent} events sent; pool requests by status {counts}", file=sys.stderr)
                 last_report = time.monotonic()
             time.sleep(interval)
     except KeyboardInterrupt:
-        pass
+        stop.set()
 
 
 if __name__ == "__main__":
