@@ -359,10 +359,32 @@ const MAX_KIND_STATES: usize = 4096;
 impl Pipeline {
     fn run(mut self, rx: mpsc::Receiver<Event>) {
         let mut batch = Vec::new();
+        // Start parked: nothing flows yet.
+        let mut idle_polls = IDLE_POLLS;
         loop {
             let batch_size = self.inner.config.load().batch_size;
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(event) => batch.push(event),
+            // While events flow the queue is polled, not waited on: a receiver parked on it
+            // makes every publish pay a wake-up syscall (several µs, most of what a publish
+            // would cost). Polling costs at most one `POLL` of latency; after `IDLE_POLLS`
+            // empty polls the thread parks again.
+            let next = if idle_polls < IDLE_POLLS {
+                match rx.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        idle_polls += 1;
+                        std::thread::sleep(POLL);
+                        Err(RecvTimeoutError::Timeout)
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                rx.recv_timeout(Duration::from_millis(20))
+            };
+            match next {
+                Ok(event) => {
+                    idle_polls = 0;
+                    batch.push(event);
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if self.inner.closed.load(Ordering::Acquire) {
                         // Closed and nothing arrived within the timeout: take the stragglers.
@@ -552,6 +574,11 @@ fn kept_positions(out: &[Event], meta: &[(u64, Arc<KindCounters>)]) -> Option<Ve
     }
     Some(positions)
 }
+
+/// How often the pipeline polls its queue while events flow.
+const POLL: Duration = Duration::from_millis(1);
+/// Empty polls (≈ 50 ms) before the pipeline parks until the next event.
+const IDLE_POLLS: u32 = 50;
 
 /// The sampling key: the correlation id, so one request's events share a fate; else the id.
 fn sample_hash(event: &Event) -> u64 {

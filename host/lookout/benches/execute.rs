@@ -1,0 +1,288 @@
+//! What lookout's pool costs a request, in one run, side by side: the same `echo` round trip
+//! on 2 Python workers of `examples/workers/app.py`, driven by 8 concurrent clients,
+//! (1) through a minimal direct pipe client (a task per worker writing a request line and
+//! reading the reply — no queue, no events), (2) through `Pool::execute` in-process (queue,
+//! events on the bus with the real `redact` WASM sanitizer, metrics), and (3) through
+//! `POST /api/v1/pools/{pool}/execute` of the `lookout` binary over loopback HTTP.
+//!
+//! Run: `cargo bench -p lookout --bench execute` (results go in docs/performance.md).
+//! Without `--bench` (as `cargo test --all-targets` runs it) only a short smoke run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout_core::{Bus, BusConfig};
+use lookout_pool::{ExecRequest, PoolConfig, Pools};
+use lookout_testkit::{Host, repo_root};
+use prometheus::Registry;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+const WORKERS: usize = 2;
+const CLIENTS: usize = 8;
+
+fn app() -> String {
+    repo_root()
+        .join("examples/workers/app.py")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn args(i: usize) -> serde_json::Value {
+    serde_json::json!({"user": "amy", "item": i, "note": "render invoice 2026-11"})
+}
+
+struct Run {
+    name: &'static str,
+    requests: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn quantile(&self, q: f64) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let at = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
+        sorted[at].as_secs_f64() * 1e3
+    }
+
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `requests` calls of `call` from CLIENTS concurrent clients.
+async fn drive<F, Fut>(name: &'static str, requests: usize, call: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (call, next) = (call.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= requests {
+                        return latencies;
+                    }
+                    let t = Instant::now();
+                    call(i).await;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(c.await.unwrap());
+    }
+    Run {
+        name,
+        requests,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+type Job = (serde_json::Value, oneshot::Sender<String>);
+
+/// The minimal direct client: WORKERS processes, each fed by one task from a shared queue.
+async fn direct(requests: usize) -> Run {
+    let (tx, rx) = mpsc::channel::<Job>(64);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut children = Vec::new();
+    for _ in 0..WORKERS {
+        let mut child = tokio::process::Command::new("python3")
+            .arg(app())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        stdout.next_line().await.unwrap().expect("ready line");
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            loop {
+                let Some((args, reply)) = rx.lock().await.recv().await else {
+                    return;
+                };
+                id += 1;
+                let line = serde_json::json!({"id": id, "command": "echo", "args": args});
+                stdin
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await
+                    .unwrap();
+                let answer = stdout.next_line().await.unwrap().unwrap();
+                let _ = reply.send(answer);
+            }
+        });
+        children.push(child);
+    }
+    let run = drive("direct pipe client (no pool)", requests, move |i| {
+        let tx = tx.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            tx.send((args(i), reply)).await.unwrap();
+            assert!(answer.await.unwrap().contains("\"ok\":true"));
+        }
+    })
+    .await;
+    drop(children);
+    run
+}
+
+/// `Pool::execute` in-process, with the bus and the real `redact` sanitizer behind it.
+async fn in_process(requests: usize) -> Run {
+    let registry = Registry::new();
+    let runtime = lookout_wasm::Runtime::new(&registry).unwrap();
+    let redact = lookout_wasm::WasmSanitizer::load(
+        &runtime,
+        "redact",
+        lookout_artifacts::plugins::REDACT,
+        Vec::new(),
+        lookout_wasm::Limits::default(),
+    )
+    .unwrap();
+    let bus = Bus::start(BusConfig::default(), &registry, Box::new(redact)).unwrap();
+    let mut config = PoolConfig::new("bench", &["python3", &app()]);
+    config.size = WORKERS;
+    let pools = Arc::new(Pools::start(&[config], &bus, &registry).unwrap());
+    wait_ready(|| pools.get("bench").unwrap().snapshot().status == "ok").await;
+    let run = {
+        let pools = pools.clone();
+        drive(
+            "lookout pool, in-process (`Pool::execute`)",
+            requests,
+            move |i| {
+                let pools = pools.clone();
+                async move {
+                    let request = ExecRequest {
+                        command: "echo".into(),
+                        args: args(i),
+                        session_id: None,
+                        timeout: None,
+                        correlation_id: format!("bench-{i}"),
+                    };
+                    pools.get("bench").unwrap().execute(request).await.unwrap();
+                }
+            },
+        )
+        .await
+    };
+    pools.stop("bench over").await;
+    bus.shutdown().await;
+    run
+}
+
+/// Over loopback HTTP through the `lookout` binary.
+async fn over_http(requests: usize) -> Run {
+    let path = lookout_testkit::artifacts_dir().join("bench-execute.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[pools]]\nname = \"bench\"\ncommand = [\"python3\", {:?}]\nsize = {WORKERS}\n",
+            app()
+        ),
+    )
+    .unwrap();
+    let host = Arc::new(
+        Host::start(
+            env!("CARGO_BIN_EXE_lookout"),
+            &["--config", path.to_str().unwrap()],
+        )
+        .unwrap(),
+    );
+    let url = host.url("/api/v1/pools/bench/execute");
+    let client = reqwest::Client::new();
+    let ready = {
+        let (client, host) = (client.clone(), host.clone());
+        move || {
+            let (client, host) = (client.clone(), host.clone());
+            async move {
+                let pool: serde_json::Value = client
+                    .get(host.url("/api/v1/pools/bench"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (pool["status"] == "ok").then_some(())
+            }
+        }
+    };
+    lookout_testkit::eventually("the pool ready", Duration::from_secs(30), ready).await;
+    drive("lookout `POST …/execute` over HTTP", requests, move |i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client
+                .post(&url)
+                .json(&serde_json::json!({"command": "echo", "args": args(i)}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        }
+    })
+    .await
+}
+
+async fn wait_ready(ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the pool did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let requests: usize = std::env::var("LOOKOUT_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 20_000 } else { 200 });
+    // A warm-up round of each, then the measured one.
+    let mut runs = Vec::new();
+    for round in 0..2 {
+        let n = if round == 0 { requests / 10 } else { requests };
+        // LOOKOUT_BENCH_ONLY=pool runs only the in-process path (for a profiler).
+        if std::env::var("LOOKOUT_BENCH_ONLY").is_ok_and(|o| o == "pool") {
+            in_process(n).await;
+            continue;
+        }
+        let measured = vec![direct(n).await, in_process(n).await, over_http(n).await];
+        if round == 1 {
+            runs = measured;
+        }
+    }
+    if runs.is_empty() {
+        return;
+    }
+    let base = runs[0].rate();
+    println!(
+        "| path ({WORKERS} workers, {CLIENTS} clients, `echo`) | requests | requests/s | p50 ms | p99 ms | throughput vs direct |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &runs {
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2}× |",
+            r.name,
+            r.requests,
+            r.rate(),
+            r.quantile(0.5),
+            r.quantile(0.99),
+            r.rate() / base
+        );
+    }
+}
