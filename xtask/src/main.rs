@@ -82,10 +82,20 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
             .args(["target", "add"])
             .args(WASM_TARGETS))?;
     }
-    if !browser {
-        return Ok(());
+    // Debian packages: python3 runs the pools' workers (demo and tests); chromium drives the
+    // dashboard's browser test.
+    let mut packages: Vec<&str> = Vec::new();
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        packages.push("python3");
     }
-    if !Path::new("/usr/bin/chromium").exists() {
+    if browser && !Path::new("/usr/bin/chromium").exists() {
+        packages.extend(["chromium", "chromium-driver"]);
+    }
+    if !packages.is_empty() {
         let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
         let apt = |args: &[&str]| {
             let mut all: Vec<&str> = sudo.to_vec();
@@ -96,14 +106,12 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
             run(&mut cmd)
         };
         apt(&["update", "-qq"])?;
-        apt(&[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ])?;
+        let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&packages);
+        apt(&install)?;
+    }
+    if !browser {
+        return Ok(());
     }
     let browser_dir = root.join("tests/browser");
     if !browser_dir.join("node_modules/playwright-core").exists() {
