@@ -175,6 +175,17 @@ impl Serialize for Event {
     }
 }
 
+/// A fresh identifier: `prefix` and 16 hex digits, unique within the process and not
+/// guessable across processes (std's per-process random hash keys, a counter and the time).
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u64(now_ns());
+    format!("{prefix}{:016x}", hasher.finish())
+}
+
 /// Longest correlation id, in bytes.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 

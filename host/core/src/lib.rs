@@ -27,7 +27,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use event::{
-    Event, Field, FieldValue, MAX_CORRELATION_ID_LEN, MAX_KIND_LEN, Severity, now_ns,
+    Event, Field, FieldValue, MAX_CORRELATION_ID_LEN, MAX_KIND_LEN, Severity, new_id, now_ns,
     validate_correlation_id, validate_kind,
 };
 

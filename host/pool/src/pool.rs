@@ -133,6 +133,16 @@ pub struct WorkerSnapshot {
     pub last_error: Option<String>,
 }
 
+/// A session as opening it answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub worker: String,
+    pub ttl_s: u64,
+    /// False when the session already existed.
+    pub created: bool,
+}
+
 /// A pool as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PoolSnapshot {
@@ -387,6 +397,92 @@ impl Pool {
                 now,
             )),
         }
+    }
+
+    /// Opens a session (or answers the existing one of that id): pinned to the live worker
+    /// with the fewest sessions, announced by `session.created` with its metadata.
+    pub fn open_session(
+        &self,
+        session_id: Option<String>,
+        metadata: Option<serde_json::Value>,
+        correlation_id: &str,
+    ) -> Result<SessionInfo, ExecError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let session_id = session_id.unwrap_or_else(|| lookout_core::new_id("s-"));
+        let mut state = inner.state.lock();
+        let request = ExecRequest {
+            command: "session.open".into(),
+            args: serde_json::Value::Null,
+            session_id: Some(session_id.clone()),
+            timeout: None,
+            correlation_id: correlation_id.to_string(),
+        };
+        if state.stopping {
+            return Err(inner.error(
+                &request,
+                ErrorKind::Unavailable,
+                "the pool is stopping".into(),
+                None,
+                Instant::now(),
+            ));
+        }
+        if let Some(existing) = state.sessions.get(&session_id) {
+            return Ok(SessionInfo {
+                session_id,
+                worker: existing.worker.clone(),
+                ttl_s: config.session_ttl_s,
+                created: false,
+            });
+        }
+        let pinned = |worker: &str| {
+            state
+                .sessions
+                .values()
+                .filter(|s| s.worker == worker)
+                .count()
+        };
+        let worker = state
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, WorkerState::Available | WorkerState::Busy))
+            .filter_map(|s| s.worker.as_ref().map(|w| w.id.clone()))
+            .min_by_key(|w| pinned(w));
+        let Some(worker) = worker else {
+            return Err(inner.error(
+                &request,
+                ErrorKind::Unavailable,
+                "no worker is running to pin the session to".into(),
+                None,
+                Instant::now(),
+            ));
+        };
+        state.sessions.insert(
+            session_id.clone(),
+            Session {
+                worker: worker.clone(),
+                created: Instant::now(),
+                last_used: Instant::now(),
+                requests: 0,
+            },
+        );
+        let mut event = Event::new("session.created")
+            .correlation_id(correlation_id)
+            .field("pool", config.name.as_str())
+            .field("session_id", session_id.as_str())
+            .field("ttl_s", config.session_ttl_s as i64)
+            .field("worker", worker.as_str());
+        if let Some(metadata) = metadata {
+            event = event.field("metadata", metadata.to_string());
+        }
+        inner.publish(event);
+        inner.refresh_gauges(&state);
+        Ok(SessionInfo {
+            session_id,
+            worker,
+            ttl_s: config.session_ttl_s,
+            created: true,
+        })
     }
 
     /// Recycles a worker (by id) once it is idle. False when no such worker runs.
@@ -871,13 +967,21 @@ async fn run_slot(
                 // Let the stderr reader catch up with the last lines before reporting them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let tail = process.tail().join("\n");
+                let sessions = inner
+                    .state
+                    .lock()
+                    .sessions
+                    .values()
+                    .filter(|s| s.worker == id)
+                    .count();
                 let clean = inner.clean(&how);
                 tracing::error!(target: "lookout::pool", pool, worker = %id, pid, how = %clean, "worker crashed");
                 inner.publish(
                     lifecycle("worker.crashed")
                         .severity(Severity::Error)
                         .field("reason", how.as_str())
-                        .field("stderr_tail", tail),
+                        .field("stderr_tail", tail)
+                        .field("sessions_pinned", sessions as i64),
                 );
                 inner.worker_exit("crashed");
                 let mut state = inner.state.lock();

@@ -23,6 +23,15 @@ const STDERR_LINE: usize = 1024;
 /// The last lines a worker wrote to stderr.
 pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
 
+/// The correlation id of the request a worker is running (and when it ended, if it has):
+/// its stderr lines are logged with it, so one request can be followed through the log into
+/// the worker.
+type Current = Arc<Mutex<Option<(String, Option<Instant>)>>>;
+
+/// A stderr line read this soon after its request's reply still belongs to it: the reader
+/// runs beside the request and may be a little behind.
+const STDERR_LAG: Duration = Duration::from_millis(100);
+
 pub(crate) struct Process {
     pub id: String,
     pub pid: u32,
@@ -34,6 +43,7 @@ pub(crate) struct Process {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub tail: Tail,
+    current: Current,
     next_request: u64,
 }
 
@@ -84,10 +94,12 @@ impl Process {
         })?;
         let pid = child.id().unwrap_or_default();
         let tail: Tail = Arc::default();
+        let current: Current = Arc::default();
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(read_stderr(
                 stderr,
                 tail.clone(),
+                current.clone(),
                 bus.clone(),
                 config.name.clone(),
                 id.clone(),
@@ -153,6 +165,7 @@ impl Process {
             stdin,
             stdout,
             tail,
+            current,
             next_request: 1,
         })
     }
@@ -182,7 +195,16 @@ impl Process {
         };
         let mut line = serde_json::to_vec(&request).unwrap_or_default();
         line.push(b'\n');
-        if let Err(e) = self.write(&line).await {
+        *self.current.lock() = Some((correlation_id.to_string(), None));
+        let ran = self.exchange(id, &line, deadline).await;
+        if let Some((_, ended)) = self.current.lock().as_mut() {
+            *ended = Some(Instant::now());
+        }
+        ran
+    }
+
+    async fn exchange(&mut self, id: u64, line: &[u8], deadline: tokio::time::Instant) -> Ran {
+        if let Err(e) = self.write(line).await {
             return Ran::Crashed(
                 self.exited(&format!("could not take the request: {e}"))
                     .await,
@@ -357,6 +379,7 @@ async fn next_line(reader: &mut BufReader<ChildStdout>) -> std::io::Result<Optio
 async fn read_stderr(
     stderr: tokio::process::ChildStderr,
     tail: Tail,
+    current: Current,
     bus: Bus,
     pool: String,
     worker: String,
@@ -373,7 +396,20 @@ async fn read_stderr(
                 _ => None,
             })
             .unwrap_or_default();
-        tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", "{clean}");
+        // The request running now, if any (a line written between requests has none).
+        let correlation_id = current
+            .lock()
+            .as_ref()
+            .filter(|(_, ended)| ended.is_none_or(|at| at.elapsed() < STDERR_LAG))
+            .map(|(cid, _)| cid.clone());
+        match correlation_id {
+            Some(cid) => {
+                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", correlation_id = %cid, "{clean}")
+            }
+            None => {
+                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", "{clean}")
+            }
+        }
         let mut tail = tail.lock();
         if tail.len() == STDERR_TAIL {
             tail.pop_front();

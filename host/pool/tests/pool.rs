@@ -547,6 +547,52 @@ async fn sessions_stick_expire_and_survive_their_worker() {
     let repinned = h.wait_for("session.repinned", 1).await;
     assert_eq!(str_field(&repinned[0], "from_worker"), pinned.worker);
     assert_eq!(str_field(&repinned[0], "worker"), moved.worker);
+    let crashed = h.wait_for("worker.crashed", 1).await;
+    assert!(
+        num_field(&crashed[0], "sessions_pinned") >= 1.0,
+        "{crashed:?}"
+    );
+}
+
+/// Sessions opened explicitly carry their metadata and spread over the workers; a request
+/// in one goes to its worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_opened_explicitly_spread_and_carry_metadata() {
+    let h = Harness::start(config(|c| c.size = 2)).await;
+    h.all_available().await;
+    let a = h
+        .pool()
+        .open_session(
+            Some("cart-a".into()),
+            Some(serde_json::json!({"user": "amy"})),
+            "c-1",
+        )
+        .unwrap();
+    let b = h.pool().open_session(None, None, "c-2").unwrap();
+    assert!(a.created && b.created);
+    assert!(b.session_id.starts_with("s-"), "{b:?}");
+    assert_ne!(
+        a.worker, b.worker,
+        "the second session goes to the other worker"
+    );
+    let again = h
+        .pool()
+        .open_session(Some("cart-a".into()), None, "c-3")
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.worker, a.worker);
+    let ran = h
+        .run_as("count", serde_json::json!(null), Some("cart-a"), None)
+        .await
+        .unwrap();
+    assert_eq!(ran.worker, a.worker);
+    let created = h.wait_for("session.created", 2).await;
+    let with_metadata = created
+        .iter()
+        .find(|e| str_field(e, "session_id") == "cart-a")
+        .unwrap();
+    assert_eq!(str_field(with_metadata, "metadata"), r#"{"user":"amy"}"#);
+    assert_eq!(with_metadata.correlation_id.as_deref(), Some("c-1"));
 }
 
 /// Workers are recycled after `max_requests`, after `max_age_s`, past `max_memory_mib`, and

@@ -135,6 +135,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/pools/{pool}/workers/{worker}/recycle",
             post(pools::recycle),
         )
+        .route(
+            "/api/v1/pools/{pool}/sessions",
+            post(pools::create_session).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_admin,

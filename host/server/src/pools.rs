@@ -5,6 +5,7 @@
 //! | `POST /api/v1/pools/{pool}/execute` | `{command, args?, session_id?, timeout_ms?}` → 200 `{result, worker, duration_ms, queue_wait_ms, correlation_id}`; errors below; admin |
 //! | `GET /api/v1/pools` | every pool: workers (id, pid, state, uptime, requests, memory), queue, sessions |
 //! | `GET /api/v1/pools/{pool}` | one pool |
+//! | `POST /api/v1/pools/{pool}/sessions` | open a session `{session_id?, metadata?}` → 201 `{session_id, worker, ttl_s, created}`; admin |
 //! | `POST /api/v1/pools/{pool}/workers/{worker}/recycle` | recycle a worker once it is idle; admin |
 //!
 //! Errors carry `{error: {kind, worker_kind?, message, traceback?, stderr_tail?},
@@ -14,9 +15,7 @@
 //! `Retry-After`), 504 timeout, 404 no such pool, 400 a bad body or correlation id.
 //! `x-correlation-id` is taken from the request (or made up) and returned on every answer.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -45,18 +44,24 @@ struct ExecuteBody {
     timeout_ms: Option<u64>,
 }
 
-/// A correlation id for a request that came without one: `lk-` and 16 hex digits, unique
-/// per process and unpredictable across processes.
-fn new_correlation_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("lk-{:016x}", hasher.finish())
+/// The caller's `x-correlation-id`, or a new one (`lk-` and 16 hex digits); 400 when the
+/// caller's is not a plain identifier.
+#[allow(clippy::result_large_err)]
+fn correlation_id(headers: &HeaderMap) -> Result<String, Response> {
+    match headers.get(CORRELATION_HEADER) {
+        None => Ok(lookout_core::new_id("lk-")),
+        Some(value) => {
+            let id = value.to_str().unwrap_or_default();
+            lookout_core::validate_correlation_id(id).map_err(|reason| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("header `{CORRELATION_HEADER}`: {reason}"),
+                )
+                .into_response()
+            })?;
+            Ok(id.to_string())
+        }
+    }
 }
 
 fn with_correlation(mut response: Response, correlation_id: &str) -> Response {
@@ -72,19 +77,9 @@ pub(crate) async fn execute(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let correlation_id = match headers.get(CORRELATION_HEADER) {
-        None => new_correlation_id(),
-        Some(value) => {
-            let id = value.to_str().unwrap_or_default();
-            if let Err(reason) = lookout_core::validate_correlation_id(id) {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("header `{CORRELATION_HEADER}`: {reason}"),
-                )
-                .into_response();
-            }
-            id.to_string()
-        }
+    let correlation_id = match correlation_id(&headers) {
+        Ok(id) => id,
+        Err(response) => return response,
     };
     let answer = |response: Response| with_correlation(response, &correlation_id);
     let Some(pool) = state.pools.get(&pool_name) else {
@@ -218,6 +213,81 @@ fn error_response(
             .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     }
     response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    #[serde(default)]
+    session_id: Option<String>,
+    /// Anything the caller wants on `session.created` (sanitized there).
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// Opens a session explicitly (a request naming an unknown session opens one too): pinned
+/// to the live worker with the fewest sessions. 201 with `{session_id, worker, ttl_s}`; 200
+/// with the same for a session that already exists.
+pub(crate) async fn create_session(
+    State(state): State<Arc<AppState>>,
+    Path(pool_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let correlation_id = match correlation_id(&headers) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let answer = |response: Response| with_correlation(response, &correlation_id);
+    let Some(pool) = state.pools.get(&pool_name) else {
+        return answer(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool_name}`"),
+            )
+            .into_response(),
+        );
+    };
+    let body: SessionBody = if body.is_empty() {
+        SessionBody {
+            session_id: None,
+            metadata: None,
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return answer(
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}"))
+                        .into_response(),
+                );
+            }
+        }
+    };
+    if let Some(session) = &body.session_id
+        && let Err(reason) = lookout_core::validate_correlation_id(session)
+    {
+        return answer(
+            ApiError::new(StatusCode::BAD_REQUEST, format!("`session_id`: {reason}"))
+                .into_response(),
+        );
+    }
+    match pool.open_session(body.session_id, body.metadata, &correlation_id) {
+        Ok(session) => {
+            let status = if session.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            answer((status, Json(session)).into_response())
+        }
+        Err(e) => answer(error_response(
+            &state,
+            e,
+            &serde_json::Value::Null,
+            &correlation_id,
+        )),
+    }
 }
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Response {

@@ -99,6 +99,65 @@ async fn execute_runs_on_the_demo_pool_with_its_correlation_id() {
         assert_eq!(v["correlation_id"], "trace-42.a", "{line}");
     }
 
+    // An explicit session, then a request in it on its worker.
+    let session: Value = host
+        .http
+        .post(host.url("/api/v1/pools/demo/sessions"))
+        .json(&json!({"session_id": "cart-7", "metadata": {"user": "amy"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["session_id"], "cart-7");
+    assert_eq!(session["created"], true);
+    let body: Value = execute(
+        &host,
+        "demo",
+        json!({"command": "count", "session_id": "cart-7"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(body["worker"], session["worker"], "{body}");
+
+    // Recycling a worker on demand: a new one takes its slot.
+    let recycled = host
+        .http
+        .post(host.url(&format!(
+            "/api/v1/pools/demo/workers/{}/recycle",
+            session["worker"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recycled.status(), 202);
+    eventually(
+        "the recycled worker replaced",
+        Duration::from_secs(20),
+        || async {
+            let pool: Value = host
+                .http
+                .get(host.url("/api/v1/pools/demo"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let ids: Vec<&str> = pool["workers"]
+                .as_array()?
+                .iter()
+                .filter_map(|w| w["id"].as_str())
+                .collect();
+            (pool["status"] == "ok" && !ids.contains(&session["worker"].as_str()?)).then_some(())
+        },
+    )
+    .await;
+
     // Without a header, one is made up and returned.
     let response = execute(&host, "demo", json!({"command": "pid"}), None).await;
     let cid = response.headers()["x-correlation-id"]
@@ -150,8 +209,8 @@ async fn failures_map_to_status_codes_with_context_and_no_secret() {
         "{body}"
     );
 
-    // A crash: 502 with what the worker said on stderr.
-    let response = execute(&host, "small", json!({"command": "crash"}), None).await;
+    // A crash: 502 with what the worker said on stderr — logged with the request's id.
+    let response = execute(&host, "small", json!({"command": "crash"}), Some("crash-1")).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "worker_crashed");
@@ -234,6 +293,15 @@ async fn failures_map_to_status_codes_with_context_and_no_secret() {
         .status(),
         400
     );
+
+    let stderr_line = host
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("crashing on purpose"))
+        .expect("the worker's stderr is logged");
+    let stderr_line: Value = serde_json::from_str(&stderr_line).unwrap();
+    assert_eq!(stderr_line["correlation_id"], "crash-1", "{stderr_line}");
+    assert_eq!(stderr_line["stream"], "stderr", "{stderr_line}");
 
     let logs = host.logs().join("\n");
     assert!(logs.contains("fail-1"), "the failure is logged");
