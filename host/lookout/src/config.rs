@@ -135,12 +135,15 @@ impl Default for SanitizerConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `warn,lookout=debug`, …; `RUST_LOG` overrides it.
     pub level: String,
+    /// `json` (one object a line) or `pretty` (for a terminal); `--log-format` overrides it.
+    pub format: crate::logging::LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: crate::logging::LogFormat::Json,
         }
     }
 }
@@ -176,6 +179,9 @@ impl Config {
             bail!("invalid config `server.admin_token`: use at least 16 characters");
         }
         self.bus.validate()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            bail!("invalid config `log.level`: `{}`: {e}", self.log.level);
+        }
         let mut names = std::collections::BTreeSet::new();
         for pool in &self.pools {
             if let Some((field, reason)) = pool.problems().into_iter().next() {

@@ -4,6 +4,7 @@
 //! config, the embedded `redact` sanitizer and the embedded dashboard.
 
 mod config;
+mod logging;
 mod plugin_cli;
 mod watch;
 
@@ -44,6 +45,9 @@ enum Command {
         /// A folder of plugins (`<name>.wasm` + `<name>.toml`), loaded at start and watched.
         #[arg(long)]
         plugins: Option<PathBuf>,
+        /// `json` (one object a line, the default) or `pretty` (overrides `log.format`).
+        #[arg(long, value_parser = ["json", "pretty"])]
+        log_format: Option<String>,
     },
     /// Check configuration files.
     Config {
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             config,
             plugins,
+            log_format,
         } => {
             let mut config = match config {
                 Some(path) => Config::load(&path)?,
@@ -111,12 +116,17 @@ fn main() -> anyhow::Result<()> {
                 config.server.listen = listen;
                 config.validate()?;
             }
-            init_logging(&config.log.level)?;
+            match log_format.as_deref() {
+                Some("pretty") => config.log.format = logging::LogFormat::Pretty,
+                Some(_) => config.log.format = logging::LogFormat::Json,
+                None => {}
+            }
+            let log = logging::init(&config.log.level, config.log.format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("lookout")
                 .build()?;
-            runtime.block_on(serve(config, plugins))
+            runtime.block_on(serve(config, plugins, log))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -158,25 +168,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// JSON logs, one object a line, on stderr.
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => {
-            tracing_subscriber::EnvFilter::try_new(env).context("invalid RUST_LOG")?
-        }
-        _ => tracing_subscriber::EnvFilter::try_new(level)
-            .with_context(|| format!("invalid config `log.level`: `{level}`"))?,
-    };
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    Ok(())
-}
-
-async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    plugin_dir: Option<PathBuf>,
+    log: logging::LogLevel,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let registry = Registry::new();
     let runtime = Runtime::with_cache(&registry, config.plugins.cache_dir().as_deref())?;
@@ -209,6 +205,7 @@ async fn serve(config: Config, plugin_dir: Option<PathBuf>) -> anyhow::Result<()
         max_body_bytes: config.server.max_body_bytes,
         plugins,
         pools: pools.clone(),
+        log: Some(Arc::new(log)),
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,

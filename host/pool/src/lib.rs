@@ -21,8 +21,8 @@ use lookout_core::Bus;
 pub use config::{MAX_POOL_SIZE, PoolConfig};
 pub use metrics::PoolMetrics;
 pub use pool::{
-    ErrorKind, ExecError, ExecRequest, Executed, Pool, PoolSnapshot, SessionInfo, WorkerSnapshot,
-    WorkerState, args_fields,
+    CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, Pool, PoolSnapshot, SessionInfo,
+    WorkerSnapshot, WorkerState, args_fields,
 };
 pub use protocol::PROTOCOL;
 

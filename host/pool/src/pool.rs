@@ -1247,9 +1247,27 @@ async fn run_job(
             tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, duration_ms, "request completed")
         }
         Err(e) => {
-            let message = inner.clean(&e.message);
+            // Everything a worker said, and the arguments, through the sanitizer first.
+            let clean = CleanFailure::of(&inner.bus, e, &request.args);
+            let args = serde_json::Value::Object(clean.args).to_string();
             let worker_error_kind = e.worker_kind.as_deref().unwrap_or_default();
-            tracing::error!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, duration_ms, error_kind = e.kind.as_str(), worker_error_kind, %message, "request failed")
+            tracing::error!(
+                target: "lookout::pool",
+                pool,
+                worker = %process.id,
+                command = %request.command,
+                session_id = request.session_id.as_deref().unwrap_or_default(),
+                correlation_id = cid,
+                duration_ms,
+                queue_wait_ms,
+                error_kind = e.kind.as_str(),
+                worker_error_kind,
+                error_message = %clean.message,
+                traceback = clean.traceback.as_deref().unwrap_or_default(),
+                stderr_tail = clean.stderr_tail.as_deref().unwrap_or_default(),
+                args = %args,
+                "request failed"
+            )
         }
     }
     let _ = job.reply.send(outcome);
@@ -1297,6 +1315,54 @@ fn completed_event(
         }
     }
     event
+}
+
+/// A failed request's words as they may leave the host (an HTTP answer, a log line): its
+/// message, traceback, stderr tail and arguments, through the bus's sanitizer in one call.
+#[derive(Clone, Debug, Serialize)]
+pub struct CleanFailure {
+    pub message: String,
+    pub traceback: Option<String>,
+    pub stderr_tail: Option<String>,
+    /// The arguments by top-level key (`""` for arguments that are not an object).
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CleanFailure {
+    pub fn of(bus: &Bus, error: &ExecError, args: &serde_json::Value) -> CleanFailure {
+        let mut event = Event::new("request.failure")
+            .field("message", error.message.as_str())
+            .field("stderr_tail", error.stderr_tail.join("\n"));
+        if let Some(tb) = &error.traceback {
+            event = event.field("traceback", tb.as_str());
+        }
+        for (key, value) in args_fields(args) {
+            event = event.field(key, value);
+        }
+        let clean = bus
+            .sanitize_copy(vec![event])
+            .pop()
+            .unwrap_or_else(|| Event::new("request.failure"));
+        let text = |key: &str| match clean.get(key) {
+            Some(FieldValue::Str(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        let mut clean_args = serde_json::Map::new();
+        for field in &clean.fields {
+            let value = serde_json::to_value(&field.value).unwrap_or_default();
+            if let Some(key) = field.key.strip_prefix("args.") {
+                clean_args.insert(key.to_string(), value);
+            } else if field.key == "args" {
+                clean_args.insert(String::new(), value);
+            }
+        }
+        CleanFailure {
+            message: text("message").unwrap_or_default(),
+            traceback: text("traceback"),
+            stderr_tail: text("stderr_tail"),
+            args: clean_args,
+        }
+    }
 }
 
 /// A request's arguments as event fields: `args.<key>` for each top-level key (nested values

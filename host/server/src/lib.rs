@@ -10,13 +10,17 @@
 //! | `GET /` | the dashboard (and its `/assets/…`) |
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //! | `/api/v1/pools…` | run commands on worker pools, look at them: see [`pools`](crate::pools) |
+//! | `PATCH /api/v1/config` | change settings while running: see [`config`](crate::config) |
 //!
 //! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
 //! events from a bus consumer, never from the ingest path.
 
 mod admin;
+mod config;
 mod ingest;
 mod pools;
+
+pub use config::LogControl;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -64,6 +68,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub plugins: Arc<lookout_wasm::PluginRegistry>,
     pub pools: Arc<lookout_pool::Pools>,
+    /// The running logger's level, for `PATCH /api/v1/config` (`None`: not changeable).
+    pub log: Option<Arc<dyn LogControl>>,
     /// When set, mutating routes need `Authorization: Bearer <token>`; when not, loopback only.
     pub admin_token: Option<String>,
     pub max_plugin_bytes: usize,
@@ -138,6 +144,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/pools/{pool}/sessions",
             post(pools::create_session).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(
+            "/api/v1/config",
+            axum::routing::patch(config::patch_config).layer(DefaultBodyLimit::max(max_body)),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -23,8 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lookout_core::{Event, FieldValue};
-use lookout_pool::{ErrorKind, ExecError, ExecRequest, args_fields};
+use lookout_pool::{CleanFailure, ErrorKind, ExecError, ExecRequest};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -158,39 +157,14 @@ fn error_response(
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::QueueFull | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut event = Event::new("request.error")
-        .field("message", e.message.as_str())
-        .field("stderr_tail", e.stderr_tail.join("\n"));
-    if let Some(tb) = &e.traceback {
-        event = event.field("traceback", tb.as_str());
-    }
-    for (key, value) in args_fields(args) {
-        event = event.field(key, value);
-    }
-    let clean = state
-        .bus
-        .sanitize_copy(vec![event])
-        .pop()
-        .unwrap_or_else(|| Event::new("request.error"));
-    let text = |key: &str| match clean.get(key) {
-        Some(FieldValue::Str(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    };
-    let mut clean_args = serde_json::Map::new();
-    for field in &clean.fields {
-        if let Some(key) = field.key.strip_prefix("args.") {
-            clean_args.insert(key.to_string(), json!(field.value));
-        } else if field.key == "args" {
-            clean_args.insert(String::new(), json!(field.value));
-        }
-    }
+    let clean = CleanFailure::of(&state.bus, &e, args);
     let body = json!({
         "error": {
             "kind": e.kind,
             "worker_kind": e.worker_kind,
-            "message": text("message").unwrap_or_default(),
-            "traceback": text("traceback"),
-            "stderr_tail": text("stderr_tail"),
+            "message": clean.message,
+            "traceback": clean.traceback,
+            "stderr_tail": clean.stderr_tail,
         },
         "correlation_id": correlation_id,
         "pool": e.pool,
@@ -199,7 +173,7 @@ fn error_response(
         "session_id": e.session_id,
         "duration_ms": e.duration_ms,
         "queue_wait_ms": e.queue_wait_ms,
-        "args": clean_args,
+        "args": clean.args,
     });
     let mut response = (status, Json(body)).into_response();
     let retry_after = match e.kind {

@@ -26,6 +26,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         max_body_bytes: 1 << 20,
         plugins,
         pools: Arc::default(),
+        log: None,
         admin_token: admin_token.map(str::to_string),
         max_plugin_bytes: 1 << 20,
         started: std::time::Instant::now(),

@@ -301,7 +301,7 @@ async fn failures_map_to_status_codes_with_context_and_no_secret() {
         .expect("the worker's stderr is logged");
     let stderr_line: Value = serde_json::from_str(&stderr_line).unwrap();
     assert_eq!(stderr_line["correlation_id"], "crash-1", "{stderr_line}");
-    assert_eq!(stderr_line["stream"], "stderr", "{stderr_line}");
+    assert_eq!(stderr_line["fields"]["stream"], "stderr", "{stderr_line}");
 
     let logs = host.logs().join("\n");
     assert!(logs.contains("fail-1"), "the failure is logged");
