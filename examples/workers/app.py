@@ -49,6 +49,14 @@ def leak(args, ctx):
 
 
 @command
+def say(args, ctx):
+    """Writes `message` to stderr (lookout logs it, sanitized) and returns it."""
+    message = (args or {}).get("message", "")
+    print(message, file=sys.stderr, flush=True)
+    return message
+
+
+@command
 def pid(args, ctx):
     """This worker's process id (session affinity is visible through it)."""
     return os.getpid()

@@ -343,6 +343,7 @@ impl Pool {
                     ),
                 );
             }
+            tracing::debug!(target: "lookout::pool", pool = %config.name, command = %request.command, correlation_id = %request.correlation_id, waiting = state.queue.len(), "request queued");
             state.queue.push_back(Job {
                 id: job_id,
                 request: request.clone(),

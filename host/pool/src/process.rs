@@ -19,6 +19,10 @@ use crate::protocol::{MAX_LINE, PROTOCOL, Ready, Reply, Request, SessionEnd};
 const STDERR_TAIL: usize = 20;
 /// Longest stderr line kept or logged; the rest is cut.
 const STDERR_LINE: usize = 1024;
+/// Lines that follow each other this closely were written together: one stderr record.
+const STDERR_RECORD_GAP: Duration = Duration::from_millis(5);
+/// Most lines in one stderr record (a 4096-bit PEM key is ≈ 50).
+const STDERR_RECORD_LINES: usize = 256;
 
 /// The last lines a worker wrote to stderr.
 pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
@@ -26,7 +30,24 @@ pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
 /// The correlation id of the request a worker is running (and when it ended, if it has):
 /// its stderr lines are logged with it, so one request can be followed through the log into
 /// the worker.
-type Current = Arc<Mutex<Option<(String, Option<Instant>)>>>;
+type Current = Arc<Mutex<Option<Running>>>;
+
+/// The request a worker runs (or ran last): its correlation id, its number, when it ended.
+struct Running {
+    correlation_id: String,
+    request: u64,
+    ended: Option<Instant>,
+}
+
+/// The request a stderr line read now belongs to: the one running, or the one that ended
+/// within `STDERR_LAG` (the reader may be a little behind).
+fn attributed(current: &Current) -> Option<(String, u64)> {
+    current
+        .lock()
+        .as_ref()
+        .filter(|r| r.ended.is_none_or(|at| at.elapsed() < STDERR_LAG))
+        .map(|r| (r.correlation_id.clone(), r.request))
+}
 
 /// A stderr line read this soon after its request's reply still belongs to it: the reader
 /// runs beside the request and may be a little behind.
@@ -195,10 +216,14 @@ impl Process {
         };
         let mut line = serde_json::to_vec(&request).unwrap_or_default();
         line.push(b'\n');
-        *self.current.lock() = Some((correlation_id.to_string(), None));
+        *self.current.lock() = Some(Running {
+            correlation_id: correlation_id.to_string(),
+            request: id,
+            ended: None,
+        });
         let ran = self.exchange(id, &line, deadline).await;
-        if let Some((_, ended)) = self.current.lock().as_mut() {
-            *ended = Some(Instant::now());
+        if let Some(running) = self.current.lock().as_mut() {
+            running.ended = Some(Instant::now());
         }
         ran
     }
@@ -374,8 +399,11 @@ async fn next_line(reader: &mut BufReader<ChildStdout>) -> std::io::Result<Optio
         .map_err(|_| std::io::Error::other("a line that is not UTF-8"))
 }
 
-/// Reads a worker's stderr line by line: each line is logged — after the sanitizer, like
-/// everything else that leaves the host — and kept in the tail for crash reports.
+/// Reads a worker's stderr. Lines written together (arriving within `STDERR_RECORD_GAP` of
+/// each other) are one record: a traceback, or a private key spread over lines, is sanitized
+/// as a whole — line by line, the middle of a PEM block looks like nothing — and logged as
+/// one entry. Raw lines are kept in the tail for crash reports (which are sanitized whole,
+/// too, wherever they go).
 async fn read_stderr(
     stderr: tokio::process::ChildStderr,
     tail: Tail,
@@ -385,35 +413,58 @@ async fn read_stderr(
     worker: String,
 ) {
     let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line = cut(&line, STDERR_LINE);
-        let event = Event::new("worker.stderr").field("line", line.as_str());
+    // A line read while collecting a record that belongs to another request starts the next.
+    let mut pending: Option<String> = None;
+    loop {
+        let first = match pending.take() {
+            Some(line) => line,
+            None => match lines.next_line().await {
+                Ok(Some(line)) => line,
+                _ => break,
+            },
+        };
+        // Attributed when its first line is read; it ends where another request's begin.
+        let owner = attributed(&current);
+        let owner_request = owner.as_ref().map(|(_, request)| *request);
+        let mut record = vec![cut(&first, STDERR_LINE)];
+        while record.len() < STDERR_RECORD_LINES {
+            // `next_line` is cancel-safe: a line cut short by the timeout is read next time.
+            match tokio::time::timeout(STDERR_RECORD_GAP, lines.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    if attributed(&current).map(|(_, request)| request) != owner_request {
+                        pending = Some(line);
+                        break;
+                    }
+                    record.push(cut(&line, STDERR_LINE));
+                }
+                _ => break,
+            }
+        }
+        let text = record.join("\n");
+        let event = Event::new("worker.stderr").field("text", text.as_str());
         let clean = bus
             .sanitize_copy(vec![event])
             .pop()
-            .and_then(|e| match e.get("line") {
+            .and_then(|e| match e.get("text") {
                 Some(FieldValue::Str(s)) => Some(s.clone()),
                 _ => None,
             })
             .unwrap_or_default();
-        // The request running now, if any (a line written between requests has none).
-        let correlation_id = current
-            .lock()
-            .as_ref()
-            .filter(|(_, ended)| ended.is_none_or(|at| at.elapsed() < STDERR_LAG))
-            .map(|(cid, _)| cid.clone());
-        match correlation_id {
+        // The request that was running, if any (a line written between requests has none).
+        match owner.map(|(cid, _)| cid) {
             Some(cid) => {
-                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", correlation_id = %cid, "{clean}")
+                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", lines = record.len(), correlation_id = %cid, "{clean}")
             }
             None => {
-                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", "{clean}")
+                tracing::info!(target: "lookout::worker", pool = %pool, worker = %worker, stream = "stderr", lines = record.len(), "{clean}")
             }
         }
         let mut tail = tail.lock();
-        if tail.len() == STDERR_TAIL {
-            tail.pop_front();
+        for line in record {
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
         }
-        tail.push_back(line);
     }
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod dashboard;
 mod ingest;
+mod logs;
 mod plugins;
 mod pools;
 
