@@ -79,4 +79,6 @@ def garbage(args, ctx):
 
 
 if __name__ == "__main__":
+    # Slow start on request (for tests and demos of readiness while a worker is replaced).
+    time.sleep(float(os.environ.get("DEMO_STARTUP_DELAY_S", "0")))
     run()

@@ -22,6 +22,7 @@ pub struct Config {
     pub sanitizer: SanitizerConfig,
     pub plugins: PluginsConfig,
     pub log: LogConfig,
+    pub health: HealthConfig,
     /// Worker pools. A config file runs exactly the pools it lists (none if it lists none);
     /// without a file, lookout runs the `demo` pool (the embedded demo app, `python3`).
     #[serde(default)]
@@ -38,6 +39,7 @@ impl Default for Config {
             sanitizer: SanitizerConfig::default(),
             plugins: PluginsConfig::default(),
             log: LogConfig::default(),
+            health: HealthConfig::default(),
             pools: vec![demo],
         }
     }
@@ -148,6 +150,35 @@ impl Default for LogConfig {
     }
 }
 
+/// How readiness is judged; each pool's criteria are in its `[pools.health]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A check's new state must hold this long before it counts (no flapping on one slow
+    /// request).
+    pub hold_ms: u64,
+    /// How often the checks run (transitions are reported from there).
+    pub interval_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            hold_ms: 5_000,
+            interval_ms: 1_000,
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn settings(&self) -> lookout_server::HealthSettings {
+        lookout_server::HealthSettings {
+            hold: std::time::Duration::from_millis(self.hold_ms),
+            interval: std::time::Duration::from_millis(self.interval_ms),
+        }
+    }
+}
+
 impl Config {
     /// Reads and checks a config file; the error names the file and the offending key.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -179,6 +210,12 @@ impl Config {
             bail!("invalid config `server.admin_token`: use at least 16 characters");
         }
         self.bus.validate()?;
+        if self.health.interval_ms == 0 || self.health.interval_ms > 60_000 {
+            bail!("invalid config `health.interval_ms`: must be 1–60000");
+        }
+        if self.health.hold_ms > 600_000 {
+            bail!("invalid config `health.hold_ms`: must be at most 600000");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             bail!("invalid config `log.level`: `{}`: {e}", self.log.level);
         }

@@ -183,6 +183,8 @@ async fn serve(
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
     );
+    let health = lookout_server::Health::new(config.health.settings());
+    health.spawn(pools.clone(), plugins.clone(), bus.clone());
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
@@ -206,6 +208,7 @@ async fn serve(
         plugins,
         pools: pools.clone(),
         log: Some(Arc::new(log)),
+        health: health.clone(),
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,

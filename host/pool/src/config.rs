@@ -57,6 +57,41 @@ pub struct PoolConfig {
     /// The working directory of the workers (default: lookout's).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// When this pool counts as healthy (readiness).
+    #[serde(default)]
+    pub health: HealthCriteria,
+}
+
+/// A pool's readiness criteria: `[pools.health]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCriteria {
+    /// Least share of the pool's slots with a live worker (available or busy).
+    pub min_available_ratio: f64,
+    /// Most share of requests over `window_s` that failed (errors, crashes, timeouts,
+    /// refusals), judged once `min_requests` were answered in the window.
+    pub max_error_rate: f64,
+    /// Fewest requests in the window before the error rate and latency are judged.
+    pub min_requests: u64,
+    /// Most requests waiting for a worker (default: the pool's `queue_limit`).
+    pub max_queue_length: Option<usize>,
+    /// Most 95th-percentile time to an answer over `window_s`, queue wait included.
+    pub max_p95_ms: f64,
+    /// The sliding window of the error-rate and latency criteria, in seconds (≤ 3600).
+    pub window_s: u64,
+}
+
+impl Default for HealthCriteria {
+    fn default() -> Self {
+        HealthCriteria {
+            min_available_ratio: 0.5,
+            max_error_rate: 0.5,
+            min_requests: 10,
+            max_queue_length: None,
+            max_p95_ms: 10_000.0,
+            window_s: 60,
+        }
+    }
 }
 
 fn default_size() -> usize {
@@ -103,6 +138,7 @@ impl PoolConfig {
             stop_grace_ms: default_stop_grace_ms(),
             env: BTreeMap::new(),
             cwd: None,
+            health: HealthCriteria::default(),
         }
     }
 
@@ -150,7 +186,31 @@ impl PoolConfig {
                 bad(field, "must be greater than 0".to_string());
             }
         }
+        let h = &self.health;
+        if !(0.0..=1.0).contains(&h.min_available_ratio) {
+            bad(
+                "health.min_available_ratio",
+                "must be between 0 and 1".to_string(),
+            );
+        }
+        if !(0.0..=1.0).contains(&h.max_error_rate) {
+            bad(
+                "health.max_error_rate",
+                "must be between 0 and 1".to_string(),
+            );
+        }
+        if h.max_p95_ms.is_nan() || h.max_p95_ms <= 0.0 {
+            bad("health.max_p95_ms", "must be greater than 0".to_string());
+        }
+        if h.window_s == 0 || h.window_s > 3600 {
+            bad("health.window_s", "must be 1–3600".to_string());
+        }
         problems
+    }
+
+    /// The queue length past which the pool is unhealthy.
+    pub fn max_queue_length(&self) -> usize {
+        self.health.max_queue_length.unwrap_or(self.queue_limit)
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

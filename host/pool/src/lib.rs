@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 
 use lookout_core::Bus;
 
-pub use config::{MAX_POOL_SIZE, PoolConfig};
+pub use config::{HealthCriteria, MAX_POOL_SIZE, PoolConfig};
 pub use metrics::PoolMetrics;
 pub use pool::{
-    CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, Pool, PoolSnapshot, SessionInfo,
-    WorkerSnapshot, WorkerState, args_fields,
+    CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, MAX_WINDOW, Pool, PoolSnapshot,
+    SessionInfo, WindowStats, WorkerSnapshot, WorkerState, args_fields,
 };
 pub use protocol::PROTOCOL;
 

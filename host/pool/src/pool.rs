@@ -214,6 +214,41 @@ struct Inner {
     next_worker: AtomicU64,
     next_job: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Recent request outcomes, for health windows.
+    recent: Mutex<VecDeque<Outcome>>,
+}
+
+/// One request as a caller saw it.
+#[derive(Clone, Copy)]
+struct Outcome {
+    at: Instant,
+    seconds: f32,
+    ok: bool,
+}
+
+/// Most outcomes kept; past it a window covers only the latest.
+const RECENT_OUTCOMES: usize = 20_000;
+/// Longest window kept.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Requests over a recent window, as callers saw them (queue wait included; refusals and
+/// timeouts count as failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub requests: u64,
+    pub failed: u64,
+    /// 95th percentile of the time to an answer, when there were requests.
+    pub p95_ms: Option<f64>,
+}
+
+impl WindowStats {
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.requests as f64
+        }
+    }
 }
 
 /// A running pool. Cheap to clone.
@@ -267,6 +302,7 @@ impl Pool {
             next_worker: AtomicU64::new(0),
             next_job: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            recent: Mutex::new(VecDeque::new()),
         });
         inner.refresh_gauges(&inner.state.lock());
         let mut first_starts = Vec::new();
@@ -301,6 +337,43 @@ impl Pool {
     /// Runs a request on a worker: the one its session is pinned to, or any available one,
     /// waiting in the queue if none is.
     pub async fn execute(&self, request: ExecRequest) -> Result<Executed, ExecError> {
+        let began = Instant::now();
+        let outcome = self.execute_inner(request).await;
+        let mut recent = self.inner.recent.lock();
+        if recent.len() >= RECENT_OUTCOMES {
+            recent.pop_front();
+        }
+        recent.push_back(Outcome {
+            at: Instant::now(),
+            seconds: began.elapsed().as_secs_f32(),
+            ok: outcome.is_ok(),
+        });
+        outcome
+    }
+
+    /// Requests answered within the last `window` (at most an hour).
+    pub fn window(&self, window: Duration) -> WindowStats {
+        let window = window.min(MAX_WINDOW);
+        let mut recent = self.inner.recent.lock();
+        while recent.front().is_some_and(|o| o.at.elapsed() > MAX_WINDOW) {
+            recent.pop_front();
+        }
+        let mut seconds: Vec<f32> = Vec::new();
+        let mut stats = WindowStats::default();
+        for o in recent.iter().rev().take_while(|o| o.at.elapsed() <= window) {
+            stats.requests += 1;
+            stats.failed += u64::from(!o.ok);
+            seconds.push(o.seconds);
+        }
+        if !seconds.is_empty() {
+            seconds.sort_by(f32::total_cmp);
+            let at = ((seconds.len() as f64 * 0.95).ceil() as usize).clamp(1, seconds.len()) - 1;
+            stats.p95_ms = Some(f64::from(seconds[at]) * 1e3);
+        }
+        stats
+    }
+
+    async fn execute_inner(&self, request: ExecRequest) -> Result<Executed, ExecError> {
         let inner = &self.inner;
         let config = &inner.config;
         let timeout = request.timeout.map_or(config.request_timeout(), |t| {

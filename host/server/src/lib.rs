@@ -6,7 +6,9 @@
 //! | `GET /api/v1/events/stream` | Server-Sent Events: one sanitized event (JSON) a message; `?kind=` prefix filter |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /health` | liveness: 200 `{"status":"ok"}` while the host runs |
-//! | `GET /health/detailed` | every check with its value, threshold and status; plugins, uptime, version |
+//! | `GET /health/ready` | readiness: 200, or 503 naming the failing checks |
+//! | `GET /health/detailed` | every check with its value, threshold and status; pools, plugins, uptime, version (503 when not ready) |
+//! | `GET /livez`, `GET /readyz` | the same for Kubernetes, in its text format (`?verbose` lists the checks) |
 //! | `GET /` | the dashboard (and its `/assets/…`) |
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //! | `/api/v1/pools…` | run commands on worker pools, look at them: see [`pools`](crate::pools) |
@@ -17,10 +19,12 @@
 
 mod admin;
 mod config;
+mod health;
 mod ingest;
 mod pools;
 
 pub use config::LogControl;
+pub use health::{Check, Health, HealthSettings, Report};
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -75,6 +79,13 @@ pub struct AppState {
     pub max_plugin_bytes: usize,
     /// When the host started, for the uptime `/health/detailed` reports.
     pub started: std::time::Instant,
+    pub health: Health,
+}
+
+impl AppState {
+    fn evaluate_health(&self) -> Report {
+        self.health.evaluate(&self.pools, &self.plugins, &self.bus)
+    }
 }
 
 /// An error response: a status and a JSON body that says what was wrong.
@@ -165,7 +176,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/stream", get(stream_events))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/health/ready", get(health_ready))
         .route("/health/detailed", get(health_detailed))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/", get(dashboard_index))
         .route("/assets/lookout_dashboard.js", get(dashboard_js))
         .route("/assets/lookout_dashboard_bg.wasm", get(dashboard_wasm))
@@ -275,40 +289,123 @@ async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Every check with its value, threshold and status, and the state of each plugin. A
-/// quarantined plugin is a failing check: the host is `degraded` (still serving; a
-/// quarantined sanitizer fails its batches closed, a quarantined consumer misses them).
-async fn health_detailed(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let plugins = state.plugins.list();
-    let checks: Vec<serde_json::Value> = plugins
+/// Readiness: 200 when every check that affects readiness holds, else 503 naming the failing
+/// ones.
+async fn health_ready(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.evaluate_health();
+    let failing: Vec<_> = report.failing().collect();
+    let body = json!({
+        "status": if report.ready { "ready" } else { "not_ready" },
+        "failing": failing,
+    });
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Every check with its value, threshold and status; the pools with their workers and recent
+/// window; the plugins; uptime and version. 200 when ready, 503 when not.
+async fn health_detailed(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.evaluate_health();
+    let pools: Vec<_> = state
+        .pools
         .iter()
         .map(|p| {
-            let ok = p.status.state == "running";
+            let window_s = p.config().health.window_s;
             json!({
-                "name": format!("plugin:{}", p.name),
-                "status": if ok { "ok" } else { "failing" },
-                "value": p.status.state,
-                "threshold": "running",
-                "detail": p.status.last_error,
+                "pool": p.snapshot(),
+                "window": p.window(std::time::Duration::from_secs(window_s)),
+                "window_s": window_s,
             })
         })
         .collect();
-    let failing = checks.iter().any(|c| c["status"] != "ok");
-    Json(json!({
-        "status": if failing { "degraded" } else { "ok" },
+    let plugins: Vec<_> = state
+        .plugins
+        .list()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "world": p.world,
+                "version": p.version,
+                "state": p.status.state,
+                "retry_in_ms": p.status.retry_in_ms,
+                "quarantines": p.status.quarantines,
+                "last_error": p.status.last_error,
+            })
+        })
+        .collect();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": report.status,
+        "ready": report.ready,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
-        "checks": checks,
-        "plugins": plugins.iter().map(|p| json!({
-            "name": p.name,
-            "world": p.world,
-            "version": p.version,
-            "state": p.status.state,
-            "retry_in_ms": p.status.retry_in_ms,
-            "quarantines": p.status.quarantines,
-            "last_error": p.status.last_error,
-        })).collect::<Vec<_>>(),
-    }))
+        "checks": report.checks,
+        "pools": pools,
+        "plugins": plugins,
+    });
+    (code, Json(body)).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Verbose {
+    verbose: Option<String>,
+}
+
+/// Kubernetes-style liveness: `ok`, or with `?verbose` the checks it ran.
+async fn livez(Query(q): Query<Verbose>) -> Response {
+    if q.verbose.is_some() {
+        "[+]ping ok\nlivez check passed\n".into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+/// Kubernetes-style readiness: `ok` / 503, or with `?verbose` a line per check.
+async fn readyz(State(state): State<Arc<AppState>>, Query(q): Query<Verbose>) -> Response {
+    let report = state.evaluate_health();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if q.verbose.is_none() {
+        let text = if report.ready { "ok" } else { "not ready" };
+        return (code, text).into_response();
+    }
+    let mut text = String::new();
+    for c in &report.checks {
+        if c.status == "ok" {
+            text.push_str(&format!("[+]{} ok\n", c.name));
+        } else {
+            text.push_str(&format!(
+                "[-]{} failed: {} (must be {} {}){}\n",
+                c.name,
+                c.value,
+                c.rule.replace('_', " "),
+                c.threshold,
+                if c.affects_readiness {
+                    ""
+                } else {
+                    " [does not affect readiness]"
+                }
+            ));
+        }
+    }
+    text.push_str(if report.ready {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    (code, text).into_response()
 }
 
 fn asset(

@@ -30,6 +30,10 @@ fn state(admin_token: Option<&str>) -> AppState {
         admin_token: admin_token.map(str::to_string),
         max_plugin_bytes: 1 << 20,
         started: std::time::Instant::now(),
+        health: lookout_server::Health::new(lookout_server::HealthSettings {
+            hold: std::time::Duration::ZERO,
+            interval: std::time::Duration::from_secs(1),
+        }),
     }
 }
 
@@ -104,7 +108,8 @@ async fn with_a_token_the_token_decides() {
     );
 }
 
-async fn health_detailed(app: &axum::Router) -> serde_json::Value {
+/// `/health/detailed`'s status code and body.
+async fn health_detailed(app: &axum::Router) -> (StatusCode, serde_json::Value) {
     let response = app
         .clone()
         .oneshot(
@@ -114,15 +119,16 @@ async fn health_detailed(app: &axum::Router) -> serde_json::Value {
         )
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
-    serde_json::from_slice(&body).unwrap()
+    (status, serde_json::from_slice(&body).unwrap())
 }
 
-/// A quarantined plugin shows in `/health/detailed`: a failing check with its last error, and
-/// the host `degraded`; it is `ok` again once the quarantine lifts.
+/// A quarantined sanitizer shows in `/health/detailed`: a failing check with its last error,
+/// and the host not ready (503) — it would fail every batch closed; ready again once the
+/// quarantine lifts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_detailed_reports_a_quarantined_plugin() {
     let state = state(None);
@@ -133,8 +139,12 @@ async fn health_detailed_reports_a_quarantined_plugin() {
     )
     .unwrap();
     plugins.install(manifest, MISBEHAVE, "test").unwrap();
-    let body = health_detailed(&app).await;
-    assert_eq!(body["status"], "ok", "{body}");
+    let (code, body) = health_detailed(&app).await;
+    assert_eq!(
+        (code, &body["status"]),
+        (StatusCode::OK, &"ok".into()),
+        "{body}"
+    );
     assert_eq!(body["plugins"][0]["state"], "running", "{body}");
     assert!(body["uptime_seconds"].as_f64().unwrap() >= 0.0);
 
@@ -143,8 +153,9 @@ async fn health_detailed_reports_a_quarantined_plugin() {
         bus.publish(Event::new("test.trap"));
         assert!(bus.flush(std::time::Duration::from_secs(10)).await);
     }
-    let body = health_detailed(&app).await;
-    assert_eq!(body["status"], "degraded", "{body}");
+    let (code, body) = health_detailed(&app).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "not_ready", "{body}");
     let check = &body["checks"][0];
     assert_eq!(check["name"], "plugin:misbehave", "{body}");
     assert_eq!(check["status"], "failing", "{body}");
@@ -165,8 +176,8 @@ async fn health_detailed_reports_a_quarantined_plugin() {
         || async {
             bus.publish(Event::new("ordinary"));
             bus.flush(std::time::Duration::from_secs(10)).await;
-            let body = health_detailed(&app).await;
-            (body["status"] == "ok").then_some(())
+            let (code, body) = health_detailed(&app).await;
+            (code == StatusCode::OK && body["status"] == "ok").then_some(())
         },
     )
     .await;

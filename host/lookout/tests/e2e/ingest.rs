@@ -5,7 +5,7 @@ use std::time::Duration;
 use lookout_testkit::{LiveStream, eventually};
 use serde_json::{Value, json};
 
-use crate::default_host;
+use crate::quiet_host;
 
 const SECRETS: &[&str] = &[
     "hunter2",
@@ -29,7 +29,7 @@ fn events_with_secrets() -> Value {
 /// fields, are counted in `/metrics`, and no secret reaches the host's logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_secrets_come_back_redacted_and_counted() {
-    let host = default_host();
+    let host = quiet_host();
     let mut stream = LiveStream::open(&host, "").await.unwrap();
 
     let response = host
@@ -120,7 +120,7 @@ async fn posted_secrets_come_back_redacted_and_counted() {
 /// NDJSON works like an array, and `?kind=` filters the stream by prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_ingest_and_kind_filtered_stream() {
-    let host = default_host();
+    let host = quiet_host();
     let mut audit = LiveStream::open(&host, "?kind=audit.").await.unwrap();
     let body = "{\"kind\":\"noise.tick\"}\n{\"kind\":\"audit.login\",\"fields\":{\"user\":\"amy\"}}\n\n{\"kind\":\"noise.tick\"}\n{\"kind\":\"audit.logout\"}\n";
     let response = host
@@ -142,7 +142,7 @@ async fn ndjson_ingest_and_kind_filtered_stream() {
 /// — not even the valid events before the bad one. Oversized bodies get 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_refused_and_publish_nothing() {
-    let host = default_host();
+    let host = quiet_host();
     let post = |body: String| {
         let request = host.http.post(host.url("/api/v1/events")).body(body);
         async move {
@@ -217,7 +217,7 @@ async fn bad_bodies_are_refused_and_publish_nothing() {
 /// families declared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer() {
-    let host = default_host();
+    let host = quiet_host();
     let response = host.http.get(host.url("/health")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(

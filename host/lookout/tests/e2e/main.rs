@@ -3,6 +3,7 @@
 
 mod cli;
 mod dashboard;
+mod health;
 mod ingest;
 mod logs;
 mod plugins;
@@ -13,7 +14,15 @@ use lookout_testkit::Host;
 /// The freshly built binary under test.
 pub const LOOKOUT: &str = env!("CARGO_BIN_EXE_lookout");
 
-/// A host with the defaults: no config file, embedded plugins and dashboard.
+/// A host with the defaults: no config file, embedded plugins and dashboard, the demo pool.
 pub fn default_host() -> Host {
     Host::start(LOOKOUT, &[]).expect("lookout starts with no config")
+}
+
+/// A host whose events are only those a test publishes: an empty config file (defaults, and
+/// no pools, whose lifecycle events would mix in).
+pub fn quiet_host() -> Host {
+    let path = lookout_testkit::artifacts_dir().join("empty.toml");
+    std::fs::write(&path, "").unwrap();
+    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
 }

@@ -1,0 +1,210 @@
+//! Health that tells the truth, driven across each threshold with real workers: a failing
+//! command (error rate), a slow one (p95 latency), a saturating load (queue length) and a
+//! killed worker (available workers). Each flips readiness once and back once, with
+//! `health.changed` logged once per transition.
+
+use std::time::Duration;
+
+use lookout_testkit::{Host, eventually, repo_root};
+use serde_json::{Value, json};
+
+use crate::LOOKOUT;
+
+fn host() -> Host {
+    let app = repo_root().join("examples/workers/app.py");
+    let config = format!(
+        r#"
+[health]
+hold_ms = 300
+interval_ms = 100
+
+[[pools]]
+name = "h"
+command = ["python3", {app:?}]
+size = 2
+queue_limit = 20
+[pools.env]
+DEMO_STARTUP_DELAY_S = "1.5"
+[pools.health]
+min_available_ratio = 1.0
+max_error_rate = 0.4
+min_requests = 4
+max_queue_length = 2
+max_p95_ms = 400
+window_s = 2
+"#
+    );
+    let path = lookout_testkit::artifacts_dir().join("health.toml");
+    std::fs::write(&path, config).unwrap();
+    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).unwrap()
+}
+
+async fn ready(host: &Host) -> (u16, Value) {
+    let response = host
+        .http
+        .get(host.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap())
+}
+
+/// Waits until readiness is `want`; returns the body then.
+async fn until(host: &Host, want: u16, what: &str) -> Value {
+    eventually(what, Duration::from_secs(20), || async {
+        let (code, body) = ready(host).await;
+        (code == want).then_some(body)
+    })
+    .await
+}
+
+fn failing(body: &Value) -> Vec<String> {
+    body["failing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn run(host: &Host, body: Value) -> u16 {
+    host.http
+        .post(host.url("/api/v1/pools/h/execute"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_each_criterion_across_its_threshold() {
+    let host = host();
+    // Not ready while the workers start (1.5 s each), then ready.
+    let (code, body) = ready(&host).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        failing(&body).contains(&"pool:h:available_workers".to_string()),
+        "{body}"
+    );
+    until(&host, 200, "ready once the workers are up").await;
+    let livez = host.http.get(host.url("/livez")).send().await.unwrap();
+    assert_eq!(
+        (livez.status().as_u16(), livez.text().await.unwrap()),
+        (200, "ok".into())
+    );
+
+    // A failing command: the error rate passes 0.4.
+    for _ in 0..5 {
+        assert_eq!(run(&host, json!({"command": "fail"})).await, 500);
+    }
+    let body = until(&host, 503, "not ready on the error rate").await;
+    let check = body["failing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "pool:h:error_rate")
+        .unwrap_or_else(|| panic!("{body}"))
+        .clone();
+    assert_eq!(
+        (check["value"].as_f64(), check["threshold"].as_f64()),
+        (Some(1.0), Some(0.4))
+    );
+    assert_eq!(check["rule"], "at_most");
+    let verbose = host
+        .http
+        .get(host.url("/readyz?verbose"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verbose.status(), 503);
+    let text = verbose.text().await.unwrap();
+    assert!(
+        text.contains("[-]pool:h:error_rate failed") && text.contains("readyz check failed"),
+        "{text}"
+    );
+    until(&host, 200, "ready once the failures leave the window").await;
+
+    // A slow command: p95 over 400 ms.
+    let slow: Vec<_> = (0..4)
+        .map(|_| run(&host, json!({"command": "sleep", "args": {"seconds": 0.6}})))
+        .collect();
+    for code in futures_util::future::join_all(slow).await {
+        assert_eq!(code, 200);
+    }
+    let body = until(&host, 503, "not ready on latency").await;
+    assert!(
+        failing(&body).contains(&"pool:h:p95_latency_ms".to_string()),
+        "{body}"
+    );
+    until(&host, 200, "ready once the slow requests leave the window").await;
+
+    // A saturating load: more than 2 waiting.
+    let load: Vec<_> = (0..8)
+        .map(|_| run(&host, json!({"command": "sleep", "args": {"seconds": 0.5}})))
+        .collect();
+    let (codes, body) = tokio::join!(futures_util::future::join_all(load), async {
+        until(&host, 503, "not ready while saturated").await
+    });
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    assert!(
+        failing(&body).contains(&"pool:h:queue_length".to_string()),
+        "{body}"
+    );
+    until(
+        &host,
+        200,
+        "ready once the queue drains and the window clears",
+    )
+    .await;
+
+    // A killed worker: one of two live until its replacement is up (1.5 s).
+    let detailed: Value = host
+        .http
+        .get(host.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = detailed["pools"][0]["pool"]["workers"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let body = until(&host, 503, "not ready with a worker down").await;
+    assert!(
+        failing(&body).contains(&"pool:h:available_workers".to_string()),
+        "{body}"
+    );
+    until(&host, 200, "ready once the replacement is up").await;
+
+    // Each episode: one transition to not_ready and one back, nothing in between.
+    let transitions: Vec<String> = host
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"health changed\""))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["fields"]["to"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Starting (the workers not up yet) is the first episode.
+    let expected: Vec<&str> = std::iter::repeat_n(["not_ready", "ready"], 5)
+        .flatten()
+        .collect();
+    assert_eq!(
+        transitions, expected,
+        "one log line per transition, no flapping"
+    );
+    let events = host.metrics().await.sum(
+        "lookout_events_published_total",
+        &[("kind", "health.changed")],
+    );
+    assert_eq!(events, 10.0, "one health.changed event per transition");
+}

@@ -1,0 +1,314 @@
+//! Health that tells the truth: checks computed from the live state of the pools and
+//! plugins, with hysteresis, behind `/health/ready`, `/health/detailed`, `/readyz` and
+//! `/livez`.
+//!
+//! Each check has a raw state (computed now) and an effective one, which follows the raw
+//! state only after it has held for `hold` — one slow request does not flip readiness. The
+//! host is ready when every check that affects readiness is effectively ok; a change of
+//! readiness publishes one `health.changed` event and logs one line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout_core::{Bus, Event, Severity};
+use lookout_pool::Pools;
+use lookout_wasm::{PluginRegistry, World};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// `[health]`: how checks are evaluated.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthSettings {
+    /// How long a check's new state must hold before it counts.
+    pub hold: Duration,
+    /// How often the checks run in the background (transitions are reported from there).
+    pub interval: Duration,
+}
+
+/// One check as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// `ok` or `failing` (effective, after hysteresis).
+    pub status: &'static str,
+    pub value: Value,
+    pub threshold: Value,
+    /// What `value` must be against `threshold`: `at_least`, `at_most` or `equals`.
+    pub rule: &'static str,
+    /// False for checks that only degrade the host (a quarantined consumer).
+    pub affects_readiness: bool,
+    /// Seconds in the current effective status.
+    pub for_s: f64,
+    /// Set while the raw state differs from the effective one (it will flip after `hold`).
+    pub pending: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The whole picture.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub ready: bool,
+    /// `ok`, `degraded` (only checks that do not affect readiness fail) or `not_ready`.
+    pub status: &'static str,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn failing(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status != "ok")
+    }
+}
+
+struct Raw {
+    name: String,
+    ok: bool,
+    value: Value,
+    threshold: Value,
+    rule: &'static str,
+    affects_readiness: bool,
+    detail: Option<String>,
+}
+
+struct Tracked {
+    effective_ok: bool,
+    effective_since: Instant,
+    raw_ok: bool,
+    raw_since: Instant,
+}
+
+struct State {
+    checks: BTreeMap<String, Tracked>,
+    ready: Option<bool>,
+}
+
+/// The evaluator; cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    settings: HealthSettings,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    pub fn new(settings: HealthSettings) -> Health {
+        Health {
+            settings,
+            state: Arc::new(Mutex::new(State {
+                checks: BTreeMap::new(),
+                ready: None,
+            })),
+        }
+    }
+
+    /// Evaluates every `interval` until the bus closes, so transitions are reported when they
+    /// happen rather than when someone asks.
+    pub fn spawn(&self, pools: Arc<Pools>, plugins: Arc<PluginRegistry>, bus: Bus) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(health.settings.interval);
+            loop {
+                tick.tick().await;
+                health.evaluate(&pools, &plugins, &bus);
+            }
+        });
+    }
+
+    /// The checks now, with hysteresis applied; reports a change of readiness.
+    pub fn evaluate(&self, pools: &Pools, plugins: &PluginRegistry, bus: &Bus) -> Report {
+        let raw = raw_checks(pools, plugins);
+        let now = Instant::now();
+        let hold = self.settings.hold;
+        let mut state = self.state.lock();
+        let first = state.ready.is_none();
+        state
+            .checks
+            .retain(|name, _| raw.iter().any(|r| &r.name == name));
+        let mut checks = Vec::with_capacity(raw.len());
+        for r in raw {
+            let tracked = state.checks.entry(r.name.clone()).or_insert(Tracked {
+                // A check seen for the first time starts where it is.
+                effective_ok: r.ok,
+                effective_since: now,
+                raw_ok: r.ok,
+                raw_since: now,
+            });
+            if tracked.raw_ok != r.ok {
+                tracked.raw_ok = r.ok;
+                tracked.raw_since = now;
+            }
+            if tracked.effective_ok != r.ok && now.duration_since(tracked.raw_since) >= hold {
+                tracked.effective_ok = r.ok;
+                tracked.effective_since = now;
+            }
+            let pending = (tracked.effective_ok != tracked.raw_ok).then_some(if tracked.raw_ok {
+                "ok"
+            } else {
+                "failing"
+            });
+            checks.push(Check {
+                name: r.name,
+                status: if tracked.effective_ok {
+                    "ok"
+                } else {
+                    "failing"
+                },
+                value: r.value,
+                threshold: r.threshold,
+                rule: r.rule,
+                affects_readiness: r.affects_readiness,
+                for_s: now.duration_since(tracked.effective_since).as_secs_f64(),
+                pending,
+                detail: r.detail,
+            });
+        }
+        let ready = checks
+            .iter()
+            .all(|c| c.status == "ok" || !c.affects_readiness);
+        let status = if !ready {
+            "not_ready"
+        } else if checks.iter().all(|c| c.status == "ok") {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let report = Report {
+            ready,
+            status,
+            checks,
+        };
+        if state.ready != Some(ready) {
+            let from = state.ready;
+            state.ready = Some(ready);
+            drop(state);
+            if !first || !ready {
+                announce(&report, from, bus);
+            }
+        }
+        report
+    }
+}
+
+/// One `health.changed` event and one log line per change of readiness.
+fn announce(report: &Report, from: Option<bool>, bus: &Bus) {
+    let word = |ready: bool| if ready { "ready" } else { "not_ready" };
+    let failing: Vec<&str> = report.failing().map(|c| c.name.as_str()).collect();
+    let failing = failing.join(",");
+    let from = from.map_or("starting", word);
+    let to = word(report.ready);
+    if report.ready {
+        tracing::info!(target: "lookout::health", from, to, "health changed");
+    } else {
+        tracing::warn!(target: "lookout::health", from, to, failing = %failing, "health changed");
+    }
+    bus.publish(
+        Event::new("health.changed")
+            .severity(if report.ready {
+                Severity::Info
+            } else {
+                Severity::Warn
+            })
+            .field("from", from)
+            .field("to", to)
+            .field("failing", failing),
+    );
+}
+
+fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
+    let mut raw = Vec::new();
+    for pool in pools.iter() {
+        let config = pool.config();
+        let criteria = &config.health;
+        let name = config.name.as_str();
+        let snapshot = pool.snapshot();
+        let live = snapshot
+            .workers
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w.state,
+                    lookout_pool::WorkerState::Available | lookout_pool::WorkerState::Busy
+                )
+            })
+            .count();
+        let ratio = live as f64 / snapshot.size.max(1) as f64;
+        raw.push(Raw {
+            name: format!("pool:{name}:available_workers"),
+            ok: ratio >= criteria.min_available_ratio && !snapshot.status.eq("stopping"),
+            value: json!(ratio),
+            threshold: json!(criteria.min_available_ratio),
+            rule: "at_least",
+            affects_readiness: true,
+            detail: Some(format!("{live} of {} workers live", snapshot.size))
+                .filter(|_| ratio < criteria.min_available_ratio)
+                .or_else(|| {
+                    snapshot
+                        .workers
+                        .iter()
+                        .find_map(|w| w.last_error.clone())
+                        .filter(|_| live < snapshot.size)
+                }),
+        });
+        let window = pool.window(Duration::from_secs(criteria.window_s));
+        let judged = window.requests >= criteria.min_requests;
+        raw.push(Raw {
+            name: format!("pool:{name}:error_rate"),
+            ok: !judged || window.error_rate() <= criteria.max_error_rate,
+            value: json!(window.error_rate()),
+            threshold: json!(criteria.max_error_rate),
+            rule: "at_most",
+            affects_readiness: true,
+            detail: Some(format!(
+                "{} of {} requests failed in the last {} s{}",
+                window.failed,
+                window.requests,
+                criteria.window_s,
+                if judged { "" } else { " (too few to judge)" }
+            )),
+        });
+        raw.push(Raw {
+            name: format!("pool:{name}:p95_latency_ms"),
+            ok: !judged || window.p95_ms.is_none_or(|p| p <= criteria.max_p95_ms),
+            value: json!(window.p95_ms),
+            threshold: json!(criteria.max_p95_ms),
+            rule: "at_most",
+            affects_readiness: true,
+            detail: Some(format!(
+                "over the last {} s, {} requests",
+                criteria.window_s, window.requests
+            )),
+        });
+        raw.push(Raw {
+            name: format!("pool:{name}:queue_length"),
+            ok: snapshot.queue_length <= config.max_queue_length(),
+            value: json!(snapshot.queue_length),
+            threshold: json!(config.max_queue_length()),
+            rule: "at_most",
+            affects_readiness: true,
+            detail: None,
+        });
+    }
+    for plugin in plugins.list() {
+        let sanitizer = plugin.world == World::Sanitizer;
+        raw.push(Raw {
+            name: format!("plugin:{}", plugin.name),
+            ok: plugin.status.state == "running",
+            value: json!(plugin.status.state),
+            threshold: json!("running"),
+            rule: "equals",
+            // A quarantined sanitizer fails every batch closed: the host would drop data.
+            affects_readiness: sanitizer,
+            detail: plugin.status.last_error.clone(),
+        });
+    }
+    raw
+}
