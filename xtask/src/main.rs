@@ -82,15 +82,21 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
             .args(["target", "add"])
             .args(WASM_TARGETS))?;
     }
-    // Debian packages: python3 runs the pools' workers (demo and tests); chromium drives the
-    // dashboard's browser test.
+    // Debian packages: python3 runs the pools' workers (demo and tests); prometheus (with
+    // promtool) checks and scrapes /metrics in the tests; chromium drives the dashboard's
+    // browser test.
     let mut packages: Vec<&str> = Vec::new();
-    let has_python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_python {
+    let runs = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !runs("python3") {
         packages.push("python3");
+    }
+    if browser && !(runs("promtool") && runs("prometheus")) {
+        packages.push("prometheus");
     }
     if browser && !Path::new("/usr/bin/chromium").exists() {
         packages.extend(["chromium", "chromium-driver"]);

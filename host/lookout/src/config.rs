@@ -23,6 +23,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub log: LogConfig,
     pub health: HealthConfig,
+    pub metrics: lookout_server::MetricGroups,
     /// Worker pools. A config file runs exactly the pools it lists (none if it lists none);
     /// without a file, lookout runs the `demo` pool (the embedded demo app, `python3`).
     #[serde(default)]
@@ -40,6 +41,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             log: LogConfig::default(),
             health: HealthConfig::default(),
+            metrics: lookout_server::MetricGroups::default(),
             pools: vec![demo],
         }
     }

@@ -175,6 +175,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let registry = Registry::new();
+    register_host_metrics(&registry)?;
     let runtime = Runtime::with_cache(&registry, config.plugins.cache_dir().as_deref())?;
     // Until the configured sanitizer is installed (before the listener opens) everything
     // would be redacted: there is never a moment without a sanitizer.
@@ -209,6 +210,7 @@ async fn serve(
         pools: pools.clone(),
         log: Some(Arc::new(log)),
         health: health.clone(),
+        metric_groups: config.metrics,
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,
@@ -248,6 +250,28 @@ async fn serve(
     tracing::info!(target: "lookout", "shutting down: draining the event bus");
     bus.shutdown().await;
     tracing::info!(target: "lookout", "stopped");
+    Ok(())
+}
+
+/// The process collector (RSS, CPU, open fds, threads; Linux) and `lookout_build_info`.
+fn register_host_metrics(registry: &Registry) -> anyhow::Result<()> {
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("process metrics")?;
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "lookout_build_info",
+            "Always 1; the labels say which lookout this is.",
+        ),
+        &["version", "wit"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), lookout_wasm::WIT_VERSION])
+        .set(1);
+    registry
+        .register(Box::new(info))
+        .context("lookout_build_info")?;
     Ok(())
 }
 

@@ -80,6 +80,7 @@ pub struct AppState {
     /// When the host started, for the uptime `/health/detailed` reports.
     pub started: std::time::Instant,
     pub health: Health,
+    pub metric_groups: MetricGroups,
 }
 
 impl AppState {
@@ -263,10 +264,74 @@ async fn stream_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// Which groups of metrics `/metrics` exposes: `[metrics]` in the config. A group turned off
+/// is not exported (its numbers are still kept: health and the API use them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricGroups {
+    /// `process_*`: resident memory, CPU seconds, open file descriptors, threads, start time.
+    pub process: bool,
+    /// `lookout_events_*`, `lookout_consumer_*`, `lookout_bus_*`, `lookout_sanitizer_*`.
+    pub bus: bool,
+    /// `lookout_plugin_calls_total` and the other built-in plugin metrics.
+    pub plugins: bool,
+    /// Plugins' own metrics (`lookout_plugin_<plugin>_<name>`).
+    pub custom: bool,
+    /// `lookout_requests_*`, `lookout_request_*`, `lookout_queue_*`, `lookout_workers`,
+    /// `lookout_sessions_*`, `lookout_worker_*`.
+    pub pools: bool,
+}
+
+impl Default for MetricGroups {
+    fn default() -> Self {
+        MetricGroups {
+            process: true,
+            bus: true,
+            plugins: true,
+            custom: true,
+            pools: true,
+        }
+    }
+}
+
+impl MetricGroups {
+    /// Whether a family of the host's own registry is exported.
+    pub fn exports(&self, family: &str) -> bool {
+        let any = |prefixes: &[&str]| prefixes.iter().any(|p| family.starts_with(p));
+        if any(&["process_"]) {
+            self.process
+        } else if any(&[
+            "lookout_events_",
+            "lookout_consumer_",
+            "lookout_bus_",
+            "lookout_sanitizer_",
+        ]) {
+            self.bus
+        } else if any(&["lookout_plugin_"]) {
+            self.plugins
+        } else if any(&[
+            "lookout_requests_",
+            "lookout_request_",
+            "lookout_queue_",
+            "lookout_workers",
+            "lookout_sessions_",
+            "lookout_worker_",
+        ]) {
+            self.pools
+        } else {
+            true
+        }
+    }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let groups = state.metric_groups;
     let mut families = state.registry.gather();
+    families.retain(|f| groups.exports(f.name()));
     // Plugins' custom metrics live in registries of their own (one per plugin version).
-    families.extend(state.plugins.gather_custom());
+    if groups.custom {
+        families.extend(state.plugins.gather_custom());
+    }
     let mut buffer = Vec::new();
     TextEncoder::new()
         .encode(&families, &mut buffer)

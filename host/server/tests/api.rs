@@ -34,6 +34,7 @@ fn state(admin_token: Option<&str>) -> AppState {
             hold: std::time::Duration::ZERO,
             interval: std::time::Duration::from_secs(1),
         }),
+        metric_groups: lookout_server::MetricGroups::default(),
     }
 }
 

@@ -6,6 +6,7 @@ mod dashboard;
 mod health;
 mod ingest;
 mod logs;
+mod metrics;
 mod plugins;
 mod pools;
 
