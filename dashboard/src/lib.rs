@@ -1,147 +1,362 @@
 //! lookout's dashboard: a Leptos client-side app served by the host at `/`.
 //!
-//! It follows the host's live stream (`/api/v1/events/stream`, Server-Sent Events of
-//! sanitized events) and shows the most recent events and how many of each kind it has seen.
-//! It only reads; it never holds anything the host did not already sanitize.
-
-use std::collections::BTreeMap;
+//! It takes one overview from `/api/v1/overview`, then follows `/api/v1/overview/stream`
+//! (the same, pushed every second) and `/api/v1/events/stream` (sanitized events, for the
+//! tap). Both streams reconnect by themselves after the host restarts. It only reads; it
+//! never holds anything the host did not already sanitize. State and formatting live in
+//! `lookout-dashboard-model` (tested natively); this file is the view.
 
 use futures::StreamExt;
 use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
-use serde::Deserialize;
+use lookout_dashboard_model::{
+    self as model, Dashboard, EventView, Overview, TapFilter, format_bytes, format_ms,
+    format_percent, format_rate, format_time, format_uptime, sparkline,
+};
 use wasm_bindgen::prelude::wasm_bindgen;
-
-/// Most events kept on the page.
-const RECENT_EVENTS: usize = 100;
-
-/// One event as the stream sends it.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-struct StreamEvent {
-    id: u64,
-    kind: String,
-    timestamp_ns: u64,
-    correlation_id: Option<String>,
-    severity: String,
-    #[serde(default)]
-    fields: serde_json::Map<String, serde_json::Value>,
-}
-
-impl StreamEvent {
-    /// `12:34:56.789` in UTC.
-    fn time(&self) -> String {
-        let ms = self.timestamp_ns / 1_000_000;
-        let secs = ms / 1000;
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            (secs / 3600) % 24,
-            (secs / 60) % 60,
-            secs % 60,
-            ms % 1000
-        )
-    }
-
-    fn fields_text(&self) -> String {
-        self.fields
-            .iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Link {
     Connecting,
     Live,
-    Lost,
+    Reconnecting,
+}
+
+/// Waits `ms` milliseconds (a browser timer).
+async fn sleep(ms: u64) {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    set_timeout(
+        move || {
+            let _ = tx.send(());
+        },
+        std::time::Duration::from_millis(ms),
+    );
+    let _ = rx.await;
+}
+
+/// Follows a Server-Sent Events stream for good: the browser retries a dropped connection by
+/// itself; a stream it gave up on is opened again after a pause.
+async fn follow(url: &'static str, on_message: impl Fn(String) + 'static, link: WriteSignal<Link>) {
+    loop {
+        if let Ok(mut source) = EventSource::new(url)
+            && let Ok(mut messages) = source.subscribe("message")
+        {
+            while let Some(item) = messages.next().await {
+                match item {
+                    Ok((_, message)) => {
+                        link.set(Link::Live);
+                        if let Some(data) = message.data().as_string() {
+                            on_message(data);
+                        }
+                    }
+                    // The browser is reconnecting on its own.
+                    Err(_) => link.set(Link::Reconnecting),
+                }
+            }
+            source.close();
+        }
+        link.set(Link::Reconnecting);
+        sleep(2000).await;
+    }
 }
 
 #[component]
 fn App() -> impl IntoView {
-    let (events, set_events) = signal(Vec::<StreamEvent>::new());
-    let (counts, set_counts) = signal(BTreeMap::<String, u64>::new());
+    let dash = RwSignal::new(Dashboard::default());
     let (link, set_link) = signal(Link::Connecting);
+    let (_tap_link, set_tap_link) = signal(Link::Connecting);
 
     leptos::task::spawn_local(async move {
-        let Ok(mut source) = EventSource::new("/api/v1/events/stream") else {
-            set_link.set(Link::Lost);
-            return;
-        };
-        let Ok(mut messages) = source.subscribe("message") else {
-            set_link.set(Link::Lost);
-            return;
-        };
-        set_link.set(Link::Live);
-        while let Some(Ok((_, message))) = messages.next().await {
-            let Some(data) = message.data().as_string() else {
-                continue;
-            };
-            let Ok(event) = serde_json::from_str::<StreamEvent>(&data) else {
-                continue;
-            };
-            set_counts.update(|c| *c.entry(event.kind.clone()).or_default() += 1);
-            set_events.update(|list| {
-                list.insert(0, event);
-                list.truncate(RECENT_EVENTS);
-            });
+        // One snapshot first, then what the host pushes.
+        if let Ok(response) = gloo_net::http::Request::get("/api/v1/overview")
+            .send()
+            .await
+            && let Ok(overview) = response.json::<Overview>().await
+        {
+            dash.update(|d| d.apply(overview));
         }
-        // The source lives in this task: dropping it here closes the connection.
-        source.close();
-        set_link.set(Link::Lost);
+        follow(
+            "/api/v1/overview/stream",
+            move |data| {
+                if let Ok(overview) = serde_json::from_str::<Overview>(&data) {
+                    dash.update(|d| d.apply(overview));
+                }
+            },
+            set_link,
+        )
+        .await;
     });
+    leptos::task::spawn_local(follow(
+        "/api/v1/events/stream",
+        move |data| {
+            if let Ok(event) = serde_json::from_str::<EventView>(&data) {
+                dash.update(|d| d.tap_push(event));
+            }
+        },
+        set_tap_link,
+    ));
 
-    let link_text = move || match link.get() {
-        Link::Connecting => "connecting…",
-        Link::Live => "live",
-        Link::Lost => "disconnected — reload to retry",
+    let link_view = move || match link.get() {
+        Link::Connecting => ("link connecting", "connecting…"),
+        Link::Live => ("link live", "live"),
+        Link::Reconnecting => ("link lost", "reconnecting…"),
     };
-    let link_class = move || match link.get() {
-        Link::Connecting => "link connecting",
-        Link::Live => "link live",
-        Link::Lost => "link lost",
+    let status = move || {
+        dash.with(|d| {
+            d.overview
+                .as_ref()
+                .map_or("unknown".to_string(), |o| o.health.status.clone())
+        })
     };
-    let total = move || counts.with(|c| c.values().sum::<u64>());
+    // The class alternates on every transition, which restarts the indicator's animation.
+    let health_class = move || {
+        let flip = dash.with(|d| d.health_transitions % 2);
+        format!("health {} t{flip}", status())
+    };
+    let version = move || dash.with(|d| d.overview.as_ref().map(|o| o.host.version.clone()));
 
     view! {
-        <header>
+        <header class="top">
             <h1>"lookout"</h1>
-            <span id="link" class=link_class>{link_text}</span>
+            <span class="version">{move || version().map(|v| format!("v{v}")).unwrap_or_default()}</span>
+            <span id="health" class=health_class>{move || status().replace('_', " ")}</span>
+            <span id="link" class=move || link_view().0>{move || link_view().1}</span>
         </header>
         <main>
-            <section class="cards">
-                <div class="card">
-                    <div class="label">"events seen"</div>
-                    <div id="total" class="value">{total}</div>
-                </div>
-                <For each=move || counts.get().into_iter() key=|(kind, n)| (kind.clone(), *n) let((kind, n))>
-                    <div class="card kind" data-kind=kind.clone()>
-                        <div class="label">{kind.clone()}</div>
-                        <div class="value">{n}</div>
-                    </div>
-                </For>
-            </section>
+            <HostPanel dash/>
             <section>
-                <h2>"Recent events"</h2>
-                <table id="events">
-                    <thead><tr><th>"time (UTC)"</th><th>"severity"</th><th>"kind"</th><th>"correlation"</th><th>"fields"</th></tr></thead>
-                    <tbody>
-                        <For each=move || events.get() key=|e| e.id let(e)>
-                            <tr class=format!("event sev-{}", e.severity) data-id=e.id.to_string()>
-                                <td>{e.time()}</td>
-                                <td>{e.severity.clone()}</td>
-                                <td class="kind">{e.kind.clone()}</td>
-                                <td>{e.correlation_id.clone().unwrap_or_default()}</td>
-                                <td class="fields">{e.fields_text()}</td>
-                            </tr>
-                        </For>
-                    </tbody>
-                </table>
+                <h2>"Pools"</h2>
+                <div class="pools">
+                    <For
+                        each=move || dash.with(|d| d.overview.as_ref().map(|o| o.pools.clone()).unwrap_or_default())
+                        key=|p| p.pool.name.clone()
+                        let(entry)
+                    >
+                        <PoolCard name=entry.pool.name.clone() dash/>
+                    </For>
+                </div>
             </section>
+            <Errors dash/>
+            <Plugins dash/>
+            <Tap dash/>
         </main>
+    }
+}
+
+#[component]
+fn HostPanel(dash: RwSignal<Dashboard>) -> impl IntoView {
+    let overview = move || dash.with(|d| d.overview.clone().unwrap_or_default());
+    let failing = move || {
+        overview()
+            .health
+            .checks
+            .into_iter()
+            .filter(|c| c.status != "ok")
+            .collect::<Vec<_>>()
+    };
+    view! {
+        <section class="host">
+            <div class="stat"><span class="label">"uptime"</span><span class="value">{move || format_uptime(overview().host.uptime_s)}</span></div>
+            <div class="stat"><span class="label">"memory"</span><span class="value" id="memory">{move || format_bytes(overview().host.memory_bytes)}</span></div>
+            <div class="stat"><span class="label">"processes"</span><span class="value">{move || format!("1 + {} workers", overview().host.workers)}</span></div>
+            <div class="stat"><span class="label">"events"</span><span class="value">{move || format_rate(dash.with(|d| d.bus_rate()))}</span></div>
+            <div class="stat"><span class="label">"dropped"</span><span class="value" id="dropped">{move || format!("{:.0}", overview().bus.dropped)}</span></div>
+            <ul id="failing" class="failing">
+                <For each=failing key=|c| c.name.clone() let(check)>
+                    <li>
+                        <b>{check.name.clone()}</b>
+                        {format!(" {} (must be {} {})", check.value, check.rule.replace('_', " "), check.threshold)}
+                        {check.detail.clone().map(|d| format!(" — {d}")).unwrap_or_default()}
+                    </li>
+                </For>
+            </ul>
+        </section>
+    }
+}
+
+#[component]
+fn PoolCard(name: String, dash: RwSignal<Dashboard>) -> impl IntoView {
+    let key = name.clone();
+    let entry = Memo::new(move |_| {
+        dash.with(|d| {
+            d.overview
+                .as_ref()
+                .and_then(|o| o.pools.iter().find(|p| p.pool.name == key).cloned())
+                .unwrap_or_default()
+        })
+    });
+    let entry = move || entry.get();
+    let series_key = name.clone();
+    let rates = Memo::new(move |_| dash.with(|d| d.rates(&series_key, 10.0)));
+    let rates = move || rates.get();
+    let spark_key = name.clone();
+    let requests_line =
+        move || dash.with(|d| sparkline(&d.request_series(&spark_key), 120.0, 28.0));
+    let errors_key = name.clone();
+    let errors_line = move || dash.with(|d| sparkline(&d.error_series(&errors_key), 120.0, 28.0));
+    let workers = move || entry().pool.workers;
+    view! {
+        <article class="pool-card" data-pool=name.clone() data-status=move || entry().pool.status>
+            <header>
+                <h3>{name.clone()}</h3>
+                <span class="badges">
+                    {move || entry().pool.saturated.then(|| view! { <span class="status saturated">"saturated"</span> })}
+                    <span class=move || format!("status {}", entry().pool.status)>{move || entry().pool.status}</span>
+                </span>
+            </header>
+            <ul class="workers">
+                <For each=workers key=|w| (w.slot, w.id.clone(), w.state.clone()) let(worker)>
+                    <li class=format!("worker {}", worker.state) data-worker=worker.id.clone().unwrap_or_default()
+                        title=worker.last_error.clone().unwrap_or_default()>
+                        <span class="dot"></span>
+                        {worker.id.clone().unwrap_or_else(|| format!("slot {}", worker.slot))}
+                        <small>{worker.state.clone()}</small>
+                    </li>
+                </For>
+            </ul>
+            <dl class="stats">
+                <div><dt>"requests"</dt><dd class="rate">{move || format_rate(rates().0)}</dd></div>
+                <div><dt>"errors"</dt><dd class="error-rate">{move || format_percent(rates().1)}</dd></div>
+                <div><dt>"p50"</dt><dd>{move || format_ms(entry().window.p50_ms)}</dd></div>
+                <div><dt>"p95"</dt><dd>{move || format_ms(entry().window.p95_ms)}</dd></div>
+                <div><dt>"queue"</dt><dd class="queue">{move || { let p = entry().pool; format!("{}/{}", p.queue_length, p.queue_limit) }}</dd></div>
+                <div><dt>"sessions"</dt><dd>{move || entry().pool.sessions}</dd></div>
+            </dl>
+            <svg class="spark" viewBox="0 0 120 28" preserveAspectRatio="none" aria-label="requests and errors per second, last two minutes">
+                <polyline class="requests" points=requests_line></polyline>
+                <polyline class="errors" points=errors_line></polyline>
+            </svg>
+        </article>
+    }
+}
+
+#[component]
+fn Errors(dash: RwSignal<Dashboard>) -> impl IntoView {
+    let errors = move || {
+        dash.with(|d| {
+            d.overview
+                .as_ref()
+                .map(|o| o.errors.clone())
+                .unwrap_or_default()
+        })
+    };
+    view! {
+        <section>
+            <h2>"Recent errors"</h2>
+            <table id="errors" class="errors">
+                <thead><tr><th>"time (UTC)"</th><th>"pool"</th><th>"command"</th><th>"correlation"</th><th>"message"</th></tr></thead>
+                <tbody>
+                    <For each=errors key=|e| e.id let(e)>
+                        <tr class="error" data-correlation=e.correlation_id.clone().unwrap_or_default()>
+                            <td>{format_time(e.timestamp_ns)}</td>
+                            <td>{e.text("pool")}</td>
+                            <td>{e.text("command")}</td>
+                            <td class="mono">{e.correlation_id.clone().unwrap_or_default()}</td>
+                            <td>
+                                {e.error_message()}
+                                {(!e.text("traceback").is_empty()).then(|| view! {
+                                    <details><summary>"traceback"</summary><pre class="traceback">{e.text("traceback")}</pre></details>
+                                })}
+                            </td>
+                        </tr>
+                    </For>
+                </tbody>
+            </table>
+        </section>
+    }
+}
+
+#[component]
+fn Plugins(dash: RwSignal<Dashboard>) -> impl IntoView {
+    let plugins = move || {
+        dash.with(|d| {
+            d.overview
+                .as_ref()
+                .map(|o| o.plugins.clone())
+                .unwrap_or_default()
+        })
+    };
+    let swaps = move || {
+        dash.with(|d| {
+            d.overview
+                .as_ref()
+                .map(|o| o.swaps.clone())
+                .unwrap_or_default()
+        })
+    };
+    view! {
+        <section>
+            <h2>"Plugins"</h2>
+            <table id="plugins">
+                <thead><tr><th>"name"</th><th>"world"</th><th>"version"</th><th>"state"</th><th>"calls"</th><th>"failures"</th><th>"ns/event"</th><th>"last error"</th></tr></thead>
+                <tbody>
+                    <For each=plugins key=|p: &model::Plugin| (p.name.clone(), p.version, p.status.state.clone(), p.counters.calls) let(p)>
+                        <tr class=format!("plugin {}", p.status.state) data-plugin=p.name.clone()>
+                            <td>{p.name.clone()}</td>
+                            <td>{p.world.clone()}</td>
+                            <td class="plugin-version">{if p.author_version.is_empty() { format!("v{}", p.version) } else { format!("v{} ({})", p.version, p.author_version) }}</td>
+                            <td>{p.status.state.clone()}</td>
+                            <td>{p.counters.calls}</td>
+                            <td>{p.counters.failures}</td>
+                            <td>{p.counters.ns_per_event.map(|n| format!("{n:.0}")).unwrap_or_else(|| "—".into())}</td>
+                            <td class="small">{p.status.last_error.clone().unwrap_or_default()}</td>
+                        </tr>
+                    </For>
+                </tbody>
+            </table>
+            <details class="swaps">
+                <summary>"swap history"</summary>
+                <ul>
+                    <For each=swaps key=|s| (s.at_ms, s.plugin.clone(), s.outcome.clone()) let(s)>
+                        <li>{format!("{} {} v{} {} ({}){}", format_time(s.at_ms * 1_000_000), s.plugin, s.version.map(|v| v.to_string()).unwrap_or_else(|| "—".into()), s.outcome, s.source, s.error.clone().map(|e| format!(": {e}")).unwrap_or_default())}</li>
+                    </For>
+                </ul>
+            </details>
+        </section>
+    }
+}
+
+#[component]
+fn Tap(dash: RwSignal<Dashboard>) -> impl IntoView {
+    let filter = RwSignal::new(TapFilter::default());
+    let shown = move || {
+        let filter = filter.get();
+        dash.with(|d| {
+            d.tap
+                .iter()
+                .filter(|e| filter.matches(e))
+                .take(100)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let paused = move || dash.with(|d| d.tap_paused);
+    view! {
+        <section>
+            <h2>"Event tap"</h2>
+            <div class="tap-controls">
+                <input id="tap-kind" placeholder="kind prefix, e.g. request." on:input=move |ev| filter.update(|f| f.kind = event_target_value(&ev))/>
+                <input id="tap-correlation" placeholder="correlation id" on:input=move |ev| filter.update(|f| f.correlation = event_target_value(&ev))/>
+                <button id="tap-pause" on:click=move |_| dash.update(|d| { let p = !d.tap_paused; d.set_paused(p) })>
+                    {move || if paused() { "resume" } else { "pause" }}
+                </button>
+                <span class="small">{move || { let n = dash.with(|d| d.tap_missed); if n > 0 { format!("{n} new while paused") } else { String::new() } }}</span>
+            </div>
+            <table id="events">
+                <thead><tr><th>"time"</th><th>"severity"</th><th>"kind"</th><th>"correlation"</th><th>"fields"</th></tr></thead>
+                <tbody>
+                    <For each=shown key=|e| e.id let(e)>
+                        <tr class=format!("event sev-{}", e.severity) data-id=e.id.to_string()>
+                            <td>{format_time(e.timestamp_ns)}</td>
+                            <td>{e.severity.clone()}</td>
+                            <td class="kind">{e.kind.clone()}</td>
+                            <td class="mono">{e.correlation_id.clone().unwrap_or_default()}</td>
+                            <td class="fields">{e.fields_text()}</td>
+                        </tr>
+                    </For>
+                </tbody>
+            </table>
+        </section>
     }
 }
 

@@ -32,6 +32,7 @@ fn main() {
             "lookout_dashboard_bg.wasm",
         ] {
             fs::write(out_dir.join(name), b"").unwrap();
+            fs::write(out_dir.join(format!("{name}.gz")), b"").unwrap();
         }
         fs::write(out_dir.join("built.rs"), "false").unwrap();
         return;
@@ -81,6 +82,13 @@ fn main() {
         "cargo:rerun-if-changed={}",
         dashboard.join("index.html").display()
     );
+    for name in [
+        "index.html",
+        "lookout_dashboard.js",
+        "lookout_dashboard_bg.wasm",
+    ] {
+        gzip(&out_dir.join(name));
+    }
     fs::write(out_dir.join("built.rs"), "true").unwrap();
 
     for dir in [&plugins, &dashboard] {
@@ -89,6 +97,18 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+}
+
+/// Writes `<file>.gz` beside `file` (best compression: it is done once, at build time).
+fn gzip(file: &Path) {
+    use std::io::Write as _;
+    let bytes = fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&bytes).unwrap();
+    let gz = encoder.finish().unwrap();
+    let mut name = file.as_os_str().to_owned();
+    name.push(".gz");
+    fs::write(&name, gz).unwrap_or_else(|e| panic!("write {name:?}: {e}"));
 }
 
 /// `cargo build --release --target <target>` in `dir`, in the wasm target dir.

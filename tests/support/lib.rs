@@ -309,10 +309,13 @@ impl LiveStream {
     }
 }
 
-/// Runs the browser check of `tests/browser/dashboard.mjs` against `host`; returns the
-/// screenshot path. Needs node, `npm install` in tests/browser and Debian's chromium — all
+/// Runs the browser check of `tests/browser/dashboard.mjs` against `host` (which must run a
+/// `demo` pool); `redact_wasm` is swapped in by the check. Needs node, `npm install` in tests/browser and Debian's chromium — all
 /// of which `cargo xtask test` installs.
-pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
+pub fn check_dashboard_in_browser(
+    host: &Host,
+    redact_wasm: &Path,
+) -> anyhow::Result<BrowserReport> {
     let dir = repo_root().join("tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
         bail!(
@@ -325,13 +328,15 @@ pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
             "{chromium} is missing: run `cargo xtask test` (it installs Debian's chromium) or set CHROMIUM"
         );
     }
-    let screenshot = artifacts_dir().join("dashboard.png");
+    let shots = artifacts_dir();
+    let screenshot = shots.join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
     let output = Command::new("node")
         .current_dir(&dir)
         .arg("dashboard.mjs")
         .arg(&host.base)
-        .arg(&screenshot)
+        .arg(&shots)
+        .arg(redact_wasm)
         .output()
         .context("cannot run node")?;
     if !output.status.success() {
@@ -341,7 +346,24 @@ pub fn check_dashboard_in_browser(host: &Host) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(screenshot)
+    let measured: serde_json::Value = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    Ok(BrowserReport {
+        screenshot,
+        first_render_ms: measured["first_render_ms"].as_f64(),
+    })
+}
+
+/// What the browser check saw.
+#[derive(Debug)]
+pub struct BrowserReport {
+    /// The main view, with an error's traceback open.
+    pub screenshot: PathBuf,
+    /// From navigation to the first pool card on screen.
+    pub first_render_ms: Option<f64>,
 }
 
 /// A bus consumer that keeps every event it is given.

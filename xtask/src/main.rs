@@ -166,6 +166,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
         .current_dir(root.join("plugins"))
         .args(["test", "-p", "redact-rules"])
         .env("CARGO_TARGET_DIR", target.join("plugins-native")))?;
+    // The dashboard's state and formatting, natively (the app itself in a browser, above).
+    run(cargo()
+        .current_dir(root.join("dashboard"))
+        .args(["test", "-p", "lookout-dashboard-model"])
+        .env("CARGO_TARGET_DIR", target.join("dashboard-native")))?;
     // The plugin template must build and pass `lookout plugin check`, as its docs promise.
     run(cargo()
         .current_dir(&template)

@@ -39,10 +39,16 @@ pub mod plugins {
     pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
 }
 
-/// The dashboard's files, served by the host.
+/// The dashboard's files, served by the host; each also gzipped (`*_GZ`, best compression,
+/// made at build time).
 pub mod dashboard {
     pub const INDEX_HTML: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html"));
     pub const APP_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard.js"));
     pub const APP_WASM: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard_bg.wasm"));
+    pub const INDEX_HTML_GZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/index.html.gz"));
+    pub const APP_JS_GZ: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard.js.gz"));
+    pub const APP_WASM_GZ: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/lookout_dashboard_bg.wasm.gz"));
 }

@@ -184,6 +184,9 @@ async fn serve(
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
     );
+    let recent_errors = lookout_server::RecentErrors::default();
+    // Held for the host's life: dropping the registration would unregister it.
+    let _recent_errors = bus.register("recent_errors", recent_errors.clone())?;
     let health = lookout_server::Health::new(config.health.settings());
     health.spawn(pools.clone(), plugins.clone(), bus.clone());
     let (manifest, wasm) = config.sanitizer()?;
@@ -200,6 +203,9 @@ async fn serve(
             index_html: lookout_artifacts::dashboard::INDEX_HTML,
             app_js: lookout_artifacts::dashboard::APP_JS,
             app_wasm: lookout_artifacts::dashboard::APP_WASM,
+            index_html_gz: lookout_artifacts::dashboard::INDEX_HTML_GZ,
+            app_js_gz: lookout_artifacts::dashboard::APP_JS_GZ,
+            app_wasm_gz: lookout_artifacts::dashboard::APP_WASM_GZ,
         });
     let state = AppState {
         bus: bus.clone(),
@@ -211,6 +217,7 @@ async fn serve(
         log: Some(Arc::new(log)),
         health: health.clone(),
         metric_groups: config.metrics,
+        recent_errors: recent_errors.clone(),
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,

@@ -156,6 +156,10 @@ pub struct PoolSnapshot {
     pub queue_limit: usize,
     pub sessions: usize,
     pub saturated: bool,
+    /// Requests answered since the pool started (refusals and failures included).
+    pub requests_total: u64,
+    /// Of those, failed.
+    pub failed_total: u64,
     pub config: serde_json::Value,
 }
 
@@ -216,6 +220,9 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Recent request outcomes, for health windows.
     recent: Mutex<VecDeque<Outcome>>,
+    /// Requests answered, and of those failed, since the pool started.
+    answered: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// One request as a caller saw it.
@@ -237,6 +244,8 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub struct WindowStats {
     pub requests: u64,
     pub failed: u64,
+    /// Median time to an answer, when there were requests.
+    pub p50_ms: Option<f64>,
     /// 95th percentile of the time to an answer, when there were requests.
     pub p95_ms: Option<f64>,
 }
@@ -303,6 +312,8 @@ impl Pool {
             next_job: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             recent: Mutex::new(VecDeque::new()),
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         });
         inner.refresh_gauges(&inner.state.lock());
         let mut first_starts = Vec::new();
@@ -339,6 +350,10 @@ impl Pool {
     pub async fn execute(&self, request: ExecRequest) -> Result<Executed, ExecError> {
         let began = Instant::now();
         let outcome = self.execute_inner(request).await;
+        self.inner.answered.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            self.inner.failed.fetch_add(1, Ordering::Relaxed);
+        }
         let mut recent = self.inner.recent.lock();
         if recent.len() >= RECENT_OUTCOMES {
             recent.pop_front();
@@ -367,8 +382,12 @@ impl Pool {
         }
         if !seconds.is_empty() {
             seconds.sort_by(f32::total_cmp);
-            let at = ((seconds.len() as f64 * 0.95).ceil() as usize).clamp(1, seconds.len()) - 1;
-            stats.p95_ms = Some(f64::from(seconds[at]) * 1e3);
+            let quantile = |q: f64| {
+                let at = ((seconds.len() as f64 * q).ceil() as usize).clamp(1, seconds.len()) - 1;
+                f64::from(seconds[at]) * 1e3
+            };
+            stats.p50_ms = Some(quantile(0.5));
+            stats.p95_ms = Some(quantile(0.95));
         }
         stats
     }
@@ -613,6 +632,8 @@ impl Pool {
             queue_limit: inner.config.queue_limit,
             sessions: state.sessions.len(),
             saturated: state.saturated_since.is_some(),
+            requests_total: inner.answered.load(Ordering::Relaxed),
+            failed_total: inner.failed.load(Ordering::Relaxed),
             config: inner.config.shown(),
         }
     }

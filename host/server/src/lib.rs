@@ -13,6 +13,7 @@
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //! | `/api/v1/pools…` | run commands on worker pools, look at them: see [`pools`](crate::pools) |
 //! | `PATCH /api/v1/config` | change settings while running: see [`config`](crate::config) |
+//! | `GET /api/v1/overview`, `GET /api/v1/overview/stream` | the dashboard's picture: host, health, bus, pools, plugins, swaps, recent errors; once, or pushed every second (SSE) |
 //!
 //! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
 //! events from a bus consumer, never from the ingest path.
@@ -21,7 +22,10 @@ mod admin;
 mod config;
 mod health;
 mod ingest;
+mod overview;
 mod pools;
+
+pub use overview::RecentErrors;
 
 pub use config::LogControl;
 pub use health::{Check, Health, HealthSettings, Report};
@@ -33,7 +37,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -61,6 +65,10 @@ pub struct DashboardAssets {
     pub index_html: &'static [u8],
     pub app_js: &'static [u8],
     pub app_wasm: &'static [u8],
+    /// The same, gzipped (empty when not available): served to clients that accept gzip.
+    pub index_html_gz: &'static [u8],
+    pub app_js_gz: &'static [u8],
+    pub app_wasm_gz: &'static [u8],
 }
 
 /// What the handlers share.
@@ -81,6 +89,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     pub health: Health,
     pub metric_groups: MetricGroups,
+    /// The latest failures, for the dashboard (register it on the bus).
+    pub recent_errors: RecentErrors,
 }
 
 impl AppState {
@@ -169,6 +179,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .route("/api/v1/plugins", get(admin::list_plugins))
         .route("/api/v1/pools", get(pools::list))
+        .route("/api/v1/overview", get(overview::get_overview))
+        .route("/api/v1/overview/stream", get(overview::overview_stream))
         .route("/api/v1/pools/{pool}", get(pools::get_one))
         .route(
             "/api/v1/events",
@@ -473,16 +485,33 @@ async fn readyz(State(state): State<Arc<AppState>>, Query(q): Query<Verbose>) ->
     (code, text).into_response()
 }
 
+/// A dashboard file, gzipped when the client accepts it.
 fn asset(
     state: &AppState,
-    pick: fn(&DashboardAssets) -> &'static [u8],
+    headers: &HeaderMap,
+    pick: fn(&DashboardAssets) -> (&'static [u8], &'static [u8]),
     content_type: &'static str,
 ) -> Response {
+    let gzip_ok = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     match state.dashboard.as_ref().map(pick) {
-        Some(bytes) if !bytes.is_empty() => (
+        Some((_, gz)) if gzip_ok && !gz.is_empty() => (
             [
                 (header::CONTENT_TYPE, content_type),
                 (header::CACHE_CONTROL, "no-cache"),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "accept-encoding"),
+            ],
+            gz,
+        )
+            .into_response(),
+        Some((bytes, _)) if !bytes.is_empty() => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::VARY, "accept-encoding"),
             ],
             bytes,
         )
@@ -495,14 +524,29 @@ fn asset(
     }
 }
 
-async fn dashboard_index(State(state): State<Arc<AppState>>) -> Response {
-    asset(&state, |d| d.index_html, "text/html; charset=utf-8")
+async fn dashboard_index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        |d| (d.index_html, d.index_html_gz),
+        "text/html; charset=utf-8",
+    )
 }
 
-async fn dashboard_js(State(state): State<Arc<AppState>>) -> Response {
-    asset(&state, |d| d.app_js, "text/javascript; charset=utf-8")
+async fn dashboard_js(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        |d| (d.app_js, d.app_js_gz),
+        "text/javascript; charset=utf-8",
+    )
 }
 
-async fn dashboard_wasm(State(state): State<Arc<AppState>>) -> Response {
-    asset(&state, |d| d.app_wasm, "application/wasm")
+async fn dashboard_wasm(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    asset(
+        &state,
+        &headers,
+        |d| (d.app_wasm, d.app_wasm_gz),
+        "application/wasm",
+    )
 }

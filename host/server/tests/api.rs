@@ -35,6 +35,7 @@ fn state(admin_token: Option<&str>) -> AppState {
             interval: std::time::Duration::from_secs(1),
         }),
         metric_groups: lookout_server::MetricGroups::default(),
+        recent_errors: lookout_server::RecentErrors::default(),
     }
 }
 

@@ -24,6 +24,7 @@ pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validat
 pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
 pub use runner::Runner;
 pub use runtime::{
-    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, Runtime, WIT_VERSION,
+    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, PluginCounters, Runtime,
+    WIT_VERSION,
 };
 pub use sanitizer::{PluginConfig, WasmSanitizer};

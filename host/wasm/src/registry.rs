@@ -29,7 +29,7 @@ use crate::custom_metrics::RejectionCounters;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
 use crate::runner::{PluginConsumer, Runner};
-use crate::runtime::{Limits, Runtime};
+use crate::runtime::{Limits, PluginCounters, Runtime};
 use crate::sanitizer::WasmSanitizer;
 
 /// Swap attempts remembered for `history`.
@@ -78,6 +78,8 @@ pub struct PluginInfo {
     pub previous: Option<PreviousInfo>,
     /// Running or quarantined, when it retries, and the last error.
     pub status: BreakerStatus,
+    /// Calls, failures, events in and time spent, over all its versions.
+    pub counters: PluginCounters,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -225,6 +227,7 @@ impl Installed {
                 version: p.version,
                 sha256: p.sha256.clone(),
             }),
+            counters: PluginCounters::default(),
         }
     }
 }
@@ -479,7 +482,11 @@ impl PluginRegistry {
             .runners
             .values()
             .map(|r| r.slot.current.info(r.slot.previous.as_deref()));
-        sanitizer.chain(runners).collect()
+        let mut list: Vec<PluginInfo> = sanitizer.chain(runners).collect();
+        for info in &mut list {
+            info.counters = self.runtime.metrics.counters(&info.name);
+        }
+        list
     }
 
     /// Swap attempts, oldest first (the last [`HISTORY_LEN`]).

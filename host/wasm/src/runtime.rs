@@ -24,6 +24,19 @@ use crate::manifest::World;
 /// The version of the `lookout:plugin` WIT package this host speaks.
 pub const WIT_VERSION: &str = "0.2.0";
 
+/// What a plugin has done so far, summed over its versions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PluginCounters {
+    pub calls: u64,
+    /// Calls that trapped, timed out, ran out of memory or returned an error.
+    pub failures: u64,
+    pub events_in: u64,
+    /// Time spent in the plugin's calls.
+    pub busy_seconds: f64,
+    /// `busy_seconds` per event handed to it, in nanoseconds.
+    pub ns_per_event: Option<f64>,
+}
+
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -198,6 +211,38 @@ pub(crate) struct PluginMetrics {
 
 impl PluginMetrics {
     /// One finished call: its duration and its outcome (`ok`, `error`, `trap`, `timeout`, …).
+    /// What a plugin has done so far (all its versions): for the API and the dashboard.
+    pub(crate) fn counters(&self, plugin: &str) -> PluginCounters {
+        let mut counters = PluginCounters::default();
+        for function in ["sanitize", "handle", "observe"] {
+            for outcome in ["ok", "error", "trap", "timeout", "out_of_memory"] {
+                let n = self
+                    .calls
+                    .get_metric_with_label_values(&[plugin, function, outcome])
+                    .map(|c| c.get())
+                    .unwrap_or(0);
+                counters.calls += n;
+                if outcome != "ok" {
+                    counters.failures += n;
+                }
+            }
+            if let Ok(h) = self
+                .duration
+                .get_metric_with_label_values(&[plugin, function])
+            {
+                counters.busy_seconds += h.get_sample_sum();
+            }
+        }
+        counters.events_in = self
+            .events_in
+            .get_metric_with_label_values(&[plugin])
+            .map(|c| c.get())
+            .unwrap_or(0);
+        counters.ns_per_event = (counters.events_in > 0)
+            .then(|| counters.busy_seconds * 1e9 / counters.events_in as f64);
+        counters
+    }
+
     pub(crate) fn record(
         &self,
         plugin: &str,

@@ -706,6 +706,19 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
         published > 10_000,
         "only {published} events flowed during the swaps"
     );
+    // The plugin API's counters for the running version's plugin: a share of the events,
+    // no failures, a cost per event.
+    let redact = plugins.list().remove(0);
+    assert_eq!(redact.name, "redact");
+    let c = redact.counters;
+    assert!(
+        c.events_in > 0 && c.events_in < accepted,
+        "{c:?} of {accepted}"
+    );
+    assert!(
+        c.calls > 0 && c.failures == 0 && c.ns_per_event.is_some(),
+        "{c:?}"
+    );
 }
 
 const ERROR_COUNTER_MANIFEST: &str = r#"

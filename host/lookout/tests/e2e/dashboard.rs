@@ -1,17 +1,45 @@
-//! The dashboard in a real browser (headless Debian chromium driven by playwright-core).
+//! The dashboard in a real browser (headless Debian chromium driven by playwright-core),
+//! with real workers and traffic: tests/browser/dashboard.mjs says what it checks.
 
-use crate::default_host;
+use lookout_testkit::Host;
 
-/// The page loads, the WASM app connects to the live stream, and an event posted after the
-/// page loaded appears in the list — redacted — with no page or console errors.
+use crate::LOOKOUT;
+
+/// Pool cards follow the workers (and a killed one), errors show their traceback, saturation
+/// turns the health indicator and back, a swap shows the new plugin version, the tap shows a
+/// new event sanitized and filters it, phone width and both colour schemes render — with no
+/// page or console errors and no secret on the page.
 #[test]
-fn dashboard_renders_an_event_posted_after_it_loaded() {
-    let host = default_host();
-    let screenshot = lookout_testkit::check_dashboard_in_browser(&host).unwrap();
-    let size = std::fs::metadata(&screenshot).unwrap().len();
+fn the_dashboard_shows_what_happens() {
+    let dir = lookout_testkit::artifacts_dir();
+    let config = dir.join("dashboard.toml");
+    std::fs::write(
+        &config,
+        r#"
+[health]
+hold_ms = 200
+interval_ms = 100
+
+[[pools]]
+name = "demo"
+app = "demo"
+size = 2
+[pools.health]
+max_queue_length = 1
+min_requests = 1000
+"#,
+    )
+    .unwrap();
+    let redact = dir.join("redact-for-swap.wasm");
+    std::fs::write(&redact, lookout_artifacts::plugins::REDACT).unwrap();
+    let host = Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
+    let report = lookout_testkit::check_dashboard_in_browser(&host, &redact).unwrap();
+    let size = std::fs::metadata(&report.screenshot).unwrap().len();
     assert!(
         size > 1000,
         "screenshot {} is only {size} bytes",
-        screenshot.display()
+        report.screenshot.display()
     );
+    eprintln!("dashboard: first render {:?} ms", report.first_render_ms);
+    assert!(report.first_render_ms.is_some());
 }
