@@ -66,6 +66,26 @@ fn App() -> impl IntoView {
     let (link, set_link) = signal(Link::Connecting);
     let (_tap_link, set_tap_link) = signal(Link::Connecting);
 
+    // The overview comes every second. The browser reconnects a lost stream by itself and
+    // says nothing while it tries, so silence is what tells the connection is gone.
+    let beats = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    {
+        let beats = beats.clone();
+        leptos::task::spawn_local(async move {
+            let (mut seen, mut silent) = (0, 0);
+            loop {
+                sleep(1500).await;
+                if beats.get() == seen {
+                    silent += 1;
+                    if silent >= 2 {
+                        set_link.set(Link::Reconnecting);
+                    }
+                } else {
+                    (seen, silent) = (beats.get(), 0);
+                }
+            }
+        });
+    }
     leptos::task::spawn_local(async move {
         // One snapshot first, then what the host pushes.
         if let Ok(response) = gloo_net::http::Request::get("/api/v1/overview")
@@ -78,6 +98,7 @@ fn App() -> impl IntoView {
         follow(
             "/api/v1/overview/stream",
             move |data| {
+                beats.set(beats.get() + 1);
                 if let Ok(overview) = serde_json::from_str::<Overview>(&data) {
                     dash.update(|d| d.apply(overview));
                 }

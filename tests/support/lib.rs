@@ -77,8 +77,13 @@ impl Host {
     /// Starts `bin serve --listen 127.0.0.1:0 <extra args>` and waits until it says where it
     /// listens.
     pub fn start(bin: &str, extra: &[&str]) -> anyhow::Result<Host> {
+        Host::start_at(bin, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Host::start`], on a given address (to restart a host where it was).
+    pub fn start_at(bin: &str, listen: &str, extra: &[&str]) -> anyhow::Result<Host> {
         let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

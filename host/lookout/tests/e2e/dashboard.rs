@@ -43,3 +43,38 @@ min_requests = 1000
     eprintln!("dashboard: first render {:?} ms", report.first_render_ms);
     assert!(report.first_render_ms.is_some());
 }
+
+/// The host restarts under an open dashboard: the page comes back live by itself — no
+/// reload — with the new host's data.
+#[test]
+fn the_dashboard_reconnects_after_the_host_restarts() {
+    use std::io::BufRead;
+
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut host = Host::start_at(LOOKOUT, &listen, &[]).unwrap();
+    let mut watcher = std::process::Command::new("node")
+        .current_dir(lookout_testkit::repo_root().join("tests/browser"))
+        .arg("reconnect.mjs")
+        .arg(&host.base)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, "watching", "the page did not come up live");
+    host.terminate(std::time::Duration::from_secs(30)).unwrap();
+    drop(host);
+    let _again = Host::start_at(LOOKOUT, &listen, &[]).unwrap();
+    let output = watcher.wait_with_output().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        output.status.success() && rest.iter().any(|l| l == "reconnected"),
+        "{rest:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
