@@ -78,3 +78,43 @@ fn the_dashboard_reconnects_after_the_host_restarts() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The dashboard's files come with their content types, gzipped to clients that accept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_compressed_with_its_types() {
+    let host = crate::quiet_host();
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        (
+            "/assets/lookout_dashboard.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/assets/lookout_dashboard_bg.wasm", "application/wasm"),
+    ] {
+        let get = |gzip: bool| {
+            let request = host.http.get(host.url(path));
+            let request = if gzip {
+                request.header("accept-encoding", "gzip, br")
+            } else {
+                request
+            };
+            async move { request.send().await.unwrap() }
+        };
+        let zipped = get(true).await;
+        assert_eq!(zipped.headers()["content-type"], content_type, "{path}");
+        assert_eq!(zipped.headers()["content-encoding"], "gzip", "{path}");
+        let zipped = zipped.bytes().await.unwrap();
+        let plain = get(false).await;
+        assert!(!plain.headers().contains_key("content-encoding"), "{path}");
+        let plain = plain.bytes().await.unwrap();
+        assert_eq!(&zipped[..2], b"\x1f\x8b", "{path}: gzip magic");
+        assert!(zipped.len() < plain.len(), "{path}");
+        if path.ends_with(".wasm") {
+            assert!(
+                zipped.len() <= 150 * 1024,
+                "the wasm is {} bytes gzipped (target 150 KB)",
+                zipped.len()
+            );
+        }
+    }
+}
