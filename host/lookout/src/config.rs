@@ -196,12 +196,41 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.listen_addr()?;
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = problems
+            .iter()
+            .map(|(field, reason)| format!("`{field}`: {reason}"))
+            .collect();
+        bail!("invalid config {}", list.join("; "))
+    }
+
+    /// Every problem serde cannot see, as `(field, reason)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut bad = |field: &str, reason: &str| problems.push((field.into(), reason.into()));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "server.listen",
+                &format!(
+                    "`{}` is not an address like 127.0.0.1:8787",
+                    self.server.listen
+                ),
+            );
+        }
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 256 << 20 {
-            bail!("invalid config `server.max_body_bytes`: must be between 1024 and 268435456");
+            bad(
+                "server.max_body_bytes",
+                "must be between 1024 and 268435456",
+            );
         }
         if self.server.max_plugin_bytes < 1024 || self.server.max_plugin_bytes > 256 << 20 {
-            bail!("invalid config `server.max_plugin_bytes`: must be between 1024 and 268435456");
+            bad(
+                "server.max_plugin_bytes",
+                "must be between 1024 and 268435456",
+            );
         }
         if self
             .server
@@ -209,31 +238,33 @@ impl Config {
             .as_ref()
             .is_some_and(|t| t.len() < 16)
         {
-            bail!("invalid config `server.admin_token`: use at least 16 characters");
+            bad("server.admin_token", "use at least 16 characters");
         }
-        self.bus.validate()?;
+        if let Err(lookout_core::Error::Config { field, reason }) = self.bus.validate() {
+            bad(&field, &reason);
+        }
         if self.health.interval_ms == 0 || self.health.interval_ms > 60_000 {
-            bail!("invalid config `health.interval_ms`: must be 1–60000");
+            bad("health.interval_ms", "must be 1–60000");
         }
         if self.health.hold_ms > 600_000 {
-            bail!("invalid config `health.hold_ms`: must be at most 600000");
+            bad("health.hold_ms", "must be at most 600000");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            bail!("invalid config `log.level`: `{}`: {e}", self.log.level);
+            bad(
+                "log.level",
+                &format!("`{}` is not a level filter: {e}", self.log.level),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for pool in &self.pools {
-            if let Some((field, reason)) = pool.problems().into_iter().next() {
-                bail!("invalid config `{field}`: {reason}");
+            for (field, reason) in pool.problems() {
+                bad(&field, &reason);
             }
             if !names.insert(pool.name.as_str()) {
-                bail!(
-                    "invalid config `pools`: two pools are named `{}`",
-                    pool.name
-                );
+                bad("pools", &format!("two pools are named `{}`", pool.name));
             }
         }
-        Ok(())
+        problems
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -46,20 +46,9 @@ impl LogLevel {
     fn level_now(&self) -> String {
         self.current.lock().map(|l| l.clone()).unwrap_or_default()
     }
-}
 
-impl lookout_server::LogControl for LogLevel {
-    fn level(&self) -> String {
-        self.level_now()
-    }
-
-    fn check_level(&self, filter: &str) -> Result<(), String> {
-        EnvFilter::try_new(filter)
-            .map(drop)
-            .map_err(|e| format!("`{filter}` is not a level filter: {e}"))
-    }
-
-    fn set_level(&self, filter: &str) -> Result<(), String> {
+    /// Applies a new filter, or says why it is not one.
+    pub fn set_level(&self, filter: &str) -> Result<(), String> {
         let parsed = EnvFilter::try_new(filter)
             .map_err(|e| format!("`{filter}` is not a level filter: {e}"))?;
         self.handle

@@ -4,6 +4,7 @@
 //! config, the embedded `redact` sanitizer and the embedded dashboard.
 
 mod config;
+mod live;
 mod logging;
 mod plugin_cli;
 mod watch;
@@ -95,8 +96,17 @@ enum PluginCommand {
 enum ConfigCommand {
     /// Check a config file, including that its sanitizer loads and accepts its config.
     Check { file: PathBuf },
-    /// Print the default config.
-    Defaults,
+    /// Print the default config (what runs without a file).
+    #[command(alias = "defaults")]
+    Default,
+    /// Apply a config file to a running host: checked whole, applied without a restart, or
+    /// refused naming every invalid field (exit ≠ 0) with nothing changed.
+    Apply {
+        file: PathBuf,
+        /// The host's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8787")]
+        host: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,25 +118,33 @@ fn main() -> anyhow::Result<()> {
             plugins,
             log_format,
         } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path)?,
+            let config_file = config;
+            let mut config = match &config_file {
+                Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
-            if let Some(listen) = listen {
-                config.server.listen = listen;
-                config.validate()?;
-            }
-            match log_format.as_deref() {
-                Some("pretty") => config.log.format = logging::LogFormat::Pretty,
-                Some(_) => config.log.format = logging::LogFormat::Json,
-                None => {}
-            }
+            // What the command line and the environment say wins over the file, at start and
+            // on every later change of the file.
+            let overrides = live::Overrides {
+                // The listen address from the environment (containers), below --listen.
+                listen: listen.or_else(|| {
+                    std::env::var("LOOKOUT_LISTEN")
+                        .ok()
+                        .filter(|l| !l.is_empty())
+                }),
+                log_format: log_format.map(|f| match f.as_str() {
+                    "pretty" => logging::LogFormat::Pretty,
+                    _ => logging::LogFormat::Json,
+                }),
+            };
+            overrides.apply(&mut config);
+            config.validate()?;
             let log = logging::init(&config.log.level, config.log.format)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("lookout")
                 .build()?;
-            runtime.block_on(serve(config, plugins, log))
+            runtime.block_on(serve(config, plugins, log, config_file, overrides))
         }
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -159,7 +177,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Config {
-            command: ConfigCommand::Defaults,
+            command: ConfigCommand::Apply { file, host },
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(plugin_cli::apply_config(&host, &file)),
+        Command::Config {
+            command: ConfigCommand::Default,
         } => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())
@@ -172,6 +196,8 @@ async fn serve(
     config: Config,
     plugin_dir: Option<PathBuf>,
     log: logging::LogLevel,
+    config_file: Option<PathBuf>,
+    overrides: live::Overrides,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let registry = Registry::new();
@@ -189,6 +215,21 @@ async fn serve(
     let _recent_errors = bus.register("recent_errors", recent_errors.clone())?;
     let health = lookout_server::Health::new(config.health.settings());
     health.spawn(pools.clone(), plugins.clone(), bus.clone());
+    let metric_groups = Arc::new(parking_lot::RwLock::new(config.metrics));
+    let live = Arc::new(live::LiveConfig::new(
+        config.clone(),
+        bus.clone(),
+        plugins.clone(),
+        log,
+        health.clone(),
+        metric_groups.clone(),
+        overrides,
+    ));
+    // Kept alive for the host's life: dropping it stops the watch.
+    let _config_file = config_file
+        .as_deref()
+        .map(|file| watch::ConfigFile::start(live.clone(), file))
+        .transpose()?;
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
@@ -214,9 +255,9 @@ async fn serve(
         max_body_bytes: config.server.max_body_bytes,
         plugins,
         pools: pools.clone(),
-        log: Some(Arc::new(log)),
+        config: Some(live.clone()),
         health: health.clone(),
-        metric_groups: config.metrics,
+        metric_groups: metric_groups.clone(),
         recent_errors: recent_errors.clone(),
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,

@@ -170,3 +170,43 @@ pub async fn rollback(host: &str, name: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `lookout config apply FILE`: sends the file to a running host, which checks it whole and
+/// applies it (or names every invalid field and changes nothing).
+pub async fn apply_config(host: &str, file: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let url = format!("{}/api/v1/config", host.trim_end_matches('/'));
+    let response = with_token(client()?.put(&url).body(text))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {host}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        let changed = body["changed"].as_array().cloned().unwrap_or_default();
+        println!("version {}: {} change(s)", body["version"], changed.len());
+        for c in changed {
+            println!(
+                "  {}: {} -> {}",
+                c["field"].as_str().unwrap_or("?"),
+                c["from"],
+                c["to"]
+            );
+        }
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    for i in body["invalid"].as_array().cloned().unwrap_or_default() {
+        reasons.push(format!(
+            "  {}: {}",
+            i["field"].as_str().unwrap_or("?"),
+            i["reason"].as_str().unwrap_or("?")
+        ));
+    }
+    let message = body["error"].as_str().unwrap_or("refused").to_string();
+    bail!(
+        "the host answered {status}: {message}\n{}",
+        reasons.join("\n")
+    )
+}

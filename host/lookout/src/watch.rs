@@ -124,3 +124,54 @@ impl PluginDir {
         Ok(PluginDir { _watcher: watcher })
     }
 }
+
+/// Watches the config file the host was started with: each change is applied through the
+/// same path as the API (checked whole; refused changes leave the running config and are
+/// logged with every invalid field).
+pub struct ConfigFile {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl ConfigFile {
+    pub fn start(live: Arc<crate::live::LiveConfig>, file: &Path) -> anyhow::Result<ConfigFile> {
+        let file = file
+            .canonicalize()
+            .with_context(|| format!("config file {}", file.display()))?;
+        // Editors replace files (write a copy, rename it over): watch the folder, pick the file.
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        let mut watcher =
+            notify::recommended_watcher(tx).context("cannot watch the config file")?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+        std::thread::Builder::new()
+            .name("lookout-config-file".into())
+            .spawn(move || {
+                let ours = |e: &notify::Result<notify::Event>| {
+                    e.as_ref().is_ok_and(|e| e.paths.iter().any(|p| p == &file))
+                };
+                while let Ok(first) = rx.recv() {
+                    let mut hit = ours(&first);
+                    while let Ok(more) = rx.recv_timeout(DEBOUNCE) {
+                        hit |= ours(&more);
+                    }
+                    if !hit {
+                        continue;
+                    }
+                    let Ok(text) = std::fs::read_to_string(&file) else {
+                        tracing::error!(target: "lookout::config", file = %file.display(), "the config file cannot be read; the running config stays");
+                        continue;
+                    };
+                    match live.apply_toml(&text, "file") {
+                        Ok(applied) => tracing::info!(target: "lookout::config", file = %file.display(), version = applied.version, changes = applied.changed.len(), "config file applied"),
+                        Err(invalid) => {
+                            let invalid: Vec<String> = invalid.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect();
+                            tracing::error!(target: "lookout::config", file = %file.display(), invalid = %invalid.join("; "), "config file change refused; the running config stays")
+                        }
+                    }
+                }
+            })?;
+        Ok(ConfigFile { _watcher: watcher })
+    }
+}

@@ -1,32 +1,114 @@
-//! Runtime configuration: `PATCH /api/v1/config` (admin).
-//!
-//! The body is a partial configuration; today it may hold `log.level` (a tracing filter such
-//! as `info` or `warn,lookout::pool=debug`). Everything in it is checked first; if anything is
+//! Runtime configuration: `GET /api/v1/config` (the effective configuration, secrets masked,
+//! and its version), `PUT /api/v1/config` (a whole new one, TOML or JSON) and `PATCH
+//! /api/v1/config` (a JSON merge patch), both admin. The watched config file and `lookout
+//! config apply` take the same path. A change is checked whole first; if anything in it is
 //! wrong the answer is 422 naming every invalid field and nothing changes. Otherwise it is
-//! applied and the answer says what changed, from what to what.
+//! applied and the answer lists what changed, from what to what.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
 
-/// The running logger's level filter.
-pub trait LogControl: Send + Sync + std::fmt::Debug {
-    fn level(&self) -> String;
-    /// Whether `filter` is one, without applying it.
-    fn check_level(&self, filter: &str) -> Result<(), String>;
-    /// Applies a new filter, or says why it is not one.
-    fn set_level(&self, filter: &str) -> Result<(), String>;
+/// One field that changed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub from: Value,
+    pub to: Value,
+}
+
+/// One field that is wrong, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+/// A change that was applied.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub version: u64,
+    pub changed: Vec<Change>,
+}
+
+/// The host's configuration, changeable while it runs (implemented by the binary, which
+/// knows the whole configuration).
+pub trait ConfigControl: Send + Sync + std::fmt::Debug {
+    /// The version (1 at start, +1 per applied change) and the effective configuration with
+    /// secrets masked.
+    fn current(&self) -> (u64, Value);
+    /// Replaces the whole configuration with `text` (TOML, or JSON when `json`).
+    fn replace(&self, text: &str, json: bool, source: &str) -> Result<Applied, Vec<Invalid>>;
+    /// Merges a JSON merge patch (RFC 7396) into the current configuration and applies it.
+    fn patch(&self, patch: Value, source: &str) -> Result<Applied, Vec<Invalid>>;
+}
+
+fn answer(result: Result<Applied, Vec<Invalid>>) -> Response {
+    match result {
+        Ok(applied) => Json(applied).into_response(),
+        Err(invalid) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "invalid configuration; nothing was changed",
+                "invalid": invalid,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+fn not_changeable() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "this host's configuration cannot be changed while it runs",
+    )
+    .into_response()
+}
+
+pub(crate) async fn get_config(State(state): State<Arc<AppState>>) -> Response {
+    match &state.config {
+        Some(control) => {
+            let (version, config) = control.current();
+            Json(json!({"version": version, "config": config})).into_response()
+        }
+        None => not_changeable(),
+    }
+}
+
+pub(crate) async fn put_config(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(control) = state.config.clone() else {
+        return not_changeable();
+    };
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return ApiError::new(StatusCode::BAD_REQUEST, "the body is not UTF-8").into_response();
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    // Applying may load a plugin: off the async workers.
+    answer(lookout_core::blocking(|| {
+        control.replace(&text, json, "api")
+    }))
 }
 
 pub(crate) async fn patch_config(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
+    let Some(control) = state.config.clone() else {
+        return not_changeable();
+    };
+    let patch: Value = match serde_json::from_slice(&body) {
         Ok(Value::Object(map)) => Value::Object(map),
         Ok(_) => {
             return ApiError::new(StatusCode::BAD_REQUEST, "the body must be a JSON object")
@@ -37,73 +119,5 @@ pub(crate) async fn patch_config(State(state): State<Arc<AppState>>, body: Bytes
                 .into_response();
         }
     };
-    let mut invalid: Vec<Value> = Vec::new();
-    let mut new_level = None;
-    for (section, value) in body.as_object().into_iter().flatten() {
-        match (section.as_str(), value) {
-            ("log", Value::Object(log)) => {
-                for (key, value) in log {
-                    match (key.as_str(), value) {
-                        ("level", Value::String(level)) => new_level = Some(level.clone()),
-                        ("level", _) => invalid
-                            .push(json!({"field": "log.level", "reason": "must be a string"})),
-                        (other, _) => invalid.push(json!({
-                            "field": format!("log.{other}"),
-                            "reason": "unknown, or not changeable while running",
-                        })),
-                    }
-                }
-            }
-            (other, _) => invalid.push(json!({
-                "field": other,
-                "reason": "unknown, or not changeable while running (changeable: log.level)",
-            })),
-        }
-    }
-    let log = state.log.as_ref();
-    if let Some(level) = &new_level {
-        match log {
-            None => invalid
-                .push(json!({"field": "log.level", "reason": "this host's log level is fixed"})),
-            Some(log) => {
-                if let Err(reason) = log.check_level(level) {
-                    invalid.push(json!({"field": "log.level", "reason": reason}));
-                }
-            }
-        }
-    }
-    if !invalid.is_empty() {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(
-                json!({"error": "invalid configuration; nothing was changed", "invalid": invalid}),
-            ),
-        )
-            .into_response();
-    }
-    let mut changed = Vec::new();
-    if let (Some(level), Some(log)) = (new_level, log) {
-        let before = log.level();
-        if let Err(reason) = log.set_level(&level) {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(
-                    json!({"error": "invalid configuration; nothing was changed",
-                            "invalid": [{"field": "log.level", "reason": reason}]}),
-                ),
-            )
-                .into_response();
-        }
-        if before != level {
-            tracing::info!(target: "lookout::config", field = "log.level", from = %before, to = %level, "configuration changed");
-            state.bus.publish(
-                lookout_core::Event::new("config.changed")
-                    .field("field", "log.level")
-                    .field("from", before.as_str())
-                    .field("to", level.as_str()),
-            );
-            changed.push(json!({"field": "log.level", "from": before, "to": level}));
-        }
-    }
-    Json(json!({"changed": changed})).into_response()
+    answer(lookout_core::blocking(|| control.patch(patch, "api")))
 }

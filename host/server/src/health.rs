@@ -87,14 +87,14 @@ struct State {
 /// The evaluator; cheap to clone.
 #[derive(Clone)]
 pub struct Health {
-    settings: HealthSettings,
+    settings: Arc<Mutex<HealthSettings>>,
     state: Arc<Mutex<State>>,
 }
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
-            .field("settings", &self.settings)
+            .field("settings", &*self.settings.lock())
             .finish_non_exhaustive()
     }
 }
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Health {
 impl Health {
     pub fn new(settings: HealthSettings) -> Health {
         Health {
-            settings,
+            settings: Arc::new(Mutex::new(settings)),
             state: Arc::new(Mutex::new(State {
                 checks: BTreeMap::new(),
                 ready: None,
@@ -115,19 +115,24 @@ impl Health {
     pub fn spawn(&self, pools: Arc<Pools>, plugins: Arc<PluginRegistry>, bus: Bus) {
         let health = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(health.settings.interval);
             loop {
-                tick.tick().await;
                 health.evaluate(&pools, &plugins, &bus);
+                let interval = health.settings.lock().interval;
+                tokio::time::sleep(interval).await;
             }
         });
+    }
+
+    /// New settings, from the next evaluation on.
+    pub fn set_settings(&self, settings: HealthSettings) {
+        *self.settings.lock() = settings;
     }
 
     /// The checks now, with hysteresis applied; reports a change of readiness.
     pub fn evaluate(&self, pools: &Pools, plugins: &PluginRegistry, bus: &Bus) -> Report {
         let raw = raw_checks(pools, plugins);
         let now = Instant::now();
-        let hold = self.settings.hold;
+        let hold = self.settings.lock().hold;
         let mut state = self.state.lock();
         let first = state.ready.is_none();
         state

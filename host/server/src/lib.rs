@@ -12,7 +12,7 @@
 //! | `GET /` | the dashboard (and its `/assets/…`) |
 //! | `/api/v1/plugins…` | the plugin admin API: see [`admin`](crate::admin) |
 //! | `/api/v1/pools…` | run commands on worker pools, look at them: see [`pools`](crate::pools) |
-//! | `PATCH /api/v1/config` | change settings while running: see [`config`](crate::config) |
+//! | `GET`, `PUT`, `PATCH /api/v1/config` | the effective configuration; change it while running: see [`config`](crate::config) |
 //! | `GET /api/v1/overview`, `GET /api/v1/overview/stream` | the dashboard's picture: host, health, bus, pools, plugins, swaps, recent errors; once, or pushed every second (SSE) |
 //!
 //! Every event a response carries has passed the bus's sanitizer: this crate only ever reads
@@ -27,7 +27,7 @@ mod pools;
 
 pub use overview::RecentErrors;
 
-pub use config::LogControl;
+pub use config::{Applied, Change, ConfigControl, Invalid};
 pub use health::{Check, Health, HealthSettings, Report};
 
 use std::convert::Infallible;
@@ -80,15 +80,16 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub plugins: Arc<lookout_wasm::PluginRegistry>,
     pub pools: Arc<lookout_pool::Pools>,
-    /// The running logger's level, for `PATCH /api/v1/config` (`None`: not changeable).
-    pub log: Option<Arc<dyn LogControl>>,
+    /// The running configuration, for `/api/v1/config` (`None`: not changeable).
+    pub config: Option<Arc<dyn ConfigControl>>,
     /// When set, mutating routes need `Authorization: Bearer <token>`; when not, loopback only.
     pub admin_token: Option<String>,
     pub max_plugin_bytes: usize,
     /// When the host started, for the uptime `/health/detailed` reports.
     pub started: std::time::Instant,
     pub health: Health,
-    pub metric_groups: MetricGroups,
+    /// Changeable while running (the config path writes it).
+    pub metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
     /// The latest failures, for the dashboard (register it on the bus).
     pub recent_errors: RecentErrors,
 }
@@ -169,7 +170,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/config",
-            axum::routing::patch(config::patch_config).layer(DefaultBodyLimit::max(max_body)),
+            axum::routing::patch(config::patch_config)
+                .put(config::put_config)
+                .layer(DefaultBodyLimit::max(max_body)),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -179,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .route("/api/v1/plugins", get(admin::list_plugins))
         .route("/api/v1/pools", get(pools::list))
+        .route("/api/v1/config", get(config::get_config))
         .route("/api/v1/overview", get(overview::get_overview))
         .route("/api/v1/overview/stream", get(overview::overview_stream))
         .route("/api/v1/pools/{pool}", get(pools::get_one))
@@ -337,7 +341,7 @@ impl MetricGroups {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let groups = state.metric_groups;
+    let groups = *state.metric_groups.read();
     let mut families = state.registry.gather();
     families.retain(|f| groups.exports(f.name()));
     // Plugins' custom metrics live in registries of their own (one per plugin version).

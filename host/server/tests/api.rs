@@ -26,7 +26,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         max_body_bytes: 1 << 20,
         plugins,
         pools: Arc::default(),
-        log: None,
+        config: None,
         admin_token: admin_token.map(str::to_string),
         max_plugin_bytes: 1 << 20,
         started: std::time::Instant::now(),
@@ -34,7 +34,7 @@ fn state(admin_token: Option<&str>) -> AppState {
             hold: std::time::Duration::ZERO,
             interval: std::time::Duration::from_secs(1),
         }),
-        metric_groups: lookout_server::MetricGroups::default(),
+        metric_groups: Arc::default(),
         recent_errors: lookout_server::RecentErrors::default(),
     }
 }

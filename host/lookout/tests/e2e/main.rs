@@ -2,6 +2,7 @@
 //! sanitizer, a real browser. One test binary; each module guards one surface.
 
 mod cli;
+mod config;
 mod dashboard;
 mod health;
 mod ingest;

@@ -1,0 +1,358 @@
+//! The running configuration, changeable without a restart through one path — the API
+//! (`PUT`/`PATCH /api/v1/config`), `lookout config apply` and the watched config file all
+//! call [`LiveConfig::apply`]. A new configuration is checked whole (every invalid field
+//! named); settings that only take effect at start are refused with that reason; the
+//! sanitizer, if it changed, is loaded and checked before anything is switched. Only then is
+//! everything applied, the version bumped, and one `config.changed` event and log line
+//! published per changed field.
+
+use std::sync::Arc;
+
+use lookout_core::{Bus, Event};
+use lookout_server::{Applied, Change, ConfigControl, Health, Invalid, MetricGroups};
+use lookout_wasm::PluginRegistry;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::logging::LogLevel;
+
+/// What the command line and the environment set over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub log_format: Option<crate::logging::LogFormat>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(listen) = &self.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+    }
+}
+
+pub struct LiveConfig {
+    current: Mutex<(u64, Config)>,
+    overrides: Overrides,
+    bus: Bus,
+    plugins: Arc<PluginRegistry>,
+    log: LogLevel,
+    health: Health,
+    metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
+}
+
+impl std::fmt::Debug for LiveConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveConfig")
+            .field("version", &self.current.lock().0)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings read only at start: changing them needs a restart, and a change says so.
+const AT_START: &[&str] = &[
+    "server.listen",
+    "server.max_body_bytes",
+    "server.max_plugin_bytes",
+    "server.dashboard",
+    "server.admin_token",
+    "bus.ingress_capacity",
+    "plugins",
+    "log.format",
+    "pools",
+];
+
+/// Keys whose values are secrets: shown as `***`.
+fn is_secret(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
+    path.contains(".env.")
+        || ["token", "secret", "password", "hash_key", "key"]
+            .iter()
+            .any(|s| last.contains(s) && last != "keep_numbers")
+}
+
+/// `config` as dotted paths → values, secrets masked.
+fn flatten(config: &Config) -> Map<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            other => {
+                let shown = if is_secret(prefix) && !other.is_null() {
+                    Value::String("***".into())
+                } else {
+                    other.clone()
+                };
+                out.insert(prefix.to_string(), shown);
+            }
+        }
+    }
+    let mut out = Map::new();
+    walk(
+        "",
+        &serde_json::to_value(config).unwrap_or_default(),
+        &mut out,
+    );
+    out
+}
+
+/// `config` as JSON with secrets masked.
+fn masked(config: &Config) -> Value {
+    fn walk(prefix: &str, value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    walk(&format!("{prefix}.{i}"), v);
+                }
+            }
+            other if is_secret(prefix) && !other.is_null() => {
+                *other = Value::String("***".into());
+            }
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(config).unwrap_or_default();
+    walk("", &mut value);
+    value
+}
+
+/// RFC 7396: `patch` merged into `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (k, v) in patch {
+                if v.is_null() {
+                    target.remove(k);
+                } else {
+                    merge(target.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A serde error as the field it names (`unknown field `x`` …) and its message.
+fn parse_error(e: impl std::fmt::Display) -> Vec<Invalid> {
+    let message = e.to_string();
+    vec![invalid(
+        "config",
+        message.lines().collect::<Vec<_>>().join(" "),
+    )]
+}
+
+impl LiveConfig {
+    pub fn new(
+        config: Config,
+        bus: Bus,
+        plugins: Arc<PluginRegistry>,
+        log: LogLevel,
+        health: Health,
+        metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
+        overrides: Overrides,
+    ) -> LiveConfig {
+        LiveConfig {
+            current: Mutex::new((1, config)),
+            overrides,
+            bus,
+            plugins,
+            log,
+            health,
+            metric_groups,
+        }
+    }
+
+    /// Checks `new` whole, then applies it; on any problem nothing changes.
+    pub fn apply(&self, mut new: Config, source: &str) -> Result<Applied, Vec<Invalid>> {
+        self.overrides.apply(&mut new);
+        let mut current = self.current.lock();
+        let old = &current.1;
+        let mut problems: Vec<Invalid> = new
+            .problems()
+            .into_iter()
+            .map(|(field, reason)| invalid(field, reason))
+            .collect();
+        let (before, after) = (flatten(old), flatten(&new));
+        let mut changed: Vec<Change> = Vec::new();
+        for field in before
+            .keys()
+            .chain(after.keys().filter(|k| !before.contains_key(*k)))
+        {
+            let (from, to) = (
+                before.get(field).cloned().unwrap_or(Value::Null),
+                after.get(field).cloned().unwrap_or(Value::Null),
+            );
+            // Masked values compare equal: compare the real ones for secrets.
+            if from != to || (is_secret(field) && self.secret_changed(old, &new, field)) {
+                changed.push(Change {
+                    field: field.clone(),
+                    from,
+                    to,
+                });
+            }
+        }
+        for change in &changed {
+            if AT_START
+                .iter()
+                .any(|p| change.field == *p || change.field.starts_with(&format!("{p}.")))
+            {
+                problems.push(invalid(
+                    change.field.clone(),
+                    "takes effect only at start: restart lookout to change it",
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if changed.is_empty() {
+            return Ok(Applied {
+                version: current.0,
+                changed,
+            });
+        }
+        // The sanitizer first: loading it is the one step that can still fail, and a failure
+        // leaves everything as it was.
+        if changed.iter().any(|c| c.field.starts_with("sanitizer.")) {
+            let (manifest, wasm) = new
+                .sanitizer()
+                .map_err(|e| vec![invalid("sanitizer.plugin", format!("{e:#}"))])?;
+            self.plugins
+                .install(manifest, &wasm, &format!("config:{source}"))
+                .map_err(|e| vec![invalid("sanitizer", e.to_string())])?;
+        }
+        if changed.iter().any(|c| c.field.starts_with("bus.")) {
+            self.bus
+                .set_config(new.bus.clone())
+                .map_err(|e| vec![invalid("bus", e.to_string())])?;
+        }
+        if changed.iter().any(|c| c.field == "log.level") {
+            self.log
+                .set_level(&new.log.level)
+                .map_err(|reason| vec![invalid("log.level", reason)])?;
+        }
+        if changed.iter().any(|c| c.field.starts_with("health.")) {
+            self.health.set_settings(new.health.settings());
+        }
+        if changed.iter().any(|c| c.field.starts_with("metrics.")) {
+            *self.metric_groups.write() = new.metrics;
+        }
+        current.0 += 1;
+        current.1 = new;
+        let version = current.0;
+        drop(current);
+        for change in &changed {
+            tracing::info!(target: "lookout::config", field = %change.field, from = %change.from, to = %change.to, version, source, "configuration changed");
+            self.bus.publish(
+                Event::new("config.changed")
+                    .field("field", change.field.as_str())
+                    .field("from", change.from.to_string())
+                    .field("to", change.to.to_string())
+                    .field("version", version as i64)
+                    .field("source", source),
+            );
+        }
+        Ok(Applied { version, changed })
+    }
+
+    fn secret_changed(&self, old: &Config, new: &Config, field: &str) -> bool {
+        let value = |c: &Config| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            for part in field.split('.') {
+                v = v.get(part).cloned().unwrap_or_default();
+            }
+            v
+        };
+        value(old) != value(new)
+    }
+
+    /// Applies a config file's text (for the watched file).
+    pub fn apply_toml(&self, text: &str, source: &str) -> Result<Applied, Vec<Invalid>> {
+        let new: Config = toml::from_str(text).map_err(parse_error)?;
+        self.apply(new, source)
+    }
+}
+
+impl ConfigControl for LiveConfig {
+    fn current(&self) -> (u64, Value) {
+        let current = self.current.lock();
+        (current.0, masked(&current.1))
+    }
+
+    fn replace(&self, text: &str, json: bool, source: &str) -> Result<Applied, Vec<Invalid>> {
+        if json {
+            let new: Config = serde_json::from_str(text).map_err(parse_error)?;
+            self.apply(new, source)
+        } else {
+            self.apply_toml(text, source)
+        }
+    }
+
+    fn patch(&self, patch: Value, source: &str) -> Result<Applied, Vec<Invalid>> {
+        let mut value = serde_json::to_value(&self.current.lock().1).unwrap_or_default();
+        merge(&mut value, &patch);
+        let new: Config = serde_json::from_value(value).map_err(parse_error)?;
+        self.apply(new, source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_and_patches_merge() {
+        let mut config = Config::default();
+        config.server.admin_token = Some("a-very-long-admin-token".into());
+        config
+            .sanitizer
+            .config
+            .insert("hash_key".into(), "0123456789abcdef".into());
+        config.pools[0]
+            .env
+            .insert("DB_PASSWORD".into(), "hunter2".into());
+        let shown = masked(&config).to_string();
+        assert!(!shown.contains("a-very-long-admin-token"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let flat = flatten(&config);
+        assert_eq!(flat["server.admin_token"], "***");
+        assert_eq!(flat["log.level"], "info");
+
+        let mut value = serde_json::json!({"a": {"b": 1, "c": 2}, "d": 3});
+        merge(
+            &mut value,
+            &serde_json::json!({"a": {"b": 5, "c": null}, "e": 4}),
+        );
+        assert_eq!(value, serde_json::json!({"a": {"b": 5}, "d": 3, "e": 4}));
+    }
+}
