@@ -134,6 +134,12 @@ impl Host {
         })
     }
 
+    /// `GET path` as JSON; `None` on any failure (for polling with [`eventually`]).
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let response = self.http.get(self.url(path)).send().await.ok()?;
+        response.json().await.ok()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -550,25 +550,7 @@ impl Pool {
                 Instant::now(),
             ));
         };
-        state.sessions.insert(
-            session_id.clone(),
-            Session {
-                worker: worker.clone(),
-                created: Instant::now(),
-                last_used: Instant::now(),
-                requests: 0,
-            },
-        );
-        let mut event = Event::new("session.created")
-            .correlation_id(correlation_id)
-            .field("pool", config.name.as_str())
-            .field("session_id", session_id.as_str())
-            .field("ttl_s", config.session_ttl_s as i64)
-            .field("worker", worker.as_str());
-        if let Some(metadata) = metadata {
-            event = event.field("metadata", metadata.to_string());
-        }
-        inner.publish(event);
+        inner.create_session(&mut state, &session_id, &worker, correlation_id, metadata);
         inner.refresh_gauges(&state);
         Ok(SessionInfo {
             session_id,
@@ -805,27 +787,14 @@ impl Inner {
             .map(|w| w.id.clone())
             .unwrap_or_default();
         if let Some(session_id) = &job.request.session_id {
-            let ttl = self.config.session_ttl_s as i64;
             match state.sessions.get_mut(session_id) {
-                None => {
-                    state.sessions.insert(
-                        session_id.clone(),
-                        Session {
-                            worker: worker.clone(),
-                            created: Instant::now(),
-                            last_used: Instant::now(),
-                            requests: 0,
-                        },
-                    );
-                    self.publish(
-                        Event::new("session.created")
-                            .correlation_id(job.request.correlation_id.as_str())
-                            .field("pool", self.config.name.as_str())
-                            .field("session_id", session_id.as_str())
-                            .field("ttl_s", ttl)
-                            .field("worker", worker.as_str()),
-                    );
-                }
+                None => self.create_session(
+                    state,
+                    session_id,
+                    &worker,
+                    &job.request.correlation_id,
+                    None,
+                ),
                 Some(session) if session.worker != worker => {
                     tracing::warn!(target: "lookout::pool", pool = %self.config.name, session_id = %session_id, from = %session.worker, to = %worker, "session re-pinned: its worker is gone");
                     self.publish(
@@ -865,6 +834,36 @@ impl Inner {
                 let _ = job.reply.send(Err(error));
             }
         }
+    }
+
+    /// A new session pinned to `worker`, announced by `session.created`.
+    fn create_session(
+        &self,
+        state: &mut State,
+        session_id: &str,
+        worker: &str,
+        correlation_id: &str,
+        metadata: Option<serde_json::Value>,
+    ) {
+        state.sessions.insert(
+            session_id.to_string(),
+            Session {
+                worker: worker.to_string(),
+                created: Instant::now(),
+                last_used: Instant::now(),
+                requests: 0,
+            },
+        );
+        let mut event = Event::new("session.created")
+            .correlation_id(correlation_id)
+            .field("pool", self.config.name.as_str())
+            .field("session_id", session_id)
+            .field("ttl_s", self.config.session_ttl_s as i64)
+            .field("worker", worker);
+        if let Some(metadata) = metadata {
+            event = event.field("metadata", metadata.to_string());
+        }
+        self.publish(event);
     }
 
     fn set_slot(&self, index: usize, state: WorkerState) {

@@ -63,6 +63,28 @@ fn correlation_id(headers: &HeaderMap) -> Result<String, Response> {
     }
 }
 
+/// What every pool request starts with: its correlation id (the caller's, checked, or a new
+/// one) and the pool it names — or the answer that says why not (400, or 404 with the id).
+#[allow(clippy::result_large_err)]
+fn request_of<'a>(
+    state: &'a AppState,
+    pool_name: &str,
+    headers: &HeaderMap,
+) -> Result<(String, &'a lookout_pool::Pool), Response> {
+    let correlation_id = correlation_id(headers)?;
+    match state.pools.get(pool_name) {
+        Some(pool) => Ok((correlation_id, pool)),
+        None => Err(with_correlation(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool_name}`"),
+            )
+            .into_response(),
+            &correlation_id,
+        )),
+    }
+}
+
 fn with_correlation(mut response: Response, correlation_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
@@ -76,20 +98,11 @@ pub(crate) async fn execute(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let correlation_id = match correlation_id(&headers) {
-        Ok(id) => id,
+    let (correlation_id, pool) = match request_of(&state, &pool_name, &headers) {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let answer = |response: Response| with_correlation(response, &correlation_id);
-    let Some(pool) = state.pools.get(&pool_name) else {
-        return answer(
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no pool named `{pool_name}`"),
-            )
-            .into_response(),
-        );
-    };
     let body: ExecuteBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -208,20 +221,11 @@ pub(crate) async fn create_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let correlation_id = match correlation_id(&headers) {
-        Ok(id) => id,
+    let (correlation_id, pool) = match request_of(&state, &pool_name, &headers) {
+        Ok(found) => found,
         Err(response) => return response,
     };
     let answer = |response: Response| with_correlation(response, &correlation_id);
-    let Some(pool) = state.pools.get(&pool_name) else {
-        return answer(
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no pool named `{pool_name}`"),
-            )
-            .into_response(),
-        );
-    };
     let body: SessionBody = if body.is_empty() {
         SessionBody {
             session_id: None,

@@ -404,15 +404,7 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
         "the broken swap recorded as rejected",
         Duration::from_secs(15),
         || async {
-            let list: Value = host
-                .http
-                .get(host.url("/api/v1/plugins"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let list: Value = host.get_json("/api/v1/plugins").await?;
             list["history"]
                 .as_array()?
                 .iter()

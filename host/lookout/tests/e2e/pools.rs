@@ -31,15 +31,7 @@ async fn pool_ready(host: &Host, pool: &str) -> Value {
         "the pool's workers available",
         Duration::from_secs(20),
         || async {
-            let pool: Value = host
-                .http
-                .get(host.url(&format!("/api/v1/pools/{pool}")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let pool: Value = host.get_json(&format!("/api/v1/pools/{pool}")).await?;
             (pool["status"] == "ok").then_some(pool)
         },
     )
@@ -139,15 +131,7 @@ async fn execute_runs_on_the_demo_pool_with_its_correlation_id() {
         "the recycled worker replaced",
         Duration::from_secs(20),
         || async {
-            let pool: Value = host
-                .http
-                .get(host.url("/api/v1/pools/demo"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let pool: Value = host.get_json("/api/v1/pools/demo").await?;
             let ids: Vec<&str> = pool["workers"]
                 .as_array()?
                 .iter()
@@ -244,15 +228,7 @@ async fn failures_map_to_status_codes_with_context_and_no_secret() {
     };
     let (a, b, refused) = tokio::join!(slow(), slow(), async {
         eventually("one request waiting", Duration::from_secs(10), || async {
-            let pool: Value = host
-                .http
-                .get(host.url("/api/v1/pools/small"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let pool: Value = host.get_json("/api/v1/pools/small").await?;
             (pool["queue_length"] == 1).then_some(())
         })
         .await;
@@ -322,15 +298,7 @@ async fn a_pool_that_cannot_start_leaves_the_host_serving() {
         "the pool reported unavailable",
         Duration::from_secs(10),
         || async {
-            let pool: Value = host
-                .http
-                .get(host.url("/api/v1/pools/ghost"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let pool: Value = host.get_json("/api/v1/pools/ghost").await?;
             (pool["status"] == "unavailable" && pool["workers"][0]["last_error"].is_string())
                 .then_some(pool)
         },
