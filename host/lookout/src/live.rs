@@ -35,6 +35,16 @@ impl Overrides {
     }
 }
 
+/// The running pieces a configuration change reaches.
+pub struct Parts {
+    pub bus: Bus,
+    pub plugins: Arc<PluginRegistry>,
+    pub log: LogLevel,
+    pub health: Health,
+    pub metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
+    pub pools: Arc<lookout_pool::Pools>,
+}
+
 pub struct LiveConfig {
     current: Mutex<(u64, Config)>,
     overrides: Overrides,
@@ -43,6 +53,7 @@ pub struct LiveConfig {
     log: LogLevel,
     health: Health,
     metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
+    pools: Arc<lookout_pool::Pools>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -63,7 +74,6 @@ const AT_START: &[&str] = &[
     "bus.ingress_capacity",
     "plugins",
     "log.format",
-    "pools",
 ];
 
 /// Keys whose values are secrets: shown as `***`.
@@ -87,6 +97,12 @@ fn flatten(config: &Config) -> Map<String, Value> {
                         format!("{prefix}.{k}")
                     };
                     walk(&path, v, out);
+                }
+            }
+            // Tables in arrays (`[[pools]]`) by position: `pools.0.size`.
+            Value::Array(items) if items.iter().any(Value::is_object) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(&format!("{prefix}.{i}"), v, out);
                 }
             }
             other => {
@@ -171,23 +187,16 @@ fn parse_error(e: impl std::fmt::Display) -> Vec<Invalid> {
 }
 
 impl LiveConfig {
-    pub fn new(
-        config: Config,
-        bus: Bus,
-        plugins: Arc<PluginRegistry>,
-        log: LogLevel,
-        health: Health,
-        metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
-        overrides: Overrides,
-    ) -> LiveConfig {
+    pub fn new(config: Config, overrides: Overrides, parts: Parts) -> LiveConfig {
         LiveConfig {
             current: Mutex::new((1, config)),
             overrides,
-            bus,
-            plugins,
-            log,
-            health,
-            metric_groups,
+            bus: parts.bus,
+            plugins: parts.plugins,
+            log: parts.log,
+            health: parts.health,
+            metric_groups: parts.metric_groups,
+            pools: parts.pools,
         }
     }
 
@@ -231,6 +240,13 @@ impl LiveConfig {
                 ));
             }
         }
+        let names = |c: &Config| c.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        if names(old) != names(&new) {
+            problems.push(invalid(
+                "pools",
+                "adding, removing or reordering pools takes effect only at start: restart lookout (a pool's own settings, size included, change while it runs)",
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -249,6 +265,16 @@ impl LiveConfig {
             self.plugins
                 .install(manifest, &wasm, &format!("config:{source}"))
                 .map_err(|e| vec![invalid("sanitizer", e.to_string())])?;
+        }
+        for (index, pool) in new.pools.iter().enumerate() {
+            let prefix = format!("pools.{index}.");
+            if changed.iter().any(|c| c.field.starts_with(&prefix))
+                && let Some(running) = self.pools.get(&pool.name)
+            {
+                running
+                    .reconfigure(pool.clone())
+                    .map_err(|reason| vec![invalid(format!("pools.{index}"), reason)])?;
+            }
         }
         if changed.iter().any(|c| c.field.starts_with("bus.")) {
             self.bus

@@ -218,12 +218,15 @@ async fn serve(
     let metric_groups = Arc::new(parking_lot::RwLock::new(config.metrics));
     let live = Arc::new(live::LiveConfig::new(
         config.clone(),
-        bus.clone(),
-        plugins.clone(),
-        log,
-        health.clone(),
-        metric_groups.clone(),
         overrides,
+        live::Parts {
+            bus: bus.clone(),
+            plugins: plugins.clone(),
+            log,
+            health: health.clone(),
+            metric_groups: metric_groups.clone(),
+            pools: pools.clone(),
+        },
     ));
     // Kept alive for the host's life: dropping it stops the watch.
     let _config_file = config_file

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use lookout_core::{Bus, Event, FieldValue, Severity};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -175,9 +176,13 @@ enum Assignment {
     Run(Job, Duration),
     EndSession(String),
     Recycle,
+    /// The pool shrank: stop this worker gracefully and leave the slot empty.
+    Retire,
 }
 
 struct Slot {
+    /// Removed by a smaller `size`: no worker, not shown, not counted.
+    retired: bool,
     state: WorkerState,
     worker: Option<SlotWorker>,
     tx: mpsc::Sender<Assignment>,
@@ -209,7 +214,9 @@ struct State {
 }
 
 struct Inner {
-    config: PoolConfig,
+    /// The pool's name (fixed: a renamed pool is another pool).
+    name: String,
+    config: ArcSwap<PoolConfig>,
     bus: Bus,
     metrics: PoolMetrics,
     state: Mutex<State>,
@@ -218,6 +225,8 @@ struct Inner {
     next_worker: AtomicU64,
     next_job: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where slot tasks run (a resize may come from a thread outside the runtime).
+    runtime: tokio::runtime::Handle,
     /// Recent request outcomes, for health windows.
     recent: Mutex<VecDeque<Outcome>>,
     /// Requests answered, and of those failed, since the pool started.
@@ -269,7 +278,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("name", &self.inner.config.name)
+            .field("name", &self.inner.config().name)
             .finish_non_exhaustive()
     }
 }
@@ -287,6 +296,7 @@ impl Pool {
                 let (tx, rx) = mpsc::channel(16);
                 receivers.push(rx);
                 Slot {
+                    retired: false,
                     state: WorkerState::Starting,
                     worker: None,
                     tx,
@@ -295,7 +305,8 @@ impl Pool {
             })
             .collect();
         let inner = Arc::new(Inner {
-            config,
+            name: config.name.clone(),
+            config: ArcSwap::from_pointee(config),
             bus,
             metrics,
             state: Mutex::new(State {
@@ -311,6 +322,7 @@ impl Pool {
             next_worker: AtomicU64::new(0),
             next_job: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            runtime: tokio::runtime::Handle::current(),
             recent: Mutex::new(VecDeque::new()),
             answered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -338,11 +350,12 @@ impl Pool {
     }
 
     pub fn name(&self) -> &str {
-        &self.inner.config.name
+        &self.inner.name
     }
 
-    pub fn config(&self) -> &PoolConfig {
-        &self.inner.config
+    /// Its configuration now (a change applies from here on).
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.inner.config()
     }
 
     /// Runs a request on a worker: the one its session is pinned to, or any available one,
@@ -394,7 +407,7 @@ impl Pool {
 
     async fn execute_inner(&self, request: ExecRequest) -> Result<Executed, ExecError> {
         let inner = &self.inner;
-        let config = &inner.config;
+        let config = inner.config();
         let timeout = request.timeout.map_or(config.request_timeout(), |t| {
             t.min(config.request_timeout())
         });
@@ -414,7 +427,12 @@ impl Pool {
             if state.stopping {
                 return refuse(ErrorKind::Unavailable, "the pool is stopping".into());
             }
-            if state.slots.iter().all(|s| s.state == WorkerState::Down) {
+            if state
+                .slots
+                .iter()
+                .filter(|s| !s.retired)
+                .all(|s| s.state == WorkerState::Down)
+            {
                 let why = state
                     .slots
                     .iter()
@@ -501,7 +519,7 @@ impl Pool {
         correlation_id: &str,
     ) -> Result<SessionInfo, ExecError> {
         let inner = &self.inner;
-        let config = &inner.config;
+        let config = inner.config();
         let session_id = session_id.unwrap_or_else(|| lookout_core::new_id("s-"));
         let mut state = inner.state.lock();
         let request = ExecRequest {
@@ -560,6 +578,69 @@ impl Pool {
         })
     }
 
+    /// Applies a new configuration of this pool. Workers started from now on use it (recycle
+    /// them to apply it to all at once); timeouts, limits, recycling, session and health
+    /// settings apply at once. A new `size` starts workers, or stops the highest slots'
+    /// workers gracefully (each after its current request). Publishes `pool.reconfigured`.
+    pub fn reconfigure(&self, new: PoolConfig) -> Result<(), String> {
+        let inner = &self.inner;
+        if new.name != inner.name {
+            return Err(format!(
+                "pools.{}: a pool keeps its name (this is `{}`)",
+                new.name, inner.name
+            ));
+        }
+        if let Some((field, reason)) = new.problems().into_iter().next() {
+            return Err(format!("{field}: {reason}"));
+        }
+        let old = inner.config();
+        inner.config.store(Arc::new(new.clone()));
+        let mut state = inner.state.lock();
+        if state.stopping {
+            return Ok(());
+        }
+        let active: Vec<usize> = (0..state.slots.len())
+            .filter(|&i| !state.slots[i].retired)
+            .collect();
+        if new.size > active.len() {
+            for _ in active.len()..new.size {
+                let (tx, rx) = mpsc::channel(16);
+                state.slots.push(Slot {
+                    retired: false,
+                    state: WorkerState::Starting,
+                    worker: None,
+                    tx,
+                    last_error: None,
+                });
+                let index = state.slots.len() - 1;
+                let (done, _) = oneshot::channel();
+                let task = inner
+                    .runtime
+                    .spawn(run_slot(inner.clone(), index, rx, done));
+                inner.tasks.lock().push(task);
+            }
+        } else {
+            for &index in active.iter().rev().take(active.len() - new.size) {
+                let slot = &mut state.slots[index];
+                slot.retired = true;
+                // Never picked again; the slot's task stops its worker and ends.
+                slot.state = WorkerState::Stopping;
+                let _ = slot.tx.try_send(Assignment::Retire);
+            }
+        }
+        inner.dispatch(&mut state);
+        drop(state);
+        tracing::info!(target: "lookout::pool", pool = %inner.name, size_from = old.size, size_to = new.size, "pool reconfigured");
+        inner.publish(
+            Event::new("pool.reconfigured")
+                .field("pool", inner.name.as_str())
+                .field("size_from", old.size as i64)
+                .field("size_to", new.size as i64)
+                .field("config", new.shown().to_string()),
+        );
+        Ok(())
+    }
+
     /// Recycles a worker (by id) once it is idle. False when no such worker runs.
     pub fn recycle(&self, worker: &str) -> bool {
         let state = self.inner.state.lock();
@@ -577,6 +658,7 @@ impl Pool {
             .slots
             .iter()
             .enumerate()
+            .filter(|(_, s)| !s.retired)
             .map(|(slot, s)| WorkerSnapshot {
                 slot,
                 id: s.worker.as_ref().map(|w| w.id.clone()),
@@ -605,18 +687,18 @@ impl Pool {
             "ok"
         };
         PoolSnapshot {
-            name: inner.config.name.clone(),
+            name: inner.config().name.clone(),
             status,
-            size: inner.config.size,
+            size: inner.config().size,
             uptime_s: inner.started.elapsed().as_secs_f64(),
             workers,
             queue_length: state.queue.len(),
-            queue_limit: inner.config.queue_limit,
+            queue_limit: inner.config().queue_limit,
             sessions: state.sessions.len(),
             saturated: state.saturated_since.is_some(),
             requests_total: inner.answered.load(Ordering::Relaxed),
             failed_total: inner.failed.load(Ordering::Relaxed),
-            config: inner.config.shown(),
+            config: inner.config().shown(),
         }
     }
 
@@ -650,7 +732,7 @@ impl Pool {
         }
         inner.publish(
             Event::new("pool.stopped")
-                .field("pool", inner.config.name.as_str())
+                .field("pool", inner.config().name.as_str())
                 .field("reason", reason)
                 .field("uptime_s", inner.started.elapsed().as_secs_f64()),
         );
@@ -658,6 +740,10 @@ impl Pool {
 }
 
 impl Inner {
+    fn config(&self) -> Arc<PoolConfig> {
+        self.config.load_full()
+    }
+
     fn publish(&self, event: Event) {
         self.bus.publish(event);
     }
@@ -687,7 +773,7 @@ impl Inner {
             worker_kind: None,
             message,
             traceback: None,
-            pool: self.config.name.clone(),
+            pool: self.config().name.clone(),
             command: request.command.clone(),
             worker: worker.map(str::to_string),
             session_id: request.session_id.clone(),
@@ -713,18 +799,18 @@ impl Inner {
         let last_error = state.slots.iter().find_map(|s| s.last_error.clone());
         drop(state);
         let mut event = Event::new("pool.started")
-            .field("pool", self.config.name.as_str())
-            .field("size", self.config.size as i64)
+            .field("pool", self.config().name.as_str())
+            .field("size", self.config().size as i64)
             .field("workers_ready", ready as i64)
             .field("startup_ms", self.started.elapsed().as_secs_f64() * 1e3)
-            .field("config", self.config.shown().to_string());
+            .field("config", self.config().shown().to_string());
         if ready == 0 {
             event = event.severity(Severity::Error);
         }
-        if let Some(e) = last_error.filter(|_| ready < self.config.size) {
+        if let Some(e) = last_error.filter(|_| ready < self.config().size) {
             event = event.field("last_error", e);
         }
-        tracing::info!(target: "lookout::pool", pool = %self.config.name, size = self.config.size, workers_ready = ready, "pool started");
+        tracing::info!(target: "lookout::pool", pool = %self.config().name, size = self.config().size, workers_ready = ready, "pool started");
         self.publish(event);
     }
 
@@ -756,11 +842,11 @@ impl Inner {
                     .iter()
                     .filter(|s| s.state == WorkerState::Busy)
                     .count();
-                tracing::warn!(target: "lookout::pool", pool = %self.config.name, queue_length = state.queue.len(), "pool saturated");
+                tracing::warn!(target: "lookout::pool", pool = %self.config().name, queue_length = state.queue.len(), "pool saturated");
                 self.publish(
                     Event::new("pool.saturated")
                         .severity(Severity::Warn)
-                        .field("pool", self.config.name.as_str())
+                        .field("pool", self.config().name.as_str())
                         .field("available", 0i64)
                         .field("busy", busy as i64)
                         .field("queue_length", state.queue.len() as i64),
@@ -768,10 +854,10 @@ impl Inner {
             }
             (false, Some(since)) if state.queue.is_empty() => {
                 state.saturated_since = None;
-                tracing::info!(target: "lookout::pool", pool = %self.config.name, "pool recovered");
+                tracing::info!(target: "lookout::pool", pool = %self.config().name, "pool recovered");
                 self.publish(
                     Event::new("pool.recovered")
-                        .field("pool", self.config.name.as_str())
+                        .field("pool", self.config().name.as_str())
                         .field("saturated_ms", since.elapsed().as_secs_f64() * 1e3),
                 );
             }
@@ -796,12 +882,12 @@ impl Inner {
                     None,
                 ),
                 Some(session) if session.worker != worker => {
-                    tracing::warn!(target: "lookout::pool", pool = %self.config.name, session_id = %session_id, from = %session.worker, to = %worker, "session re-pinned: its worker is gone");
+                    tracing::warn!(target: "lookout::pool", pool = %self.config().name, session_id = %session_id, from = %session.worker, to = %worker, "session re-pinned: its worker is gone");
                     self.publish(
                         Event::new("session.repinned")
                             .severity(Severity::Warn)
                             .correlation_id(job.request.correlation_id.as_str())
-                            .field("pool", self.config.name.as_str())
+                            .field("pool", self.config().name.as_str())
                             .field("session_id", session_id.as_str())
                             .field("from_worker", session.worker.as_str())
                             .field("worker", worker.as_str())
@@ -856,9 +942,9 @@ impl Inner {
         );
         let mut event = Event::new("session.created")
             .correlation_id(correlation_id)
-            .field("pool", self.config.name.as_str())
+            .field("pool", self.config().name.as_str())
             .field("session_id", session_id)
-            .field("ttl_s", self.config.session_ttl_s as i64)
+            .field("ttl_s", self.config().session_ttl_s as i64)
             .field("worker", worker);
         if let Some(metadata) = metadata {
             event = event.field("metadata", metadata.to_string());
@@ -868,6 +954,12 @@ impl Inner {
 
     fn set_slot(&self, index: usize, state: WorkerState) {
         let mut s = self.state.lock();
+        // A retired slot takes no more requests, whatever its worker is doing.
+        let state = if s.slots[index].retired && state == WorkerState::Available {
+            WorkerState::Stopping
+        } else {
+            state
+        };
         s.slots[index].state = state;
         if state == WorkerState::Available {
             self.dispatch(&mut s);
@@ -877,9 +969,13 @@ impl Inner {
     }
 
     fn refresh_gauges(&self, state: &State) {
-        let pool = self.config.name.as_str();
+        let pool = self.name.as_str();
         for ws in WorkerState::ALL {
-            let n = state.slots.iter().filter(|s| s.state == ws).count();
+            let n = state
+                .slots
+                .iter()
+                .filter(|s| !s.retired && s.state == ws)
+                .count();
             self.metrics
                 .workers
                 .with_label_values(&[pool, ws.as_str()])
@@ -898,7 +994,7 @@ impl Inner {
     fn worker_exit(&self, reason: &str) {
         self.metrics
             .worker_exits
-            .with_label_values(&[&self.config.name, reason])
+            .with_label_values(&[&self.config().name, reason])
             .inc();
     }
 }
@@ -929,6 +1025,7 @@ fn eligible_slot(state: &State, job: &Job) -> Option<usize> {
 /// How a worker's life ended.
 enum End {
     Stop,
+    Retire,
     Recycle(&'static str),
     Crashed(String),
 }
@@ -941,19 +1038,21 @@ async fn run_slot(
     mut rx: mpsc::Receiver<Assignment>,
     first_start: oneshot::Sender<()>,
 ) {
-    let config = &inner.config;
-    let pool = config.name.as_str();
+    let pool = inner.name.clone();
+    let pool = pool.as_str();
     let mut stop = inner.stop.subscribe();
     let mut first_start = Some(first_start);
     let mut backoff = Duration::from_millis(100);
-    while !*stop.borrow() {
+    while !*stop.borrow() && !inner.state.lock().slots[index].retired {
+        // Each worker starts with the configuration of its time.
+        let config = inner.config();
         let id = format!(
             "{pool}-{}",
             inner.next_worker.fetch_add(1, Ordering::Relaxed) + 1
         );
         inner.set_slot(index, WorkerState::Starting);
         let starting = Instant::now();
-        let process = Process::start(config, id.clone(), &inner.bus).await;
+        let process = Process::start(&config, id.clone(), &inner.bus).await;
         let mut process = match process {
             Ok(p) => p,
             Err(StartError { reason, pid, tail }) => {
@@ -1037,6 +1136,18 @@ async fn run_slot(
                 .field("requests_served", served)
         };
         match end {
+            End::Retire => {
+                inner.set_slot(index, WorkerState::Stopping);
+                let how = process.stop(config.stop_grace()).await;
+                tracing::info!(target: "lookout::pool", pool, worker = %id, %how, "worker stopped: the pool shrank");
+                inner.publish(
+                    lifecycle("worker.stopped")
+                        .field("exit", how)
+                        .field("reason", "pool resized"),
+                );
+                inner.worker_exit("stopped");
+                break;
+            }
             End::Stop => {
                 inner.set_slot(index, WorkerState::Stopping);
                 fail_pending(&inner, &mut rx);
@@ -1116,7 +1227,7 @@ async fn serve(
     rx: &mut mpsc::Receiver<Assignment>,
     stop: &mut watch::Receiver<bool>,
 ) -> End {
-    let config = &inner.config;
+    let config = inner.config();
     let max_age = (config.max_age_s > 0).then(|| {
         tokio::time::Instant::from_std(process.started) + Duration::from_secs(config.max_age_s)
     });
@@ -1136,6 +1247,7 @@ async fn serve(
         let (job, remaining) = match assignment {
             None => return End::Stop,
             Some(Assignment::Recycle) => return End::Recycle("manual"),
+            Some(Assignment::Retire) => return End::Retire,
             Some(Assignment::EndSession(session)) => {
                 process.end_session(&session).await;
                 continue;
@@ -1172,7 +1284,7 @@ async fn run_job(
     job: Job,
     remaining: Duration,
 ) -> Option<End> {
-    let config = &inner.config;
+    let config = inner.config();
     let pool = config.name.as_str();
     let request = &job.request;
     let cid = request.correlation_id.as_str();
@@ -1485,7 +1597,7 @@ pub fn args_fields(args: &serde_json::Value) -> Vec<(String, FieldValue)> {
 /// Expires sessions past their TTL, tells their workers, and reports each sweep that
 /// expired something.
 async fn sweep_sessions(inner: Arc<Inner>) {
-    let config = &inner.config;
+    let config = inner.config();
     let ttl = Duration::from_secs(config.session_ttl_s);
     let mut stop = inner.stop.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(config.session_sweep_ms));

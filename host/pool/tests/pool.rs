@@ -708,3 +708,71 @@ async fn a_graceful_stop_finishes_what_runs() {
         "{stopped:?}"
     );
 }
+
+/// A new configuration while running: a larger size starts workers, a smaller one stops the
+/// highest slots' workers gracefully (a request running there finishes); new settings apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pool_is_resized_and_reconfigured() {
+    let h = Harness::start(config(|c| c.size = 1)).await;
+    assert_eq!(h.all_available().await.len(), 1);
+    let mut bigger = h.pool().config().as_ref().clone();
+    bigger.size = 3;
+    bigger.queue_limit = 7;
+    h.pool().reconfigure(bigger.clone()).unwrap();
+    let three = h.all_available().await;
+    assert_eq!(three.len(), 3, "{three:?}");
+    assert_eq!(h.pool().snapshot().queue_limit, 7);
+    let reconfigured = h.wait_for("pool.reconfigured", 1).await;
+    assert_eq!(num_field(&reconfigured[0], "size_to"), 3.0);
+
+    // Shrink to 1 while every worker runs a request: each finishes before its worker goes.
+    let mut smaller = bigger.clone();
+    smaller.size = 1;
+    let load: Vec<_> = (0..3)
+        .map(|_| h.run("sleep", serde_json::json!({"seconds": 0.6})))
+        .collect();
+    let (ran, ()) = tokio::join!(futures_util::future::join_all(load), async {
+        eventually("all three busy", Duration::from_secs(10), || async {
+            h.pool()
+                .snapshot()
+                .workers
+                .iter()
+                .all(|w| w.state == lookout_pool::WorkerState::Busy)
+                .then_some(())
+        })
+        .await;
+        h.pool().reconfigure(smaller.clone()).unwrap();
+    });
+    let workers: std::collections::BTreeSet<String> = ran
+        .iter()
+        .map(|r| r.as_ref().unwrap().worker.clone())
+        .collect();
+    assert_eq!(
+        workers.len(),
+        3,
+        "each request ran, on its own worker: {ran:?}"
+    );
+    let one = eventually("one worker left", Duration::from_secs(20), || async {
+        let snapshot = h.pool().snapshot();
+        (snapshot.workers.len() == 1 && snapshot.status == "ok").then_some(snapshot)
+    })
+    .await;
+    assert_eq!(one.size, 1);
+    let stopped = h.wait_for("worker.stopped", 2).await;
+    assert!(
+        stopped
+            .iter()
+            .all(|e| str_field(e, "reason") == "pool resized"),
+        "{stopped:?}"
+    );
+    // Still serving; a renamed pool is refused.
+    h.run("echo", serde_json::json!(1)).await.unwrap();
+    let mut renamed = smaller;
+    renamed.name = "other".into();
+    assert!(
+        h.pool()
+            .reconfigure(renamed)
+            .unwrap_err()
+            .contains("keeps its name")
+    );
+}

@@ -142,13 +142,24 @@ async fn configuration_changes_without_a_restart_through_one_path() {
     let (status, body) = patch(&host, json!({"bus": {"sampling": {"defualt_rate": 1.0}}})).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("defualt_rate"), "{body}");
-    let (status, body) = patch(
-        &host,
-        json!({"pools": [{"name": "demo", "app": "demo", "size": 3}]}),
-    )
-    .await;
+    let (status, body) = patch(&host, json!({"pools": [{"name": "other", "app": "demo"}]})).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("restart"), "{body}");
+
+    // A pool resized while it runs: a second worker comes up.
+    let (status, body) = patch(
+        &host,
+        json!({"pools": [{"name": "demo", "app": "demo", "size": 2, "env": {"DB_PASSWORD": "hunter2"}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 3);
+    assert_eq!(fields(&body, "changed"), ["pools.0.size"]);
+    eventually("two workers", Duration::from_secs(20), || async {
+        let pool = host.get_json("/api/v1/pools/demo").await?;
+        (pool["workers"].as_array()?.len() == 2 && pool["status"] == "ok").then_some(())
+    })
+    .await;
 
     // The CLI: the same path, its answer printed, a refusal exits non-zero.
     let cli_file = dir.join(format!("apply-{}.toml", std::process::id()));
@@ -170,7 +181,7 @@ async fn configuration_changes_without_a_restart_through_one_path() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains("version 3") && said.contains("log.level"),
+        said.contains("version 4") && said.contains("log.level"),
         "{said}"
     );
     assert_eq!(
@@ -203,7 +214,7 @@ async fn configuration_changes_without_a_restart_through_one_path() {
         },
     )
     .await;
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert_eq!(
         config["log"]["level"], "info",
         "the file says nothing of log: the default"
