@@ -61,6 +61,8 @@ pub enum Published {
     Queued,
     /// The ingress queue was full or the bus shut down; counted `dropped`.
     Dropped,
+    /// Events are turned off (`bus.enabled = false`): nothing was done or counted.
+    Off,
 }
 
 struct ConsumerSlot {
@@ -161,6 +163,9 @@ impl Bus {
 
     /// Queues an event without ever blocking; stamps its id and, if unset, its timestamp.
     pub fn publish(&self, mut event: Event) -> Published {
+        if !self.inner.config.load().enabled {
+            return Published::Off;
+        }
         let counters = self.inner.metrics.kind(&event.kind);
         counters.published.inc();
         if self.inner.closed.load(Ordering::Acquire) {

@@ -18,6 +18,9 @@ pub const DEFAULT_CONSUMER_CAPACITY: usize = 64;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
+    /// Events at all: when false, `publish` does nothing (and counts nothing) — the
+    /// observability-off switch. Metrics, health and logs do not depend on it.
+    pub enabled: bool,
     /// Events waiting for the pipeline; when full, `publish` drops and counts.
     pub ingress_capacity: usize,
     /// Most events the pipeline handles at once (sampling, limits, sanitizer, fan-out).
@@ -32,6 +35,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
+            enabled: true,
             ingress_capacity: DEFAULT_INGRESS_CAPACITY,
             batch_size: DEFAULT_BATCH_SIZE,
             consumer_capacity: DEFAULT_CONSUMER_CAPACITY,

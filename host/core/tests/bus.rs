@@ -550,3 +550,27 @@ async fn kind_labels_are_capped_and_the_rest_counted_as_other() {
         600
     );
 }
+
+/// Events off (`bus.enabled = false`, changeable while running): publish does nothing and
+/// counts nothing; back on, events flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_can_be_turned_off_and_on() {
+    let (bus, registry) = start(BusConfig::default());
+    let seen = Collect::default();
+    bus.register("collect", seen.clone()).unwrap();
+    let mut config = BusConfig {
+        enabled: false,
+        ..BusConfig::default()
+    };
+    bus.set_config(config.clone()).unwrap();
+    assert_eq!(bus.publish(Event::new("while.off")), Published::Off);
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert!(seen.is_empty());
+    assert_eq!(counter(&registry, "lookout_events_published_total", &[]), 0);
+    config.enabled = true;
+    bus.set_config(config).unwrap();
+    assert_eq!(bus.publish(Event::new("while.on")), Published::Queued);
+    assert!(bus.flush(Duration::from_secs(10)).await);
+    assert_eq!(seen.events()[0].kind, "while.on");
+    assert_eq!(counter(&registry, "lookout_events_published_total", &[]), 1);
+}

@@ -140,8 +140,31 @@ async fn direct(requests: usize) -> Run {
     run
 }
 
-/// `Pool::execute` in-process, with the bus and the real `redact` sanitizer behind it.
-async fn in_process(requests: usize) -> Run {
+/// The log filter of this process (a JSON logger writing nowhere, like a host's without the
+/// cost of a terminal).
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+fn install_logger() -> LogFilter {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::sink),
+        )
+        .init();
+    handle
+}
+
+/// `Pool::execute` in-process, with the bus and the real `redact` sanitizer behind it, and a
+/// consumer. Observability on: events (two a request, sanitized, delivered) and info logs;
+/// off: events turned off (`bus.enabled = false`) and logs off.
+async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &LogFilter) -> Run {
     let registry = Registry::new();
     let runtime = lookout_wasm::Runtime::new(&registry).unwrap();
     let redact = lookout_wasm::WasmSanitizer::load(
@@ -152,34 +175,55 @@ async fn in_process(requests: usize) -> Run {
         lookout_wasm::Limits::default(),
     )
     .unwrap();
-    let bus = Bus::start(BusConfig::default(), &registry, Box::new(redact)).unwrap();
+    let bus_config = BusConfig {
+        enabled: observability,
+        ..BusConfig::default()
+    };
+    let bus = Bus::start(bus_config, &registry, Box::new(redact)).unwrap();
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    bus.register("count", Count(delivered.clone())).unwrap();
+    let level = if observability { "info" } else { "off" };
+    logs.reload(tracing_subscriber::EnvFilter::new(level))
+        .unwrap();
     let mut config = PoolConfig::new("bench", &["python3", &app()]);
     config.size = WORKERS;
     let pools = Arc::new(Pools::start(&[config], &bus, &registry).unwrap());
     wait_ready(|| pools.get("bench").unwrap().snapshot().status == "ok").await;
     let run = {
         let pools = pools.clone();
-        drive(
-            "lookout pool, in-process (`Pool::execute`)",
-            requests,
-            move |i| {
-                let pools = pools.clone();
-                async move {
-                    let request = ExecRequest {
-                        command: "echo".into(),
-                        args: args(i),
-                        session_id: None,
-                        timeout: None,
-                        correlation_id: format!("bench-{i}"),
-                    };
-                    pools.get("bench").unwrap().execute(request).await.unwrap();
-                }
-            },
-        )
+        let name = match (observability, work_ms) {
+            (true, 0) => "lookout pool, in-process (`Pool::execute`), observability on",
+            (false, 0) => "lookout pool, in-process (`Pool::execute`), observability off",
+            (true, _) => "the same, a command doing 2 ms of work, observability on",
+            (false, _) => "the same, a command doing 2 ms of work, observability off",
+        };
+        drive(name, requests, move |i| {
+            let pools = pools.clone();
+            async move {
+                let request = ExecRequest {
+                    command: if work_ms == 0 { "echo" } else { "sleep" }.into(),
+                    args: if work_ms == 0 {
+                        args(i)
+                    } else {
+                        serde_json::json!({"seconds": work_ms as f64 / 1000.0})
+                    },
+                    session_id: None,
+                    timeout: None,
+                    correlation_id: format!("bench-{i}"),
+                };
+                pools.get("bench").unwrap().execute(request).await.unwrap();
+            }
+        })
         .await
     };
     pools.stop("bench over").await;
     bus.shutdown().await;
+    logs.reload(tracing_subscriber::EnvFilter::new("off"))
+        .unwrap();
+    if observability {
+        // Every request's two events went through the sanitizer to the consumer.
+        assert!(delivered.load(std::sync::atomic::Ordering::Relaxed) >= 2 * requests as u64);
+    }
     run
 }
 
@@ -248,6 +292,7 @@ async fn wait_ready(ready: impl Fn() -> bool) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
+    let logs = install_logger();
     let requests: usize = std::env::var("LOOKOUT_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -258,10 +303,17 @@ async fn main() {
         let n = if round == 0 { requests / 10 } else { requests };
         // LOOKOUT_BENCH_ONLY=pool runs only the in-process path (for a profiler).
         if std::env::var("LOOKOUT_BENCH_ONLY").is_ok_and(|o| o == "pool") {
-            in_process(n).await;
+            in_process(n, true, 0, &logs).await;
             continue;
         }
-        let measured = vec![direct(n).await, in_process(n).await, over_http(n).await];
+        let measured = vec![
+            direct(n).await,
+            in_process(n, false, 0, &logs).await,
+            in_process(n, true, 0, &logs).await,
+            over_http(n).await,
+            in_process(n / 10, false, 2, &logs).await,
+            in_process(n / 10, true, 2, &logs).await,
+        ];
         if round == 1 {
             runs = measured;
         }
@@ -284,5 +336,31 @@ async fn main() {
             r.quantile(0.99),
             r.rate() / base
         );
+    }
+    println!();
+    for (what, off, on) in [
+        ("echo", &runs[1], &runs[2]),
+        ("2 ms of work", &runs[4], &runs[5]),
+    ] {
+        println!(
+            "observability on vs off, {what}: throughput {:+.1} %, p50 {:+.1} %, p99 {:+.1} %",
+            (on.rate() / off.rate() - 1.0) * 100.0,
+            (on.quantile(0.5) / off.quantile(0.5) - 1.0) * 100.0,
+            (on.quantile(0.99) / off.quantile(0.99) - 1.0) * 100.0
+        );
+    }
+}
+
+/// Counts what a consumer is handed.
+struct Count(Arc<std::sync::atomic::AtomicU64>);
+
+impl lookout_core::Consumer for Count {
+    async fn handle(
+        &mut self,
+        batch: lookout_core::Batch,
+    ) -> Result<(), lookout_core::ConsumerError> {
+        self.0
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 }

@@ -223,18 +223,20 @@ async fn ingest_events(
         }
     })?;
     let events = parse_body(&body)?;
-    let mut accepted = 0u64;
-    let mut dropped = 0u64;
+    let (mut accepted, mut dropped, mut off) = (0u64, 0u64, 0u64);
     for event in events {
         match state.bus.publish(event) {
             Published::Queued => accepted += 1,
             Published::Dropped => dropped += 1,
+            Published::Off => off += 1,
         }
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "accepted": accepted, "dropped": dropped })),
-    ))
+    let mut body = json!({ "accepted": accepted, "dropped": dropped });
+    if off > 0 {
+        // Events are turned off on this host: say so rather than pretend they were taken.
+        body["off"] = json!(off);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 #[derive(Deserialize)]
