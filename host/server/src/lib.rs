@@ -432,6 +432,7 @@ async fn health_detailed(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "checks": report.checks,
+        "observability_cost": overview::observability_cost(&state),
         "pools": pools,
         "plugins": plugins,
     });

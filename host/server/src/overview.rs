@@ -52,7 +52,9 @@ impl Consumer for RecentErrors {
     }
 }
 
-fn sum(families: &[MetricFamily], name: &str, label: Option<(&str, &str)>) -> f64 {
+/// A family's counters and gauges summed (over the series that have `label`, if given);
+/// histograms contribute their sample sums.
+pub(crate) fn sum(families: &[MetricFamily], name: &str, label: Option<(&str, &str)>) -> f64 {
     families
         .iter()
         .filter(|f| f.name() == name)
@@ -64,8 +66,48 @@ fn sum(families: &[MetricFamily], name: &str, label: Option<(&str, &str)>) -> f6
                     .any(|l| l.name() == k && l.value() == v)
             })
         })
-        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .map(|m| {
+            m.get_counter().get_value()
+                + m.get_gauge().get_value()
+                + m.get_histogram().get_sample_sum()
+        })
         .fold(0.0, |a, b| a + b)
+}
+
+/// What observability costs, from the host's own measurements since it started: time in the
+/// bus's stages and in plugin calls per event, events per request, and so per request.
+pub(crate) fn observability_cost(state: &AppState) -> Value {
+    let families = state.registry.gather();
+    let events = sum(&families, "lookout_events_published_total", None);
+    let bus_seconds = sum(&families, "lookout_bus_stage_seconds", None);
+    let plugin_seconds = sum(&families, "lookout_plugin_call_duration_seconds", None);
+    let request_events = sum(
+        &families,
+        "lookout_events_published_total",
+        Some(("kind", "request.started")),
+    ) + sum(
+        &families,
+        "lookout_events_published_total",
+        Some(("kind", "request.completed")),
+    );
+    let requests: u64 = state
+        .pools
+        .iter()
+        .map(|p| p.snapshot().requests_total)
+        .sum();
+    let per_event = |seconds: f64| (events > 0.0).then(|| seconds / events);
+    let events_per_request = (requests > 0).then(|| request_events / requests as f64);
+    let per_request_us = match (per_event(bus_seconds + plugin_seconds), events_per_request) {
+        (Some(cost), Some(n)) => Some(cost * n * 1e6),
+        _ => None,
+    };
+    json!({
+        "events": events,
+        "bus_seconds_per_event": per_event(bus_seconds),
+        "plugin_seconds_per_event": per_event(plugin_seconds),
+        "events_per_request": events_per_request,
+        "per_request_us": per_request_us,
+    })
 }
 
 /// The whole picture, now.

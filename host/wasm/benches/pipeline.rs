@@ -73,6 +73,32 @@ struct Run {
     dropped: u64,
 }
 
+/// The floor: the same events through a bare bounded channel to one consumer thread — no
+/// admission, sanitizer, accounting or fan-out.
+fn bare_channel(events: u64) -> Run {
+    let prepared: Vec<Event> = (0..events).map(event).collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(1 << 20);
+    let consumer = std::thread::spawn(move || rx.iter().count() as u64);
+    let started = Instant::now();
+    let cpu_before = cpu_time();
+    let t = Instant::now();
+    for e in prepared {
+        tx.send(e).unwrap();
+    }
+    let publish = t.elapsed();
+    drop(tx);
+    let seen = consumer.join().unwrap();
+    assert_eq!(seen, events);
+    Run {
+        name: "a bare bounded channel (std sync_channel, one consumer thread)",
+        events,
+        elapsed: started.elapsed(),
+        cpu: cpu_time().saturating_sub(cpu_before),
+        publish_ns: publish.as_nanos() as f64 / events as f64,
+        dropped: 0,
+    }
+}
+
 /// A WASM consumer on the bus next to the counting one.
 const DIGEST_MANIFEST: &str = include_str!("../../../examples/plugins/digest.toml");
 
@@ -157,6 +183,7 @@ async fn main() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
     let mut runs = Vec::new();
     for _ in 0..2 {
+        runs.push(bare_channel(events));
         runs.push(
             run(
                 "bare pipeline (pass-through sanitizer)",

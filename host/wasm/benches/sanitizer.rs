@@ -110,11 +110,13 @@ fn main() {
     redact.sanitize(&mut wasm_out).unwrap();
     assert_eq!(native_out, wasm_out, "native and WASM redact disagree");
 
-    println!("| sanitizer | ns/event, batch 256 | batch 1 | vs native |");
-    println!("|---|---|---|---|");
+    println!(
+        "| sanitizer (ns/event) | batch 1 | batch 16 | batch 256 | batch 4096 | vs native at 256 |"
+    );
+    println!("|---|---|---|---|---|---|");
     // For profiling one row under `perf`: LOOKOUT_BENCH_ONLY=<part of a row's name>.
     let only = std::env::var("LOOKOUT_BENCH_ONLY").ok();
-    let mut native_256 = 0.0;
+    let mut native = Vec::new();
     for (name, batch_size) in [
         ("native Rust rules (redact-rules)", 0),
         ("`redact` WASM component", 1),
@@ -125,7 +127,7 @@ fn main() {
             continue;
         }
         let mut results = Vec::new();
-        for size in [256u64, 1] {
+        for size in [1u64, 16, 256, 4096] {
             let batch: Vec<Event> = (0..size).map(event).collect();
             let ns = match batch_size {
                 0 => measure(&batch, rounds, |b| redact_native(&policy, b)),
@@ -136,13 +138,12 @@ fn main() {
             results.push(ns);
         }
         if batch_size == 0 {
-            native_256 = results[0];
+            native = results.clone();
         }
+        let ratio = native.get(2).map_or(0.0, |n| results[2] / n);
         println!(
-            "| {name} | {:.0} | {:.0} | {:.1}× |",
-            results[0],
-            results[1],
-            results[0] / native_256
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio:.1}× |",
+            results[0], results[1], results[2], results[3]
         );
     }
 

@@ -142,6 +142,16 @@ async fn execute_runs_on_the_demo_pool_with_its_correlation_id() {
     )
     .await;
 
+    // What observability costs a request, as the host measured it.
+    let cost = eventually("the cost measured", Duration::from_secs(10), || async {
+        let detailed = host.get_json("/health/detailed").await?;
+        let cost = detailed["observability_cost"].clone();
+        (cost["per_request_us"].as_f64()? > 0.0).then_some(cost)
+    })
+    .await;
+    let per_request = cost["events_per_request"].as_f64().unwrap();
+    assert!((1.5..=2.5).contains(&per_request), "{cost}");
+
     // Without a header, one is made up and returned.
     let response = execute(&host, "demo", json!({"command": "pid"}), None).await;
     let cid = response.headers()["x-correlation-id"]
