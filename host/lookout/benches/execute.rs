@@ -265,7 +265,17 @@ async fn over_http(requests: usize) -> Run {
         }
     };
     lookout_testkit::eventually("the pool ready", Duration::from_secs(30), ready).await;
-    drive("lookout `POST …/execute` over HTTP", requests, move |i| {
+    let rss = || {
+        let host = host.clone();
+        async move {
+            host.metrics()
+                .await
+                .sum("process_resident_memory_bytes", &[])
+                / f64::from(1 << 20)
+        }
+    };
+    let idle = rss().await;
+    let run = drive("lookout `POST …/execute` over HTTP", requests, move |i| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let response = client
@@ -278,7 +288,12 @@ async fn over_http(requests: usize) -> Run {
             response.bytes().await.unwrap();
         }
     })
-    .await
+    .await;
+    let loaded = rss().await;
+    println!(
+        "lookout RSS: {idle:.1} MiB idle, {loaded:.1} MiB after {requests} requests over HTTP"
+    );
+    run
 }
 
 async fn wait_ready(ready: impl Fn() -> bool) {
