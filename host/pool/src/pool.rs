@@ -379,6 +379,11 @@ impl Pool {
         outcome
     }
 
+    /// Requests answered since the pool started (refusals and failures included).
+    pub fn requests_total(&self) -> u64 {
+        self.inner.answered.load(Ordering::Relaxed)
+    }
+
     /// Requests answered within the last `window` (at most an hour).
     pub fn window(&self, window: Duration) -> WindowStats {
         let window = window.min(MAX_WINDOW);

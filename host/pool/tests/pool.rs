@@ -346,7 +346,7 @@ async fn workers_that_never_get_ready_are_reported() {
         c.command = vec![
             "python3".into(),
             "-c".into(),
-            "import sys, time; print('warming up', file=sys.stderr, flush=True); time.sleep(60)"
+            "import signal, sys; print('warming up', file=sys.stderr, flush=True); signal.pause()"
                 .into(),
         ];
     }))
@@ -690,10 +690,10 @@ async fn a_graceful_stop_finishes_what_runs() {
         c.command = vec![
             "python3".into(),
             "-c".into(),
-            "import signal, sys, time\n\
+            "import signal, sys\n\
              signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
              print('{\"type\": \"ready\"}', flush=True)\n\
-             while True: time.sleep(1)"
+             while True: signal.pause()"
                 .into(),
         ];
     }))

@@ -90,11 +90,7 @@ pub(crate) fn observability_cost(state: &AppState) -> Value {
         "lookout_events_published_total",
         Some(("kind", "request.completed")),
     );
-    let requests: u64 = state
-        .pools
-        .iter()
-        .map(|p| p.snapshot().requests_total)
-        .sum();
+    let requests: u64 = state.pools.iter().map(|p| p.requests_total()).sum();
     let per_event = |seconds: f64| (events > 0.0).then(|| seconds / events);
     let events_per_request = (requests > 0).then(|| request_events / requests as f64);
     let per_request_us = match (per_event(bus_seconds + plugin_seconds), events_per_request) {
@@ -114,12 +110,16 @@ pub(crate) fn observability_cost(state: &AppState) -> Value {
 pub(crate) fn overview(state: &AppState) -> Value {
     let report = state.evaluate_health();
     let families = state.registry.gather();
+    // One snapshot per pool (each reads every worker's memory from /proc).
+    let mut live_workers = 0;
     let pools: Vec<Value> = state
         .pools
         .iter()
         .map(|p| {
             let window_s = p.config().health.window_s;
-            let mut snapshot = serde_json::to_value(p.snapshot()).unwrap_or_default();
+            let snapshot = p.snapshot();
+            live_workers += snapshot.workers.iter().filter(|w| w.pid.is_some()).count();
+            let mut snapshot = serde_json::to_value(snapshot).unwrap_or_default();
             if let Some(map) = snapshot.as_object_mut() {
                 map.remove("config");
             }
@@ -130,17 +130,6 @@ pub(crate) fn overview(state: &AppState) -> Value {
             })
         })
         .collect();
-    let live_workers: usize = state
-        .pools
-        .iter()
-        .map(|p| {
-            p.snapshot()
-                .workers
-                .iter()
-                .filter(|w| w.pid.is_some())
-                .count()
-        })
-        .sum();
     let history = state.plugins.history();
     let history: Vec<_> = history.iter().rev().take(20).collect();
     json!({
