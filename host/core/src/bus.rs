@@ -235,6 +235,7 @@ impl Bus {
                     }
                 }
                 in_flight.fetch_sub(n, Ordering::AcqRel);
+                counters.queued.sub(n as i64);
             }
         });
         self.inner.consumer_tasks.lock().push(task);
@@ -461,18 +462,34 @@ impl Pipeline {
         }
         let keep_errors = self.config.sampling.keep_errors;
 
-        // Admission: sampling, then the token bucket. `meta` runs parallel to `events`.
+        // Admission in two passes, each timed: sampling, then the token bucket. Sampling
+        // first so a sampled-out event never spends a token. `meta` runs parallel to `events`.
         let started = Instant::now();
-        let mut events = Vec::with_capacity(batch.len());
-        let mut meta = Vec::with_capacity(batch.len());
+        let mut sampled = Vec::with_capacity(batch.len());
         for event in batch {
             let state = self.kind_state(&event.kind);
             let sampled_in = state.threshold == u64::MAX
                 || (keep_errors && event.severity >= Severity::Error)
                 || sample_hash(&event) < state.threshold;
-            if !sampled_in {
+            if sampled_in {
+                sampled.push(event);
+            } else {
                 state.counters.sampled_out.inc();
-            } else if state.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+            }
+        }
+        let sampled_at = Instant::now();
+        self.inner
+            .metrics
+            .stages
+            .sample
+            .observe((sampled_at - started).as_secs_f64());
+
+        let mut events = Vec::with_capacity(sampled.len());
+        let mut meta = Vec::with_capacity(sampled.len());
+        let limits = !self.config.rate_limits.is_empty();
+        for event in sampled {
+            let state = self.kind_state(&event.kind);
+            if limits && state.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
                 state.counters.rate_limited.inc();
             } else {
                 meta.push((event.id, state.counters.clone()));
@@ -483,8 +500,8 @@ impl Pipeline {
         self.inner
             .metrics
             .stages
-            .admit
-            .observe((admitted - started).as_secs_f64());
+            .rate_limit
+            .observe((admitted - sampled_at).as_secs_f64());
 
         if !events.is_empty() {
             self.sanitize(&mut events, &meta);
@@ -501,8 +518,10 @@ impl Pipeline {
             let n = batch.len() as u64;
             for slot in self.inner.consumers.load().iter() {
                 slot.in_flight.fetch_add(n, Ordering::AcqRel);
+                slot.counters.queued.add(n as i64);
                 if slot.tx.try_send(batch.clone()).is_err() {
                     slot.in_flight.fetch_sub(n, Ordering::AcqRel);
+                    slot.counters.queued.sub(n as i64);
                     slot.counters.dropped.inc_by(n);
                 }
             }

@@ -15,7 +15,8 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::error::{Error, Result};
@@ -40,12 +41,15 @@ pub(crate) struct ConsumerCounters {
     pub delivered: IntCounter,
     pub dropped: IntCounter,
     pub failed: IntCounter,
+    /// Events queued for the consumer and not yet handled (shared by consumers of one name).
+    pub queued: IntGauge,
 }
 
 /// Per-batch time of each pipeline stage.
 #[derive(Clone, Debug)]
 pub(crate) struct StageTimers {
-    pub admit: Histogram,
+    pub sample: Histogram,
+    pub rate_limit: Histogram,
     pub sanitize: Histogram,
     pub fan_out: Histogram,
 }
@@ -55,6 +59,7 @@ pub(crate) struct BusMetrics {
     published: IntCounterVec,
     events: IntCounterVec,
     consumer_events: IntCounterVec,
+    consumer_queued: IntGaugeVec,
     pub sanitizer_failures: IntCounterVec,
     pub ingress_length: IntGauge,
     pub stages: StageTimers,
@@ -110,6 +115,21 @@ impl BusMetrics {
             "Accepted events by consumer and outcome (delivered, dropped, failed).",
             &["consumer", "outcome"],
         )?;
+        let consumer_queued = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "lookout_consumer_queue_events",
+                    "Accepted events queued for a consumer and not yet handled.",
+                ),
+                &["consumer"],
+            )
+            .map_err(|e| Error::Metric {
+                name: "lookout_consumer_queue_events".into(),
+                reason: e.to_string(),
+            })?,
+            "lookout_consumer_queue_events",
+        )?;
         let sanitizer_failures = counter_vec(
             registry,
             "lookout_sanitizer_failures_total",
@@ -144,7 +164,8 @@ impl BusMetrics {
         })?;
         let stage = register(registry, stage, "lookout_bus_stage_seconds")?;
         let stages = StageTimers {
-            admit: stage.with_label_values(&["admit"]),
+            sample: stage.with_label_values(&["sample"]),
+            rate_limit: stage.with_label_values(&["rate_limit"]),
             sanitize: stage.with_label_values(&["sanitize"]),
             fan_out: stage.with_label_values(&["fan_out"]),
         };
@@ -152,6 +173,7 @@ impl BusMetrics {
             published,
             events,
             consumer_events,
+            consumer_queued,
             sanitizer_failures,
             ingress_length,
             stages,
@@ -207,6 +229,7 @@ impl BusMetrics {
             delivered: self.consumer_events.with_label_values(&[name, "delivered"]),
             dropped: self.consumer_events.with_label_values(&[name, "dropped"]),
             failed: self.consumer_events.with_label_values(&[name, "failed"]),
+            queued: self.consumer_queued.with_label_values(&[name]),
         }
     }
 }

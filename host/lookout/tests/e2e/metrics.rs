@@ -151,7 +151,9 @@ async fn every_family_is_present_with_help_and_promtool_is_silent() {
         &[("consumer", "live_stream"), ("outcome", "delivered")],
     );
     has("lookout_bus_ingress_queue_length", &[]);
-    has("lookout_bus_stage_seconds_count", &[("stage", "sanitize")]);
+    for stage in ["sample", "rate_limit", "sanitize", "fan_out"] {
+        has("lookout_bus_stage_seconds_count", &[("stage", stage)]);
+    }
     has(
         "lookout_plugin_calls_total",
         &[
