@@ -144,6 +144,19 @@ impl Host {
         format!("{}{path}", self.base)
     }
 
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The host's resident memory (VmRSS), bytes; `None` once it is gone.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Every line the host wrote to stderr (its JSON logs) so far.
     pub fn logs(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
@@ -302,6 +315,11 @@ impl LiveStream {
         Ok(LiveStream { rx })
     }
 
+    /// The next event; `None` once the stream ended.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        self.rx.recv().await
+    }
+
     /// The next `n` events, or fails after `timeout`.
     pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + patience(timeout);
@@ -431,4 +449,11 @@ pub fn family_sum(
         })
         .map(|m| m.get_counter().get_value())
         .sum()
+}
+
+/// One row of the side-by-side table `cargo xtask bench` prints after running every bench:
+/// which measurement (`P1`…`P5` of issue 7), what was compared, the result, the ratio or
+/// verdict. Benches print their own detailed tables too; these lines are the summary.
+pub fn bench_summary(id: &str, what: &str, result: &str, ratio: &str) {
+    println!("summary| {id} | {what} | {result} | {ratio} |");
 }

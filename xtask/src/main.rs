@@ -7,6 +7,10 @@
 //! - `demo`: builds lookout, starts `lookout serve` with the example consumer and metrics
 //!   plugins in a watched folder, and a publisher that sends a steady stream of realistic
 //!   events (some with secrets in them); prints the dashboard URL.
+//! - `bench`: every benchmark (P1–P5 of docs/performance.md) and the load test, in release,
+//!   one after the other; prints their tables, then one summary table side by side (also
+//!   written to `target/bench-summary.md`).
+//! - `load [--secs N]`: the load test alone, in release, for N seconds (default 60).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,8 +31,21 @@ fn main() -> anyhow::Result<()> {
             &root,
             args.get(1).map(String::as_str).unwrap_or(DEMO_LISTEN),
         ),
+        Some("bench") => bench(&root),
+        Some("load") => {
+            let secs = match args.get(1).map(String::as_str) {
+                None => 60,
+                Some("--secs") => args
+                    .get(2)
+                    .and_then(|s| s.parse().ok())
+                    .context("--secs takes a number of seconds")?,
+                Some(other) => bail!("unknown argument {other:?}: cargo xtask load [--secs N]"),
+            };
+            setup(&root, false)?;
+            load(&root, secs, &mut Vec::new())
+        }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo [ADDR]>");
+            eprintln!("usage: cargo xtask <setup|test|demo [ADDR]|bench|load [--secs N]>");
             std::process::exit(2);
         }
     }
@@ -184,6 +201,90 @@ fn test(root: &Path) -> anyhow::Result<()> {
         .arg(template.join("plugin.toml")))?;
     eprintln!("xtask: every test passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The benches of docs/performance.md, in the order of its P1–P5, with what they measure.
+const BENCHES: &[(&str, &str)] = &[
+    ("lookout-wasm", "pipeline"),
+    ("lookout-wasm", "sanitizer"),
+    ("lookout", "execute"),
+    ("lookout-wasm", "swap"),
+    ("lookout-server", "metrics"),
+];
+
+/// Runs `cmd`, echoing its stdout, and keeps the `summary|` rows it printed.
+fn run_collecting(cmd: &mut Command, summary: &mut Vec<String>) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(row) = line.strip_prefix("summary|") {
+            summary.push(format!("|{row}"));
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn bench(root: &Path) -> anyhow::Result<()> {
+    setup(root, false)?;
+    let started = Instant::now();
+    let mut summary = Vec::new();
+    for (package, bench) in BENCHES {
+        run_collecting(
+            cargo()
+                .current_dir(root)
+                .args(["bench", "-p", package, "--bench", bench]),
+            &mut summary,
+        )?;
+    }
+    load(root, 20, &mut summary)?;
+    summary.sort_by(|a, b| a.split('|').nth(1).cmp(&b.split('|').nth(1)));
+    let table = format!(
+        "| | measurement | result | ratio |\n|---|---|---|---|\n{}\n",
+        summary.join("\n")
+    );
+    println!("\n{table}");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target.join("bench-summary.md");
+    std::fs::write(&path, &table).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "xtask: benches done in {:.0?}; the summary is in {}",
+        started.elapsed(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// The load test (host/lookout/tests/e2e/load.rs) against a release build, for `secs`.
+fn load(root: &Path, secs: u64, summary: &mut Vec<String>) -> anyhow::Result<()> {
+    run_collecting(
+        cargo()
+            .current_dir(root)
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "lookout",
+                "--test",
+                "e2e",
+                "load::",
+                "--",
+                "--nocapture",
+            ])
+            .env("LOOKOUT_LOAD_SECS", secs.to_string()),
+        summary,
+    )
 }
 
 fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {

@@ -293,6 +293,12 @@ async fn over_http(requests: usize) -> Run {
     println!(
         "lookout RSS: {idle:.1} MiB idle, {loaded:.1} MiB after {requests} requests over HTTP"
     );
+    lookout_testkit::bench_summary(
+        "P5",
+        "lookout's resident memory, idle (pool of 2 up) vs after the HTTP run",
+        &format!("{idle:.1} vs {loaded:.1} MiB ({requests} requests)"),
+        &format!("{:+.1} MiB", loaded - idle),
+    );
     run
 }
 
@@ -357,11 +363,26 @@ async fn main() {
         ("echo", &runs[1], &runs[2]),
         ("2 ms of work", &runs[4], &runs[5]),
     ] {
-        println!(
-            "observability on vs off, {what}: throughput {:+.1} %, p50 {:+.1} %, p99 {:+.1} %",
+        let change = format!(
+            "throughput {:+.1} %, p50 {:+.1} %, p99 {:+.1} %",
             (on.rate() / off.rate() - 1.0) * 100.0,
             (on.quantile(0.5) / off.quantile(0.5) - 1.0) * 100.0,
             (on.quantile(0.99) / off.quantile(0.99) - 1.0) * 100.0
+        );
+        println!("observability on vs off, {what}: {change}");
+        lookout_testkit::bench_summary(
+            "P3",
+            &format!("Pool::execute, observability on vs off, {what}"),
+            &format!(
+                "{:.0} vs {:.0} req/s; p50 {:.3} vs {:.3} ms; p99 {:.3} vs {:.3} ms",
+                on.rate(),
+                off.rate(),
+                on.quantile(0.5),
+                off.quantile(0.5),
+                on.quantile(0.99),
+                off.quantile(0.99)
+            ),
+            &change,
         );
     }
 }

@@ -47,6 +47,7 @@ fn main() {
     let rounds = if benching { 50 } else { 2 };
     println!("| series | render (gather + encode) | bytes |");
     println!("|---|---|---|");
+    let mut renders = Vec::new();
     for series in [100usize, 1_000, 10_000] {
         let registry = registry(series);
         let mut best = Duration::MAX;
@@ -63,5 +64,18 @@ fn main() {
             "| {series} | {:.2} ms | {bytes} |",
             best.as_secs_f64() * 1e3
         );
+        renders.push(best.as_secs_f64() * 1e3);
     }
+    lookout_testkit::bench_summary(
+        "P5",
+        "/metrics render (gather + encode) at 100 / 1k / 10k series",
+        &format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            renders[0], renders[1], renders[2]
+        ),
+        &format!(
+            "10k series take {:.0}× the time of 100 (linear: 100×)",
+            renders[2] / renders[0]
+        ),
+    );
 }

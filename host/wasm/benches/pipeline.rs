@@ -235,4 +235,20 @@ async fn main() {
             r.dropped
         );
     }
+    // P1: the full pipeline against the bare channel, from the reported round.
+    let reported = &runs[runs.len() / 2..];
+    let rate = |r: &Run| r.events as f64 / r.elapsed.as_secs_f64();
+    let bare = &reported[0];
+    let full = &reported[reported.len() - 1];
+    lookout_testkit::bench_summary(
+        "P1",
+        "bus: redact sanitizer + digest consumer (both WASM) vs a bare bounded channel",
+        &format!(
+            "{:.2} M vs {:.2} M events/s; {:.2} M per CPU-second",
+            rate(full) / 1e6,
+            rate(bare) / 1e6,
+            full.events as f64 / full.cpu.as_secs_f64().max(0.01) / 1e6
+        ),
+        &format!("{:.2}× the channel", rate(full) / rate(bare)),
+    );
 }

@@ -145,6 +145,25 @@ fn main() {
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio:.1}× |",
             results[0], results[1], results[2], results[3]
         );
+        if batch_size == 1 {
+            // P2: the WASM component against the same rules natively, at every batch size.
+            lookout_testkit::bench_summary(
+                "P2",
+                "sanitizer: redact WASM vs the same rules native, ns/event at batch 1/16/256/4096",
+                &format!(
+                    "{:.0}/{:.0}/{:.0}/{:.0} vs {:.0}/{:.0}/{:.0}/{:.0}",
+                    results[0],
+                    results[1],
+                    results[2],
+                    results[3],
+                    native[0],
+                    native[1],
+                    native[2],
+                    native[3]
+                ),
+                &format!("{ratio:.1}× native at 256"),
+            );
+        }
     }
 
     if only.is_some() {

@@ -1,0 +1,467 @@
+//! The load test (requirement 7.6): HTTP ingest, pool requests and the bus at high volume
+//! for a bounded time, with two WASM consumers and a live-stream client attached; then every
+//! event and every request is accounted for, no secret got out, and memory stayed bounded.
+//!
+//! Short in CI (`LOOKOUT_LOAD_SECS`, default 6 s); `cargo xtask load --secs 600` runs it
+//! long against a release build and prints the same report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lookout_testkit::{Host, LiveStream, Metrics, eventually};
+use serde_json::{Value, json};
+
+use crate::LOOKOUT;
+
+const SECRET: &str = "hunter2-load-Zq9x";
+const INGEST_TASKS: usize = 2;
+const EXECUTE_TASKS: usize = 6;
+const EVENTS_PER_POST: usize = 200;
+
+fn load_secs() -> u64 {
+    std::env::var("LOOKOUT_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+/// A pool small enough to saturate (2 workers, 2 waiting), sampling and a rate limit so every
+/// bus outcome occurs, and the digest and error-counter WASM consumers.
+fn start_host() -> Host {
+    let dir = lookout_testkit::artifacts_dir().join("load");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let config = dir.join("lookout.toml");
+    std::fs::write(
+        &config,
+        r#"
+[bus.sampling.rates]
+"load.audit" = 0.5
+
+[bus.rate_limits]
+"load.burst" = { per_second = 500 }
+
+[[pools]]
+name = "load"
+app = "demo"
+size = 2
+queue_limit = 2
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("digest.toml"),
+        "name = \"digest\"\nworld = \"consumer\"\n[config]\nevery = \"1000\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("digest.wasm"),
+        lookout_artifacts::plugins::DIGEST,
+    )
+    .unwrap();
+    let repo = lookout_testkit::repo_root();
+    std::fs::copy(
+        repo.join("examples/plugins/error-counter.toml"),
+        plugins.join("error-counter.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.join("error-counter.wasm"),
+        lookout_artifacts::plugins::ERROR_COUNTER,
+    )
+    .unwrap();
+    Host::start(
+        LOOKOUT,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ],
+    )
+    .expect("lookout starts")
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Seen {
+    posts: AtomicU64,
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+    executes: AtomicU64,
+    ok: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    streamed: AtomicU64,
+    /// Anything else: an unexpected status, a transport error, a leaked secret.
+    problems: std::sync::Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn problem(&self, what: String) {
+        let mut problems = self.problems.lock().unwrap();
+        if problems.len() < 20 {
+            problems.push(what);
+        }
+    }
+}
+
+fn ingest_body(round: u64) -> Value {
+    let events: Vec<Value> = (0..EVENTS_PER_POST as u64)
+        .map(|i| {
+            let kind = ["load.ingest", "load.audit", "load.burst"][(i % 3) as usize];
+            json!({
+                "kind": kind,
+                "correlation_id": format!("load-{round}-{i}"),
+                "severity": if i % 50 == 0 { "error" } else { "info" },
+                "fields": {
+                    "user": "bob",
+                    "password": SECRET,
+                    "note": format!("round {round} with token={SECRET}"),
+                    "n": i,
+                },
+            })
+        })
+        .collect();
+    Value::Array(events)
+}
+
+async fn ingest(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
+    let mut round = task << 32;
+    while Instant::now() < until {
+        round += 1;
+        let sent = host
+            .http
+            .post(host.url("/api/v1/events"))
+            .json(&ingest_body(round))
+            .send()
+            .await;
+        seen.posts.fetch_add(1, Ordering::Relaxed);
+        match sent {
+            Ok(r) if r.status() == 202 => {
+                let body: Value = r.json().await.unwrap_or_default();
+                let (Some(accepted), Some(dropped)) =
+                    (body["accepted"].as_u64(), body["dropped"].as_u64())
+                else {
+                    seen.problem(format!("ingest answered {body}"));
+                    continue;
+                };
+                seen.accepted.fetch_add(accepted, Ordering::Relaxed);
+                seen.dropped.fetch_add(dropped, Ordering::Relaxed);
+            }
+            Ok(r) => seen.problem(format!("ingest answered {}", r.status())),
+            Err(e) => seen.problem(format!("ingest: {e}")),
+        }
+    }
+}
+
+async fn execute(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        // One request in ten fails in the worker, with the secret in its arguments.
+        let body = if n.is_multiple_of(10) {
+            json!({"command": "fail", "args": {"message": "boom", "password": SECRET}})
+        } else {
+            json!({"command": "echo", "args": {"task": task, "n": n}})
+        };
+        let sent = host
+            .http
+            .post(host.url("/api/v1/pools/load/execute"))
+            .json(&body)
+            .send()
+            .await;
+        seen.executes.fetch_add(1, Ordering::Relaxed);
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                seen.problem(format!("execute: {e}"));
+                continue;
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if text.contains(SECRET) {
+            seen.problem(format!("the secret in an execute answer: {text}"));
+        }
+        match status {
+            200 => seen.ok.fetch_add(1, Ordering::Relaxed),
+            500 if n.is_multiple_of(10) => seen.failed.fetch_add(1, Ordering::Relaxed),
+            503 if text.contains("queue_full") => seen.rejected.fetch_add(1, Ordering::Relaxed),
+            _ => {
+                seen.problem(format!("execute answered {status}: {text}"));
+                0
+            }
+        };
+    }
+}
+
+/// Reads the live stream as fast as it can, checking every event for the secret.
+async fn watch_stream(mut stream: LiveStream, seen: Arc<Seen>) {
+    while let Some(event) = stream.next().await {
+        seen.streamed.fetch_add(1, Ordering::Relaxed);
+        if event.to_string().contains(SECRET) {
+            seen.problem(format!("the secret on the live stream: {event}"));
+        }
+    }
+}
+
+fn by_label(metrics: &Metrics, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in metrics.samples.iter().filter(|s| s.name == name) {
+        if let Some((_, v)) = s.labels.iter().find(|(k, _)| k == label) {
+            *out.entry(v.clone()).or_insert(0.0) += s.value;
+        }
+    }
+    out
+}
+
+/// `/metrics` once the host is at rest: nothing waiting anywhere, every published event has
+/// its outcome, and two reads in a row agree.
+async fn at_rest(host: &Host, timeout: Duration) -> Metrics {
+    let last = std::sync::Mutex::new(None::<f64>);
+    eventually(
+        "the host at rest (queues empty, counts settled)",
+        timeout,
+        || async {
+            let m = host.metrics().await;
+            let published = m.sum("lookout_events_published_total", &[]);
+            let settled = m.sum("lookout_bus_ingress_queue_length", &[]) == 0.0
+                && m.sum("lookout_consumer_queue_events", &[]) == 0.0
+                && published == m.sum("lookout_events_total", &[])
+                && m.sum("lookout_queue_length", &[]) == 0.0;
+            let mut last = last.lock().unwrap();
+            let stable = *last == Some(published);
+            *last = Some(published);
+            (settled && stable).then_some(m)
+        },
+    )
+    .await
+}
+
+fn delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
+    (after.sum(name, labels) - before.sum(name, labels)) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bounded() {
+    let secs = load_secs();
+    let host = Arc::new(start_host());
+    eventually("the load pool ready", Duration::from_secs(30), || async {
+        let pool = host.get_json("/api/v1/pools/load").await?;
+        let workers = pool["workers"].as_array()?;
+        (workers.len() == 2 && workers.iter().all(|w| w["state"] == "available")).then_some(())
+    })
+    .await;
+    eventually("both consumers loaded", Duration::from_secs(30), || async {
+        let list = host.get_json("/api/v1/plugins").await?.to_string();
+        (list.contains("\"digest\"") && list.contains("\"error-counter\"")).then_some(())
+    })
+    .await;
+    let seen = Arc::new(Seen::default());
+    let stream = LiveStream::open(&host, "").await.unwrap();
+    let watcher = tokio::spawn(watch_stream(stream, seen.clone()));
+
+    let before = at_rest(&host, Duration::from_secs(30)).await;
+    let consumers: BTreeSet<String> =
+        by_label(&before, "lookout_consumer_events_total", "consumer")
+            .into_keys()
+            .collect();
+    let rss_start = host.rss_bytes().unwrap();
+
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let mut clients = Vec::new();
+    for task in 0..INGEST_TASKS as u64 {
+        clients.push(tokio::spawn(ingest(
+            host.clone(),
+            seen.clone(),
+            until,
+            task,
+        )));
+    }
+    for task in 0..EXECUTE_TASKS as u64 {
+        clients.push(tokio::spawn(execute(
+            host.clone(),
+            seen.clone(),
+            until,
+            task,
+        )));
+    }
+    // Resident memory every 100 ms while the load runs.
+    let mut rss = Vec::new();
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    while Instant::now() < until {
+        every.tick().await;
+        rss.push((started.elapsed(), host.rss_bytes().unwrap()));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let after = at_rest(&host, Duration::from_secs(60)).await;
+    watcher.abort();
+
+    // The report, for `cargo xtask load` and for the CI log.
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let peak = rss.iter().map(|(_, b)| *b).max().unwrap();
+    let quarter = rss[rss.len() / 4].1;
+    let last = rss.last().unwrap().1;
+    let published = delta(&after, &before, "lookout_events_published_total", &[]);
+    let outcomes: BTreeMap<String, u64> = by_label(&after, "lookout_events_total", "outcome")
+        .into_iter()
+        .map(|(o, v)| {
+            let b = by_label(&before, "lookout_events_total", "outcome")
+                .get(&o)
+                .copied()
+                .unwrap_or(0.0);
+            (o, (v - b) as u64)
+        })
+        .collect();
+    let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+    println!(
+        "load: {secs} s ({elapsed:.1?}), {} ingest posts ({:.0} events/s accepted by HTTP), \
+         {} executes ({:.0}/s: {} ok, {} failed in the worker, {} refused queue_full), \
+         {} events on the live stream",
+        load(&seen.posts),
+        load(&seen.accepted) as f64 / elapsed.as_secs_f64(),
+        load(&seen.executes),
+        load(&seen.executes) as f64 / elapsed.as_secs_f64(),
+        load(&seen.ok),
+        load(&seen.failed),
+        load(&seen.rejected),
+        load(&seen.streamed),
+    );
+    println!("load: bus: {published} published = {outcomes:?}");
+    for consumer in &consumers {
+        let get = |m: &Metrics, o| {
+            m.sum(
+                "lookout_consumer_events_total",
+                &[("consumer", consumer), ("outcome", o)],
+            )
+        };
+        println!(
+            "load: consumer {consumer}: {} delivered, {} dropped, {} failed",
+            get(&after, "delivered") - get(&before, "delivered"),
+            get(&after, "dropped") - get(&before, "dropped"),
+            get(&after, "failed") - get(&before, "failed"),
+        );
+    }
+    println!(
+        "load: RSS {:.1} MiB before, {:.1} at a quarter, {:.1} at the end, {:.1} peak",
+        mib(rss_start),
+        mib(quarter),
+        mib(last),
+        mib(peak)
+    );
+
+    // Nothing went wrong on the client side, and no secret got out.
+    let problems = seen.problems.lock().unwrap().clone();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let logs = host.logs().join("\n");
+    assert!(!logs.contains(SECRET), "the secret reached the host's logs");
+    assert!(load(&seen.accepted) > 0 && load(&seen.ok) > 0);
+
+    // Every published event has exactly one outcome, per kind.
+    let published_by_kind = by_label(&after, "lookout_events_published_total", "kind");
+    for (kind, n) in &published_by_kind {
+        let outcomes = after.sum("lookout_events_total", &[("kind", kind)]);
+        assert_eq!(*n, outcomes, "{kind}: published ≠ Σ outcomes");
+    }
+    // What the host told the clients matches what it counted.
+    let load_kinds = ["load.ingest", "load.audit", "load.burst"];
+    let counted = |name, labels: &[(&str, &str)]| -> u64 {
+        load_kinds
+            .iter()
+            .map(|k| {
+                let mut l = labels.to_vec();
+                l.push(("kind", k));
+                delta(&after, &before, name, &l)
+            })
+            .sum()
+    };
+    assert_eq!(
+        load(&seen.accepted) + load(&seen.dropped),
+        counted("lookout_events_published_total", &[]),
+        "events posted vs published"
+    );
+    assert_eq!(
+        load(&seen.dropped),
+        counted("lookout_events_total", &[("outcome", "dropped")])
+    );
+    assert!(counted("lookout_events_total", &[("outcome", "sampled_out")]) > 0);
+    assert!(counted("lookout_events_total", &[("outcome", "rate_limited")]) > 0);
+
+    // Every consumer there throughout got every accepted event exactly once, as one outcome.
+    let accepted = outcomes.get("accepted").copied().unwrap_or(0);
+    assert!(
+        consumers.len() >= 4,
+        "recent_errors, live_stream and the two plugins: {consumers:?}"
+    );
+    for consumer in &consumers {
+        assert_eq!(
+            delta(
+                &after,
+                &before,
+                "lookout_consumer_events_total",
+                &[("consumer", consumer)]
+            ),
+            accepted,
+            "{consumer}: accepted ≠ Σ its outcomes"
+        );
+    }
+
+    // Every request the clients sent was run or refused, and counted so.
+    let pool = [("pool", "load")];
+    assert_eq!(
+        delta(&after, &before, "lookout_requests_total", &pool),
+        load(&seen.ok) + load(&seen.failed),
+        "requests run"
+    );
+    assert_eq!(
+        delta(&after, &before, "lookout_requests_rejected_total", &pool),
+        load(&seen.rejected),
+        "requests refused"
+    );
+    assert_eq!(
+        delta(
+            &after,
+            &before,
+            "lookout_events_published_total",
+            &[("kind", "request.completed")]
+        ),
+        load(&seen.ok) + load(&seen.failed),
+        "one request.completed per request run"
+    );
+
+    // Memory is bounded: the queues are, so after warming up RSS levels off.
+    assert!(
+        mib(peak) < 512.0,
+        "peak RSS {:.1} MiB under load",
+        mib(peak)
+    );
+    assert!(
+        last <= quarter + (quarter / 2).max(64 << 20),
+        "RSS grew from {:.1} MiB at a quarter of the run to {:.1} MiB at its end",
+        mib(quarter),
+        mib(last)
+    );
+    lookout_testkit::bench_summary(
+        "load",
+        &format!(
+            "{secs} s of HTTP ingest ({INGEST_TASKS} clients) + execute ({EXECUTE_TASKS} clients, 2 workers) + 4 consumers"
+        ),
+        &format!(
+            "{:.0} events/s ingested, {:.0} executes/s; {published} events, {} requests; RSS {:.0} → {:.0} MiB (peak {:.0})",
+            load(&seen.accepted) as f64 / elapsed.as_secs_f64(),
+            load(&seen.executes) as f64 / elapsed.as_secs_f64(),
+            load(&seen.executes),
+            mib(quarter),
+            mib(last),
+            mib(peak)
+        ),
+        "0 unaccounted, 0 leaked",
+    );
+}
