@@ -55,6 +55,12 @@ pub struct PluginsConfig {
     pub cache: bool,
     /// Where; default `$XDG_CACHE_HOME/lookout/wasm` or `$HOME/.cache/lookout/wasm`.
     pub cache_dir: Option<PathBuf>,
+    /// The plugin folder (`<name>.wasm` + `<name>.toml` pairs), loaded at start and watched;
+    /// `--plugins` overrides it.
+    pub dir: Option<PathBuf>,
+    /// Plugins turned off by name: removed if running, not loaded from the folder or the API
+    /// until taken off this list (changeable while running). Not the sanitizer.
+    pub disabled: Vec<String>,
 }
 
 impl Default for PluginsConfig {
@@ -62,6 +68,8 @@ impl Default for PluginsConfig {
         PluginsConfig {
             cache: true,
             cache_dir: None,
+            dir: None,
+            disabled: Vec::new(),
         }
     }
 }
@@ -181,12 +189,78 @@ impl HealthConfig {
     }
 }
 
+/// A configuration that did not parse: the dotted path of the key at fault (`pools.0.size`,
+/// `bus.sampling.defualt_rate`; empty when the text itself is broken) and why.
+#[derive(Debug)]
+pub struct ParseError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "`{}`: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn parse_error(path: &serde_path_to_error::Path, reason: &str) -> ParseError {
+    let field = path.to_string();
+    ParseError {
+        // serde_path_to_error says `.` for the root.
+        field: if field == "." { String::new() } else { field },
+        reason: one_line(reason),
+    }
+}
+
+/// A TOML error on one line: its message, then where (the quoted source lines dropped).
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.split_first() {
+        Some((first, rest)) if first.starts_with("TOML parse error at ") => {
+            let what: Vec<&str> = rest.iter().filter(|l| !l.contains('|')).copied().collect();
+            format!(
+                "{} ({})",
+                what.join(" "),
+                first.trim_start_matches("TOML parse error at ")
+            )
+        }
+        _ => lines.join(" "),
+    }
+}
+
 impl Config {
+    /// Parses TOML; an error names the key path at fault.
+    pub fn from_toml(text: &str) -> Result<Config, ParseError> {
+        let document = toml::Deserializer::parse(text).map_err(|e| ParseError {
+            field: String::new(),
+            reason: one_line(&e.to_string()),
+        })?;
+        serde_path_to_error::deserialize(document)
+            .map_err(|e| parse_error(e.path(), &e.inner().to_string()))
+    }
+
+    /// Parses JSON (a whole configuration, or one merged from a patch); an error names the
+    /// key path at fault.
+    pub fn from_json(value: serde_json::Value) -> Result<Config, ParseError> {
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| parse_error(e.path(), &e.inner().to_string()))
+    }
+
     /// Reads and checks a config file; the error names the file and the offending key.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config: Config = toml::from_str(&text)
+        let config = Config::from_toml(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config
             .validate()
@@ -211,6 +285,15 @@ impl Config {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems: Vec<(String, String)> = Vec::new();
         let mut bad = |field: &str, reason: &str| problems.push((field.into(), reason.into()));
+        let sanitizer = self.sanitizer_name();
+        if self.plugins.disabled.contains(&sanitizer) {
+            bad(
+                "plugins.disabled",
+                &format!(
+                    "`{sanitizer}` is the sanitizer and cannot be turned off (events would go out unsanitized); choose another with `sanitizer.plugin`"
+                ),
+            );
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             bad(
                 "server.listen",
@@ -277,6 +360,17 @@ impl Config {
     }
 
     /// The sanitizer's manifest and bytes: an embedded plugin by name, or one read from a path.
+    /// The name the sanitizer runs under: the embedded plugin's, or the file's stem.
+    pub fn sanitizer_name(&self) -> String {
+        let plugin = self.sanitizer.plugin.as_str();
+        match lookout_artifacts::plugins::by_name(plugin) {
+            Some(_) => plugin.to_string(),
+            None => PathBuf::from(plugin)
+                .file_stem()
+                .map_or_else(|| "sanitizer".into(), |s| s.to_string_lossy().into_owned()),
+        }
+    }
+
     pub fn sanitizer(&self) -> anyhow::Result<(Manifest, Vec<u8>)> {
         let plugin = self.sanitizer.plugin.as_str();
         let (name, wasm) = match lookout_artifacts::plugins::by_name(plugin) {

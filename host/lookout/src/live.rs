@@ -1,11 +1,13 @@
 //! The running configuration, changeable without a restart through one path — the API
 //! (`PUT`/`PATCH /api/v1/config`), `lookout config apply` and the watched config file all
 //! call [`LiveConfig::apply`]. A new configuration is checked whole (every invalid field
-//! named); settings that only take effect at start are refused with that reason; the
-//! sanitizer, if it changed, is loaded and checked before anything is switched. Only then is
-//! everything applied, the version bumped, and one `config.changed` event and log line
-//! published per changed field.
+//! named); settings that only take effect at start are refused with that reason; the steps
+//! that can still fail — plugins turned back on (loaded from the folder) and the sanitizer,
+//! if it changed — run first, and a failure undoes them both. Only then is everything else
+//! applied, the version bumped, and one `config.changed` event and log line published per
+//! changed field.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lookout_core::{Bus, Event};
@@ -43,6 +45,10 @@ pub struct Parts {
     pub health: Health,
     pub metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
     pub pools: Arc<lookout_pool::Pools>,
+    /// Whether the dashboard is served (`server.dashboard`).
+    pub dashboard: Arc<std::sync::atomic::AtomicBool>,
+    /// Where plugins turned on again are loaded from.
+    pub plugin_dir: Option<Arc<crate::watch::PluginDir>>,
 }
 
 pub struct LiveConfig {
@@ -54,6 +60,8 @@ pub struct LiveConfig {
     health: Health,
     metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
     pools: Arc<lookout_pool::Pools>,
+    dashboard: Arc<std::sync::atomic::AtomicBool>,
+    plugin_dir: Option<Arc<crate::watch::PluginDir>>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -69,10 +77,11 @@ const AT_START: &[&str] = &[
     "server.listen",
     "server.max_body_bytes",
     "server.max_plugin_bytes",
-    "server.dashboard",
     "server.admin_token",
     "bus.ingress_capacity",
-    "plugins",
+    "plugins.cache",
+    "plugins.cache_dir",
+    "plugins.dir",
     "log.format",
 ];
 
@@ -99,10 +108,14 @@ fn flatten(config: &Config) -> Map<String, Value> {
                     walk(&path, v, out);
                 }
             }
-            // Tables in arrays (`[[pools]]`) by position: `pools.0.size`.
+            // Tables in arrays (`[[pools]]`) by name (`pools.demo.size`), so a pool added,
+            // removed or moved changes only its own fields; by position when nameless.
             Value::Array(items) if items.iter().any(Value::is_object) => {
                 for (i, v) in items.iter().enumerate() {
-                    walk(&format!("{prefix}.{i}"), v, out);
+                    let key = v["name"]
+                        .as_str()
+                        .map_or_else(|| i.to_string(), str::to_string);
+                    walk(&format!("{prefix}.{key}"), v, out);
                 }
             }
             other => {
@@ -177,13 +190,15 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
     }
 }
 
-/// A serde error as the field it names (`unknown field `x`` …) and its message.
-fn parse_error(e: impl std::fmt::Display) -> Vec<Invalid> {
-    let message = e.to_string();
-    vec![invalid(
-        "config",
-        message.lines().collect::<Vec<_>>().join(" "),
-    )]
+/// A configuration that did not parse, as the field at fault (`config` when the text itself
+/// is broken) and why.
+fn parse_error(e: crate::config::ParseError) -> Vec<Invalid> {
+    let field = if e.field.is_empty() {
+        "config".to_string()
+    } else {
+        e.field
+    };
+    vec![invalid(field, e.reason)]
 }
 
 impl LiveConfig {
@@ -197,6 +212,8 @@ impl LiveConfig {
             health: parts.health,
             metric_groups: parts.metric_groups,
             pools: parts.pools,
+            dashboard: parts.dashboard,
+            plugin_dir: parts.plugin_dir,
         }
     }
 
@@ -240,13 +257,6 @@ impl LiveConfig {
                 ));
             }
         }
-        let names = |c: &Config| c.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
-        if names(old) != names(&new) {
-            problems.push(invalid(
-                "pools",
-                "adding, removing or reordering pools takes effect only at start: restart lookout (a pool's own settings, size included, change while it runs)",
-            ));
-        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -256,25 +266,85 @@ impl LiveConfig {
                 changed,
             });
         }
-        // The sanitizer first: loading it is the one step that can still fail, and a failure
+        // Plugins turned on again are loaded from the folder (a failure undoes it), then the
+        // newly turned off are removed. Undone if the sanitizer below fails to load.
+        let mut undo_plugins: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
+        if changed.iter().any(|c| c.field == "plugins.disabled") {
+            let new_off: BTreeSet<String> = new.plugins.disabled.iter().cloned().collect();
+            let old_off: BTreeSet<String> = old.plugins.disabled.iter().cloned().collect();
+            let turned_on: BTreeSet<String> = old_off.difference(&new_off).cloned().collect();
+            let fail = |e: String| vec![invalid("plugins.disabled", e)];
+            self.plugins
+                .set_disabled(old_off.intersection(&new_off).cloned().collect(), source)
+                .map_err(|e| fail(e.to_string()))?;
+            if let Some(dir) = &self.plugin_dir
+                && let Err(e) = dir.install_named(&turned_on, &format!("config:{source}"))
+            {
+                let _ = self.plugins.set_disabled(old_off, source);
+                return Err(fail(format!("{e:#}")));
+            }
+            let removed = self
+                .plugins
+                .set_disabled(new_off, &format!("config:{source}"))
+                .map_err(|e| fail(e.to_string()))?;
+            undo_plugins = Some((old_off, removed.into_iter().collect()));
+        }
+        // The sanitizer next: loading it is the last step that can still fail, and a failure
         // leaves everything as it was.
         if changed.iter().any(|c| c.field.starts_with("sanitizer.")) {
-            let (manifest, wasm) = new
+            let loaded = new
                 .sanitizer()
-                .map_err(|e| vec![invalid("sanitizer.plugin", format!("{e:#}"))])?;
-            self.plugins
-                .install(manifest, &wasm, &format!("config:{source}"))
-                .map_err(|e| vec![invalid("sanitizer", e.to_string())])?;
+                .map_err(|e| vec![invalid("sanitizer.plugin", format!("{e:#}"))])
+                .and_then(|(manifest, wasm)| {
+                    self.plugins
+                        .install(manifest, &wasm, &format!("config:{source}"))
+                        .map_err(|e| vec![invalid("sanitizer", e.to_string())])
+                });
+            if let Err(problems) = loaded {
+                if let Some((old_off, removed)) = undo_plugins {
+                    // Back as they were: the turned-on removed again, the turned-off reloaded.
+                    let _ = self.plugins.set_disabled(old_off, source);
+                    if let Some(dir) = &self.plugin_dir {
+                        let _ = dir.install_named(&removed, source);
+                    }
+                }
+                return Err(problems);
+            }
         }
-        for (index, pool) in new.pools.iter().enumerate() {
-            let prefix = format!("pools.{index}.");
+        // New pools next (starting one can still fail: then those just started are removed
+        // again), then changed ones; removed ones last, once nothing can fail any more.
+        let running = |name: &str| old.pools.iter().any(|p| p.name == name);
+        let mut started: Vec<&str> = Vec::new();
+        for pool in new.pools.iter().filter(|p| !running(&p.name)) {
+            if let Err(reason) = self.pools.add(pool.clone()) {
+                for name in started {
+                    self.pools.remove(name, "configuration refused");
+                }
+                return Err(vec![invalid(format!("pools.{}", pool.name), reason)]);
+            }
+            started.push(&pool.name);
+        }
+        for pool in new.pools.iter().filter(|p| running(&p.name)) {
+            let prefix = format!("pools.{}.", pool.name);
             if changed.iter().any(|c| c.field.starts_with(&prefix))
                 && let Some(running) = self.pools.get(&pool.name)
             {
                 running
                     .reconfigure(pool.clone())
-                    .map_err(|reason| vec![invalid(format!("pools.{index}"), reason)])?;
+                    .map_err(|reason| vec![invalid(format!("pools.{}", pool.name), reason)])?;
             }
+        }
+        for pool in &old.pools {
+            if !new.pools.iter().any(|p| p.name == pool.name) {
+                self.pools.remove(
+                    &pool.name,
+                    &format!("removed from the configuration ({source})"),
+                );
+            }
+        }
+        if changed.iter().any(|c| c.field == "server.dashboard") {
+            self.dashboard
+                .store(new.server.dashboard, std::sync::atomic::Ordering::Relaxed);
         }
         if changed.iter().any(|c| c.field.starts_with("bus.")) {
             self.bus
@@ -323,7 +393,7 @@ impl LiveConfig {
 
     /// Applies a config file's text (for the watched file).
     pub fn apply_toml(&self, text: &str, source: &str) -> Result<Applied, Vec<Invalid>> {
-        let new: Config = toml::from_str(text).map_err(parse_error)?;
+        let new = Config::from_toml(text).map_err(parse_error)?;
         self.apply(new, source)
     }
 }
@@ -336,7 +406,9 @@ impl ConfigControl for LiveConfig {
 
     fn replace(&self, text: &str, json: bool, source: &str) -> Result<Applied, Vec<Invalid>> {
         if json {
-            let new: Config = serde_json::from_str(text).map_err(parse_error)?;
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| vec![invalid("config", format!("not JSON: {e}"))])?;
+            let new = Config::from_json(value).map_err(parse_error)?;
             self.apply(new, source)
         } else {
             self.apply_toml(text, source)
@@ -346,7 +418,7 @@ impl ConfigControl for LiveConfig {
     fn patch(&self, patch: Value, source: &str) -> Result<Applied, Vec<Invalid>> {
         let mut value = serde_json::to_value(&self.current.lock().1).unwrap_or_default();
         merge(&mut value, &patch);
-        let new: Config = serde_json::from_value(value).map_err(parse_error)?;
+        let new = Config::from_json(value).map_err(parse_error)?;
         self.apply(new, source)
     }
 }

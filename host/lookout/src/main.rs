@@ -207,6 +207,7 @@ async fn serve(
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;
     let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
+    plugins.set_disabled(config.plugins.disabled.iter().cloned().collect(), "startup")?;
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
     );
@@ -216,6 +217,13 @@ async fn serve(
     let health = lookout_server::Health::new(config.health.settings());
     health.spawn(pools.clone(), plugins.clone(), bus.clone());
     let metric_groups = Arc::new(parking_lot::RwLock::new(config.metrics));
+    // Kept alive for the host's life (here and in the live config): dropping it stops the
+    // watch. Consumers loaded before the sanitizer below see only redacted events until then.
+    let plugin_dir = plugin_dir
+        .or_else(|| config.plugins.dir.clone())
+        .map(|dir| watch::PluginDir::start(plugins.clone(), &dir).map(Arc::new))
+        .transpose()?;
+    let dashboard_on = Arc::new(std::sync::atomic::AtomicBool::new(config.server.dashboard));
     let live = Arc::new(live::LiveConfig::new(
         config.clone(),
         overrides,
@@ -226,6 +234,8 @@ async fn serve(
             health: health.clone(),
             metric_groups: metric_groups.clone(),
             pools: pools.clone(),
+            dashboard: dashboard_on.clone(),
+            plugin_dir: plugin_dir.clone(),
         },
     ));
     // Kept alive for the host's life: dropping it stops the watch.
@@ -236,25 +246,20 @@ async fn serve(
     let (manifest, wasm) = config.sanitizer()?;
     let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
-    // Kept alive for the host's life: dropping it stops the watch.
-    let _plugin_dir = plugin_dir
-        .as_deref()
-        .map(|dir| watch::PluginDir::start(plugins.clone(), dir))
-        .transpose()?;
 
-    let dashboard =
-        (config.server.dashboard && lookout_artifacts::BUILT).then_some(DashboardAssets {
-            index_html: lookout_artifacts::dashboard::INDEX_HTML,
-            app_js: lookout_artifacts::dashboard::APP_JS,
-            app_wasm: lookout_artifacts::dashboard::APP_WASM,
-            index_html_gz: lookout_artifacts::dashboard::INDEX_HTML_GZ,
-            app_js_gz: lookout_artifacts::dashboard::APP_JS_GZ,
-            app_wasm_gz: lookout_artifacts::dashboard::APP_WASM_GZ,
-        });
+    let dashboard = lookout_artifacts::BUILT.then_some(DashboardAssets {
+        index_html: lookout_artifacts::dashboard::INDEX_HTML,
+        app_js: lookout_artifacts::dashboard::APP_JS,
+        app_wasm: lookout_artifacts::dashboard::APP_WASM,
+        index_html_gz: lookout_artifacts::dashboard::INDEX_HTML_GZ,
+        app_js_gz: lookout_artifacts::dashboard::APP_JS_GZ,
+        app_wasm_gz: lookout_artifacts::dashboard::APP_WASM_GZ,
+    });
     let state = AppState {
         bus: bus.clone(),
         registry,
         dashboard,
+        dashboard_on,
         max_body_bytes: config.server.max_body_bytes,
         plugins,
         pools: pools.clone(),

@@ -13,12 +13,17 @@ use std::time::Duration;
 use anyhow::Context;
 use lookout_wasm::{Manifest, PluginRegistry};
 use notify::{RecursiveMode, Watcher};
+use parking_lot::Mutex;
 
 /// Quiet time after the last change before a folder change is acted on.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Keeps the watcher alive; dropping it stops watching.
+/// The watched plugin folder; dropping it stops watching.
 pub struct PluginDir {
+    dir: PathBuf,
+    plugins: Arc<PluginRegistry>,
+    /// Stem → plugin name, of the pairs loaded from the folder.
+    loaded: Arc<Mutex<HashMap<String, String>>>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -29,25 +34,34 @@ fn pair(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Installs one pair; the error names the files.
+fn read_manifest(dir: &Path, stem: &str) -> anyhow::Result<Manifest> {
+    let (_, manifest_path) = pair(dir, stem);
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    Manifest::parse(&text).with_context(|| format!("invalid manifest {}", manifest_path.display()))
+}
+
+/// Installs one pair, unless its plugin is turned off (`plugins.disabled`: `None`); the
+/// error names the files.
 fn install(
     plugins: &PluginRegistry,
     dir: &Path,
     stem: &str,
     source: &str,
-) -> anyhow::Result<String> {
-    let (wasm_path, manifest_path) = pair(dir, stem);
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let manifest = Manifest::parse(&text)
-        .with_context(|| format!("invalid manifest {}", manifest_path.display()))?;
+) -> anyhow::Result<Option<String>> {
+    let (wasm_path, _) = pair(dir, stem);
+    let manifest = read_manifest(dir, stem)?;
+    let name = manifest.name.clone();
+    if plugins.is_disabled(&name) {
+        tracing::info!(target: "lookout::plugin", plugin = %name, file = %wasm_path.display(), "plugin not loaded: turned off by plugins.disabled");
+        return Ok(None);
+    }
     let wasm = std::fs::read(&wasm_path)
         .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-    let name = manifest.name.clone();
     plugins
         .install(manifest, &wasm, source)
         .with_context(|| format!("plugin {}", wasm_path.display()))?;
-    Ok(name)
+    Ok(Some(name))
 }
 
 fn stems(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
@@ -74,17 +88,23 @@ impl PluginDir {
             .with_context(|| format!("plugin folder {}", dir.display()))?;
         let mut loaded: HashMap<String, String> = HashMap::new();
         for stem in stems(&dir)? {
-            let name = install(&plugins, &dir, &stem, "startup")?;
-            loaded.insert(stem, name);
+            if let Some(name) = install(&plugins, &dir, &stem, "startup")? {
+                loaded.insert(stem, name);
+            }
         }
+        let count = loaded.len();
+        let loaded = Arc::new(Mutex::new(loaded));
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher =
             notify::recommended_watcher(tx).context("cannot watch the plugin folder")?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch {}", dir.display()))?;
-        tracing::info!(target: "lookout::plugin", dir = %dir.display(), plugins = loaded.len(), "watching the plugin folder");
+        tracing::info!(target: "lookout::plugin", dir = %dir.display(), plugins = count, "watching the plugin folder");
+        let (thread_dir, thread_plugins, thread_loaded) =
+            (dir.clone(), plugins.clone(), loaded.clone());
         std::thread::Builder::new().name("lookout-plugin-dir".into()).spawn(move || {
+            let (dir, plugins, loaded) = (thread_dir, thread_plugins, thread_loaded);
             // Ends when the watcher (and with it the sender) is dropped.
             while let Ok(first) = rx.recv() {
                 let mut changed = BTreeSet::new();
@@ -104,15 +124,16 @@ impl PluginDir {
                     let (wasm, manifest) = pair(&dir, &stem);
                     if wasm.exists() && manifest.exists() {
                         match install(&plugins, &dir, &stem, "watch") {
-                            Ok(name) => {
-                                loaded.insert(stem, name);
+                            Ok(Some(name)) => {
+                                loaded.lock().insert(stem, name);
                             }
+                            Ok(None) => {}
                             Err(e) => tracing::error!(target: "lookout::plugin", error = format!("{e:#}"), "plugin folder change refused; the running version stays"),
                         }
-                    } else if let Some(name) = loaded.get(&stem).cloned() {
+                    } else if let Some(name) = loaded.lock().get(&stem).cloned() {
                         match plugins.remove(&name, "watch") {
                             Ok(()) => {
-                                loaded.remove(&stem);
+                                loaded.lock().remove(&stem);
                                 tracing::info!(target: "lookout::plugin", plugin = %name, "plugin removed: its files left the plugin folder");
                             }
                             Err(e) => tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "plugin files removed, but the plugin stays"),
@@ -121,7 +142,45 @@ impl PluginDir {
                 }
             }
         })?;
-        Ok(PluginDir { _watcher: watcher })
+        Ok(PluginDir {
+            dir,
+            plugins,
+            loaded,
+            _watcher: watcher,
+        })
+    }
+
+    /// Loads the folder's plugins named in `names` (just turned on again). On an error the
+    /// ones it loaded are removed again, and the error names the file.
+    pub fn install_named(&self, names: &BTreeSet<String>, source: &str) -> anyhow::Result<()> {
+        let mut done: Vec<(String, String)> = Vec::new();
+        let result = (|| {
+            for stem in stems(&self.dir)? {
+                // A pair that does not parse is not one of them; the watcher reports it.
+                let Ok(manifest) = read_manifest(&self.dir, &stem) else {
+                    continue;
+                };
+                if !names.contains(&manifest.name) {
+                    continue;
+                }
+                if let Some(name) = install(&self.plugins, &self.dir, &stem, source)? {
+                    done.push((stem, name));
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.loaded.lock().extend(done);
+                Ok(())
+            }
+            Err(e) => {
+                for (_, name) in done {
+                    let _ = self.plugins.remove(&name, source);
+                }
+                Err(e)
+            }
+        }
     }
 }
 

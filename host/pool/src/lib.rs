@@ -17,6 +17,7 @@ mod protocol;
 use std::collections::BTreeMap;
 
 use lookout_core::Bus;
+use parking_lot::RwLock;
 
 pub use config::{HealthCriteria, MAX_POOL_SIZE, PoolConfig};
 pub use metrics::PoolMetrics;
@@ -26,42 +27,94 @@ pub use pool::{
 };
 pub use protocol::PROTOCOL;
 
-/// Every pool of a host, by name.
-#[derive(Clone, Debug, Default)]
+/// Every pool of a host, by name. Pools can be added and removed while the host runs.
+#[derive(Debug, Default)]
 pub struct Pools {
-    pools: BTreeMap<String, Pool>,
+    pools: RwLock<BTreeMap<String, Pool>>,
+    /// What a pool added later starts with; absent in `Pools::default()`, which stays empty.
+    starter: Option<Starter>,
+}
+
+#[derive(Debug)]
+struct Starter {
+    bus: Bus,
+    metrics: PoolMetrics,
+    /// Pools added from outside the runtime (the config-file watcher's thread) start here.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Pools {
-    /// Starts each configured pool (workers come up in the background).
+    /// Starts each configured pool (workers come up in the background). Call it inside a
+    /// tokio runtime: pools added later start on the same one.
     pub fn start(
         configs: &[PoolConfig],
         bus: &Bus,
         registry: &prometheus::Registry,
     ) -> Result<Pools, String> {
         let metrics = PoolMetrics::new(registry).map_err(|e| format!("pool metrics: {e}"))?;
-        let mut pools = BTreeMap::new();
+        let pools = Pools {
+            pools: RwLock::default(),
+            starter: Some(Starter {
+                bus: bus.clone(),
+                metrics,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        };
         for config in configs {
-            if pools.contains_key(&config.name) {
-                return Err(format!("pools.{}: two pools have this name", config.name));
-            }
-            let pool = Pool::start(config.clone(), bus.clone(), metrics.clone())?;
-            pools.insert(config.name.clone(), pool);
+            pools.add(config.clone())?;
         }
-        Ok(Pools { pools })
+        Ok(pools)
     }
 
-    pub fn get(&self, name: &str) -> Option<&Pool> {
-        self.pools.get(name)
+    /// Starts one more pool.
+    pub fn add(&self, config: PoolConfig) -> Result<(), String> {
+        let starter = self
+            .starter
+            .as_ref()
+            .ok_or_else(|| format!("pools.{}: this host cannot start pools", config.name))?;
+        let mut pools = self.pools.write();
+        if pools.contains_key(&config.name) {
+            return Err(format!("pools.{}: two pools have this name", config.name));
+        }
+        let _runtime = starter.runtime.enter();
+        let name = config.name.clone();
+        let pool = Pool::start(config, starter.bus.clone(), starter.metrics.clone())?;
+        pools.insert(name, pool);
+        Ok(())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Pool> {
-        self.pools.values()
+    /// Takes a pool out at once (new requests get 404) and stops it gracefully in the
+    /// background: queued requests are refused, running ones finish within its stop grace.
+    pub fn remove(&self, name: &str, reason: &str) -> bool {
+        let Some(pool) = self.pools.write().remove(name) else {
+            return false;
+        };
+        let reason = reason.to_string();
+        let Some(starter) = &self.starter else {
+            // Only `start` adds pools, and it sets the starter.
+            return true;
+        };
+        let (metrics, name) = (starter.metrics.clone(), name.to_string());
+        drop(starter.runtime.spawn(async move {
+            pool.stop(&reason).await;
+            metrics.forget(&name);
+        }));
+        true
+    }
+
+    pub fn get(&self, name: &str) -> Option<Pool> {
+        self.pools.read().get(name).cloned()
+    }
+
+    /// The pools, by name.
+    pub fn all(&self) -> Vec<Pool> {
+        self.pools.read().values().cloned().collect()
     }
 
     /// Stops every pool gracefully, all at once.
     pub async fn stop(&self, reason: &str) {
-        let stops: Vec<_> = self.pools.values().map(|p| p.stop(reason)).collect();
+        let all = self.all();
+        let stops: Vec<_> = all.iter().map(|p| p.stop(reason)).collect();
         for stop in stops {
             stop.await;
         }

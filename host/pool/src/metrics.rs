@@ -24,6 +24,16 @@ impl std::fmt::Debug for PoolMetrics {
 }
 
 impl PoolMetrics {
+    /// Drops a removed pool's gauges: a pool that is gone has no series, not zeros. Its
+    /// counters stay, as counters of a finished process would.
+    pub(crate) fn forget(&self, pool: &str) {
+        for state in crate::WorkerState::ALL {
+            let _ = self.workers.remove_label_values(&[pool, state.as_str()]);
+        }
+        let _ = self.queue_length.remove_label_values(&[pool]);
+        let _ = self.sessions.remove_label_values(&[pool]);
+    }
+
     pub fn new(registry: &Registry) -> prometheus::Result<PoolMetrics> {
         // ≈ 1 ms … 33 s, doubling.
         let buckets = exponential_buckets(0.001, 2.0, 16)?;

@@ -102,7 +102,7 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    const ALL: [WorkerState; 5] = [
+    pub(crate) const ALL: [WorkerState; 5] = [
         WorkerState::Starting,
         WorkerState::Available,
         WorkerState::Busy,

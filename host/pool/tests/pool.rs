@@ -49,7 +49,7 @@ impl Harness {
         harness
     }
 
-    fn pool(&self) -> &Pool {
+    fn pool(&self) -> Pool {
         self.pools.get("test").unwrap()
     }
 

@@ -230,7 +230,7 @@ fn announce(report: &Report, from: Option<bool>, bus: &Bus) {
 
 fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
     let mut raw = Vec::new();
-    for pool in pools.iter() {
+    for pool in pools.all() {
         let config = pool.config();
         let criteria = &config.health;
         let name = config.name.as_str();

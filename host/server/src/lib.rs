@@ -77,6 +77,8 @@ pub struct AppState {
     pub bus: Bus,
     pub registry: Registry,
     pub dashboard: Option<DashboardAssets>,
+    /// Whether the dashboard is served now (`server.dashboard`, changeable while running).
+    pub dashboard_on: Arc<std::sync::atomic::AtomicBool>,
     pub max_body_bytes: usize,
     pub plugins: Arc<lookout_wasm::PluginRegistry>,
     pub pools: Arc<lookout_pool::Pools>,
@@ -395,6 +397,7 @@ async fn health_detailed(State(state): State<Arc<AppState>>) -> Response {
     let report = state.evaluate_health();
     let pools: Vec<_> = state
         .pools
+        .all()
         .iter()
         .map(|p| {
             let window_s = p.config().health.window_s;
@@ -503,6 +506,16 @@ fn asset(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    if !state
+        .dashboard_on
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the dashboard is turned off (server.dashboard = false)",
+        )
+        .into_response();
+    }
     match state.dashboard.as_ref().map(pick) {
         Some((_, gz)) if gzip_ok && !gz.is_empty() => (
             [
@@ -525,7 +538,7 @@ fn asset(
             .into_response(),
         _ => ApiError::new(
             StatusCode::NOT_FOUND,
-            "the dashboard is not part of this build or is disabled",
+            "the dashboard is not part of this build",
         )
         .into_response(),
     }

@@ -90,7 +90,7 @@ pub(crate) fn observability_cost(state: &AppState) -> Value {
         "lookout_events_published_total",
         Some(("kind", "request.completed")),
     );
-    let requests: u64 = state.pools.iter().map(|p| p.requests_total()).sum();
+    let requests: u64 = state.pools.all().iter().map(|p| p.requests_total()).sum();
     let per_event = |seconds: f64| (events > 0.0).then(|| seconds / events);
     let events_per_request = (requests > 0).then(|| request_events / requests as f64);
     let per_request_us = match (per_event(bus_seconds + plugin_seconds), events_per_request) {
@@ -114,6 +114,7 @@ pub(crate) fn overview(state: &AppState) -> Value {
     let mut live_workers = 0;
     let pools: Vec<Value> = state
         .pools
+        .all()
         .iter()
         .map(|p| {
             let window_s = p.config().health.window_s;

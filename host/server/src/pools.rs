@@ -66,11 +66,11 @@ fn correlation_id(headers: &HeaderMap) -> Result<String, Response> {
 /// What every pool request starts with: its correlation id (the caller's, checked, or a new
 /// one) and the pool it names — or the answer that says why not (400, or 404 with the id).
 #[allow(clippy::result_large_err)]
-fn request_of<'a>(
-    state: &'a AppState,
+fn request_of(
+    state: &AppState,
     pool_name: &str,
     headers: &HeaderMap,
-) -> Result<(String, &'a lookout_pool::Pool), Response> {
+) -> Result<(String, lookout_pool::Pool), Response> {
     let correlation_id = correlation_id(headers)?;
     match state.pools.get(pool_name) {
         Some(pool) => Ok((correlation_id, pool)),
@@ -269,7 +269,7 @@ pub(crate) async fn create_session(
 }
 
 pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Response {
-    let pools: Vec<_> = state.pools.iter().map(|p| p.snapshot()).collect();
+    let pools: Vec<_> = state.pools.all().iter().map(|p| p.snapshot()).collect();
     Json(json!({ "pools": pools })).into_response()
 }
 

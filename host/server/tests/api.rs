@@ -23,6 +23,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         bus,
         registry,
         dashboard: None,
+        dashboard_on: Arc::default(),
         max_body_bytes: 1 << 20,
         plugins,
         pools: Arc::default(),

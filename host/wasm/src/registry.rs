@@ -12,7 +12,7 @@
 //! There is one sanitizer slot (swapping a policy replaces it, whatever its name) and one slot
 //! per `consumer`/`metrics` plugin name.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -169,6 +169,8 @@ struct State {
     runners: BTreeMap<String, RunnerSlot>,
     next_version: u64,
     history: VecDeque<SwapRecord>,
+    /// Names turned off by configuration (`plugins.disabled`): not installed from anywhere.
+    disabled: BTreeSet<String>,
 }
 
 /// The plugins loaded into one host.
@@ -263,6 +265,7 @@ impl PluginRegistry {
                 runners: BTreeMap::new(),
                 next_version: 1,
                 history: VecDeque::new(),
+                disabled: BTreeSet::new(),
             }),
             swaps,
             info,
@@ -274,6 +277,12 @@ impl PluginRegistry {
     pub fn install(&self, manifest: Manifest, wasm: &[u8], source: &str) -> Result<PluginInfo> {
         let sha256 = sha256_hex(wasm);
         let name = manifest.name.clone();
+        if self.state.lock().disabled.contains(&name) {
+            return Err(Error::Conflict {
+                plugin: name,
+                reason: "turned off by the configuration (`plugins.disabled`)".into(),
+            });
+        }
         // The slow part — compile, instantiate, init, fixtures — runs outside the lock.
         let loaded = match manifest.world {
             World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm)
@@ -469,6 +478,41 @@ impl PluginRegistry {
         };
         self.push_history(&mut state, record);
         Ok(())
+    }
+
+    /// Turns plugins off by name (`plugins.disabled`): the running ones among them are
+    /// removed, and installing one is refused until it is turned on again. Turning the
+    /// sanitizer off is refused, and then nothing changes. Returns the names it removed.
+    pub fn set_disabled(&self, names: BTreeSet<String>, source: &str) -> Result<Vec<String>> {
+        let running: Vec<String> = {
+            let mut state = self.state.lock();
+            if let Some(sanitizer) = state
+                .sanitizer
+                .as_ref()
+                .filter(|s| names.contains(&s.current.manifest.name))
+            {
+                return Err(Error::Conflict {
+                    plugin: sanitizer.current.manifest.name.clone(),
+                    reason: "the sanitizer cannot be turned off (events would go out unsanitized); choose another with `sanitizer.plugin`".into(),
+                });
+            }
+            let running = names
+                .iter()
+                .filter(|n| state.runners.contains_key(*n))
+                .cloned()
+                .collect();
+            state.disabled = names;
+            running
+        };
+        for name in &running {
+            self.remove(name, source)?;
+        }
+        Ok(running)
+    }
+
+    /// Whether `name` is turned off by the configuration.
+    pub fn is_disabled(&self, name: &str) -> bool {
+        self.state.lock().disabled.contains(name)
     }
 
     /// Every running plugin: the sanitizer first, then the others by name.

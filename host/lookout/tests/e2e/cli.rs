@@ -18,7 +18,12 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn invalid_config_is_refused_with_the_key_named() {
     for (name, text, named) in [
-        ("typo.toml", "[bus]\nbatch_sise = 10\n", "batch_sise"),
+        ("typo.toml", "[bus]\nbatch_sise = 10\n", "`bus.batch_sise`"),
+        (
+            "type.toml",
+            "[[pools]]\nname = \"p\"\napp = \"demo\"\nsize = \"two\"\n",
+            "`pools[0].size`: invalid type",
+        ),
         (
             "range.toml",
             "[bus.sampling]\ndefault_rate = 3.0\n",

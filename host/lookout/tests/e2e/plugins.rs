@@ -28,7 +28,12 @@ fn upload(manifest: &str, wasm: &[u8]) -> Form {
 }
 
 /// `PUT /api/v1/plugins/{name}` with a manifest and a component.
-async fn put_plugin(host: &Host, name: &str, manifest: &str, wasm: &[u8]) -> reqwest::Response {
+pub(crate) async fn put_plugin(
+    host: &Host,
+    name: &str,
+    manifest: &str,
+    wasm: &[u8],
+) -> reqwest::Response {
     host.http
         .put(host.url(&format!("/api/v1/plugins/{name}")))
         .multipart(upload(manifest, wasm))
