@@ -228,7 +228,8 @@ async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &L
 }
 
 /// Over loopback HTTP through the `lookout` binary.
-async fn over_http(requests: usize) -> Run {
+/// `report`: print the host's memory (the measured round, not the warm-up).
+async fn over_http(requests: usize, report: bool) -> Run {
     let path = lookout_testkit::artifacts_dir().join("bench-execute.toml");
     std::fs::write(
         &path,
@@ -290,6 +291,9 @@ async fn over_http(requests: usize) -> Run {
     })
     .await;
     let loaded = rss().await;
+    if !report {
+        return run;
+    }
     println!(
         "lookout RSS: {idle:.1} MiB idle, {loaded:.1} MiB after {requests} requests over HTTP"
     );
@@ -331,7 +335,7 @@ async fn main() {
             direct(n).await,
             in_process(n, false, 0, &logs).await,
             in_process(n, true, 0, &logs).await,
-            over_http(n).await,
+            over_http(n, round == 1).await,
             in_process(n / 10, false, 2, &logs).await,
             in_process(n / 10, true, 2, &logs).await,
         ];
