@@ -202,7 +202,15 @@ async fn serve(
     let started = std::time::Instant::now();
     let registry = Registry::new();
     register_host_metrics(&registry)?;
-    let runtime = Runtime::with_cache(&registry, config.plugins.cache_dir().as_deref())?;
+    // A cache that cannot be made (a read-only filesystem) costs start time, not the start.
+    let cache_dir = config.plugins.cache_dir();
+    let runtime = match Runtime::with_cache(&registry, cache_dir.as_deref()) {
+        Err(e) if cache_dir.is_some() => {
+            tracing::warn!(target: "lookout::plugin", error = %e, "compiled plugins will not be cached on disk");
+            Runtime::with_cache(&registry, None)?
+        }
+        runtime => runtime?,
+    };
     // Until the configured sanitizer is installed (before the listener opens) everything
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;

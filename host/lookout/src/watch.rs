@@ -193,11 +193,16 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn start(live: Arc<crate::live::LiveConfig>, file: &Path) -> anyhow::Result<ConfigFile> {
-        let file = file
-            .canonicalize()
-            .with_context(|| format!("config file {}", file.display()))?;
-        // Editors replace files (write a copy, rename it over): watch the folder, pick the file.
+        // Not canonicalized: the path may be a symlink that is repointed — Kubernetes mounts a
+        // ConfigMap's file as `lookout.toml -> ..data/lookout.toml` and updates it by swapping
+        // `..data`. Editors replace files (write a copy, rename it over). Either way something
+        // changes in the folder: watch it, and on any change read the file and apply it if its
+        // text is not what was last seen.
+        let file =
+            std::path::absolute(file).with_context(|| format!("config file {}", file.display()))?;
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut seen = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read config file {}", file.display()))?;
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher =
             notify::recommended_watcher(tx).context("cannot watch the config file")?;
@@ -207,22 +212,17 @@ impl ConfigFile {
         std::thread::Builder::new()
             .name("lookout-config-file".into())
             .spawn(move || {
-                let ours = |e: &notify::Result<notify::Event>| {
-                    e.as_ref().is_ok_and(|e| e.paths.iter().any(|p| p == &file))
-                };
-                while let Ok(first) = rx.recv() {
-                    let mut hit = ours(&first);
-                    while let Ok(more) = rx.recv_timeout(DEBOUNCE) {
-                        hit |= ours(&more);
-                    }
-                    if !hit {
-                        continue;
-                    }
+                while rx.recv().is_ok() {
+                    while rx.recv_timeout(DEBOUNCE).is_ok() {}
                     let Ok(text) = std::fs::read_to_string(&file) else {
                         tracing::error!(target: "lookout::config", file = %file.display(), "the config file cannot be read; the running config stays");
                         continue;
                     };
-                    match live.apply_toml(&text, "file") {
+                    if text == seen {
+                        continue;
+                    }
+                    seen = text;
+                    match live.apply_toml(&seen, "file") {
                         Ok(applied) => tracing::info!(target: "lookout::config", file = %file.display(), version = applied.version, changes = applied.changed.len(), "config file applied"),
                         Err(invalid) => {
                             let invalid: Vec<String> = invalid.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect();

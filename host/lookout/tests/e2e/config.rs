@@ -401,3 +401,42 @@ async fn plugins_turn_off_and_on_from_the_configuration() {
     assert_eq!(fields(&body, "invalid"), ["plugins.disabled"]);
     assert_eq!(names().await, ["digest", "redact", "slo"]);
 }
+
+/// A Kubernetes ConfigMap update: the file is a symlink through `..data`, which the kubelet
+/// repoints atomically at a new folder. The change is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_is_applied() {
+    use std::os::unix::fs::symlink;
+    let dir = lookout_testkit::artifacts_dir().join(format!("configmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (version, hold) in [("..v1", 5000), ("..v2", 700)] {
+        std::fs::create_dir_all(dir.join(version)).unwrap();
+        std::fs::write(
+            dir.join(version).join("lookout.toml"),
+            format!("[health]\nhold_ms = {hold}\n"),
+        )
+        .unwrap();
+    }
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/lookout.toml", dir.join("lookout.toml")).unwrap();
+    let host = Host::start(
+        LOOKOUT,
+        &["--config", dir.join("lookout.toml").to_str().unwrap()],
+    )
+    .expect("lookout starts");
+    assert_eq!(get(&host).await.1["health"]["hold_ms"], 5000);
+
+    // What the kubelet does: a new symlink beside, renamed over `..data`.
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let version = eventually(
+        "the swapped ConfigMap applied",
+        Duration::from_secs(15),
+        || async {
+            let (version, config) = get(&host).await;
+            (config["health"]["hold_ms"] == 700).then_some(version)
+        },
+    )
+    .await;
+    assert_eq!(version, 2);
+}
