@@ -261,6 +261,11 @@ impl Bus {
     /// Replaces the sanitizer; the next batch uses the new one, a batch in flight finishes on
     /// the old one.
     pub fn set_sanitizer(&self, sanitizer: Box<dyn Sanitizer>) {
+        // Its failure counter exists from the start, at 0, so `rate()` and alerts see it.
+        self.inner
+            .metrics
+            .sanitizer_failures
+            .with_label_values(&[sanitizer.name()]);
         self.inner.sanitizer.store(Arc::new(sanitizer));
     }
 

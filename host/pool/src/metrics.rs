@@ -23,7 +23,31 @@ impl std::fmt::Debug for PoolMetrics {
     }
 }
 
+/// Why a request is refused before any worker (`lookout_requests_rejected_total{reason}`).
+const REJECT_REASONS: [&str; 3] = ["queue_full", "unavailable", "queue_timeout"];
+/// Why a worker process ends (`lookout_worker_exits_total{reason}`).
+const EXIT_REASONS: [&str; 7] = [
+    "crashed",
+    "failed_to_start",
+    "recycled_max_requests",
+    "recycled_max_age",
+    "recycled_memory",
+    "recycled_manual",
+    "stopped",
+];
+
 impl PoolMetrics {
+    /// Creates a new pool's refusal and exit counters at 0: a series that exists before its
+    /// first event lets `rate()` and alerts see the first one.
+    pub(crate) fn init(&self, pool: &str) {
+        for reason in REJECT_REASONS {
+            self.rejected.with_label_values(&[pool, reason]);
+        }
+        for reason in EXIT_REASONS {
+            self.worker_exits.with_label_values(&[pool, reason]);
+        }
+    }
+
     /// Drops a removed pool's gauges: a pool that is gone has no series, not zeros. Its
     /// counters stay, as counters of a finished process would.
     pub(crate) fn forget(&self, pool: &str) {

@@ -290,6 +290,7 @@ impl Pool {
         if let Some((field, reason)) = config.problems().into_iter().next() {
             return Err(format!("{field}: {reason}"));
         }
+        metrics.init(&config.name);
         let mut receivers = Vec::new();
         let slots = (0..config.size)
             .map(|_| {

@@ -574,10 +574,15 @@ impl PluginRegistry {
             &version,
             &installed.sha256,
         ];
+        let quarantined = &self.runtime.metrics.quarantined;
         if running {
             self.info.with_label_values(&labels).set(1);
+            // A new version starts healthy; its gauge exists from the start, so alerts on it
+            // work before the first quarantine.
+            quarantined.with_label_values(&[labels[0]]).set(0);
         } else {
             let _ = self.info.remove_label_values(&labels);
+            let _ = quarantined.remove_label_values(&[labels[0]]);
         }
     }
 }
