@@ -57,9 +57,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Where tests leave artifacts (screenshots): `<repo>/target/e2e`.
 pub fn artifacts_dir() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from)
-        .join("e2e");
+    let dir = target_dir().join("e2e");
     std::fs::create_dir_all(&dir).expect("create target/e2e");
     dir
 }
@@ -456,4 +454,66 @@ pub fn family_sum(
 /// verdict. Benches print their own detailed tables too; these lines are the summary.
 pub fn bench_summary(id: &str, what: &str, result: &str, ratio: &str) {
     println!("summary| {id} | {what} | {result} | {ratio} |");
+}
+
+/// Cargo's target folder (`CARGO_TARGET_DIR`, else `target/` in the repository).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
+/// A program from the Python tools `cargo xtask setup` installs (a virtualenv at
+/// `<target>/py`, from `tests/python-requirements.txt`): `kubernetes-validate`,
+/// `componentize-py`, `python`.
+pub fn python_tool(name: &str) -> PathBuf {
+    let path = target_dir().join("py/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask setup` installs the Python tools (tests/python-requirements.txt)",
+        path.display()
+    );
+    path
+}
+
+/// The Python sanitizer `plugins/python/keyword_redact`, built into a component with
+/// componentize-py (again whenever its source is newer than the build), and its manifest.
+pub fn python_plugin() -> (Vec<u8>, String) {
+    let source = repo_root().join("plugins/python/keyword_redact");
+    let manifest = std::fs::read_to_string(source.join("keyword-redact.toml"))
+        .expect("plugins/python/keyword_redact/keyword-redact.toml");
+    let out = target_dir().join("python-plugins/keyword_redact.wasm");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stale = match modified(&out) {
+        None => true,
+        Some(built) => modified(&source.join("app.py")).is_none_or(|s| s > built),
+    };
+    if stale {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        // Built beside and renamed into place: several test binaries may build at once.
+        let partial = out.with_extension(format!("{}.partial", std::process::id()));
+        let status = Command::new(python_tool("componentize-py"))
+            .current_dir(repo_root())
+            .args([
+                "-d",
+                "wit",
+                "-w",
+                "sanitizer",
+                "componentize",
+                "--stub-wasi",
+                "-p",
+            ])
+            .arg(&source)
+            .arg("app")
+            .arg("-o")
+            .arg(&partial)
+            .stdout(Stdio::null())
+            .status()
+            .expect("componentize-py runs");
+        assert!(
+            status.success(),
+            "componentize-py failed on {}",
+            source.display()
+        );
+        std::fs::rename(&partial, &out).unwrap();
+    }
+    (std::fs::read(&out).unwrap(), manifest)
 }

@@ -1,7 +1,9 @@
 //! Build orchestration for lookout, run as `cargo xtask <command>`:
 //!
 //! - `setup`: the pinned toolchain and its wasm targets, Debian's chromium (for the browser
-//!   tests), and the browser driver's npm package. Idempotent; installs only what is missing.
+//!   tests) and prometheus (promtool), the browser driver's npm package, and the Python tools
+//!   of tests/python-requirements.txt (kubernetes-validate, componentize-py) in a virtualenv
+//!   at `<target>/py`. Idempotent; installs only what is missing.
 //! - `test`: `setup`, then formatting, clippy, and every test: the host workspace and the
 //!   plugins' own unit tests. This is what CI runs (`.ci/run`).
 //! - `demo`: builds lookout, starts `lookout serve` with the example consumer and metrics
@@ -112,6 +114,14 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
     if !runs("python3") {
         packages.push("python3");
     }
+    // The Python tools' virtualenv needs the venv module (Debian ships it apart).
+    let venv_ok = Command::new("python3")
+        .args(["-m", "venv", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if browser && !venv_ok {
+        packages.push("python3-venv");
+    }
     if browser && !(runs("promtool") && runs("prometheus")) {
         packages.push("prometheus");
     }
@@ -136,6 +146,7 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
     if !browser {
         return Ok(());
     }
+    python_tools(root)?;
     let browser_dir = root.join("tests/browser");
     if !browser_dir.join("node_modules/playwright-core").exists() {
         run(Command::new("npm")
@@ -143,6 +154,31 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
             .args(["ci", "--no-audit", "--no-fund"]))?;
     }
     Ok(())
+}
+
+/// The Python tools of tests/python-requirements.txt (kubernetes-validate, componentize-py)
+/// in a virtualenv at `<target>/py`; reinstalled when the requirements change.
+fn python_tools(root: &Path) -> anyhow::Result<()> {
+    let venv = target_dir(root).join("py");
+    let requirements = root.join("tests/python-requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let marker = venv.join("installed-requirements.txt");
+    if std::fs::read_to_string(&marker).is_ok_and(|have| have == wanted) {
+        return Ok(());
+    }
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements))?;
+    std::fs::write(&marker, wanted)?;
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn is_root() -> bool {
@@ -156,8 +192,7 @@ fn is_root() -> bool {
 fn test(root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     setup(root, true)?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = target_dir(root);
     let template = root.join("examples/plugin-template");
     for dir in [
         root.to_path_buf(),
@@ -237,6 +272,7 @@ fn run_collecting(cmd: &mut Command, summary: &mut Vec<String>) -> anyhow::Resul
 
 fn bench(root: &Path) -> anyhow::Result<()> {
     setup(root, false)?;
+    python_tools(root)?;
     let started = Instant::now();
     let mut summary = Vec::new();
     for (package, bench) in BENCHES {
@@ -254,8 +290,7 @@ fn bench(root: &Path) -> anyhow::Result<()> {
         summary.join("\n")
     );
     println!("\n{table}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = target_dir(root);
     let path = target.join("bench-summary.md");
     std::fs::write(&path, &table).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
@@ -292,8 +327,7 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(root)
         .args(["build", "--release", "-p", "lookout"]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = target_dir(root);
     let bin = target.join("release/lookout");
     let log_path = target.join("demo-lookout.log");
     let log = std::fs::File::create(&log_path)

@@ -55,7 +55,7 @@ pub use ingest::{IngestError, Location, MAX_EVENTS_PER_REQUEST, parse_body};
 /// Default largest accepted ingest body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default largest plugin upload (manifest + component), in bytes.
-pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 64 << 20;
 /// Batches buffered per live-stream client before its bus queue starts dropping.
 const STREAM_BUFFER: usize = 16;
 

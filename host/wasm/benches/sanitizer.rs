@@ -117,6 +117,7 @@ fn main() {
     // For profiling one row under `perf`: LOOKOUT_BENCH_ONLY=<part of a row's name>.
     let only = std::env::var("LOOKOUT_BENCH_ONLY").ok();
     let mut native = Vec::new();
+    let mut redact_ns_256 = 0.0;
     for (name, batch_size) in [
         ("native Rust rules (redact-rules)", 0),
         ("`redact` WASM component", 1),
@@ -146,6 +147,7 @@ fn main() {
             results[0], results[1], results[2], results[3]
         );
         if batch_size == 1 {
+            redact_ns_256 = results[2];
             // P2: the WASM component against the same rules natively, at every batch size.
             lookout_testkit::bench_summary(
                 "P2",
@@ -164,6 +166,50 @@ fn main() {
                 &format!("{ratio:.1}× native at 256"),
             );
         }
+    }
+
+    // A sanitizer written in Python (componentize-py: CPython inside the component), when
+    // the Python tools are installed (`cargo xtask setup`); only when benching — compiling
+    // its 18 MB takes a while. Its policy is smaller than redact's (secret keys and
+    // `key=value` secrets only), so this bounds what a Python plugin costs from below.
+    let python = lookout_testkit::target_dir().join("py/bin/componentize-py");
+    if benching && python.exists() && only.as_ref().is_none_or(|o| "python".contains(o.as_str())) {
+        let (wasm, manifest) = lookout_testkit::python_plugin();
+        let manifest = lookout_wasm::Manifest::parse(&manifest).unwrap();
+        let compiling = Instant::now();
+        let python = WasmSanitizer::from_manifest(&runtime, &manifest, &wasm).unwrap();
+        let compiled = compiling.elapsed();
+        let results: Vec<f64> = [1u64, 16, 256, 4096]
+            .iter()
+            .map(|&size| {
+                let batch: Vec<Event> = (0..size).map(event).collect();
+                measure(&batch, rounds.min(3), |b| python.sanitize(b).unwrap())
+            })
+            .collect();
+        let ratio = native.get(2).map_or(0.0, |n| results[2] / n);
+        println!(
+            "| `keyword-redact` Python component (componentize-py; secret keys and `key=value` only) | {:.0} | {:.0} | {:.0} | {:.0} | {ratio:.1}× |",
+            results[0], results[1], results[2], results[3]
+        );
+        println!(
+            "\nPython component: {} bytes (redact: {} bytes), loaded (compiled + `init`) in {:.1} s",
+            wasm.len(),
+            redact_wasm.len(),
+            compiled.as_secs_f64()
+        );
+        lookout_testkit::bench_summary(
+            "P2",
+            "sanitizer written in Python (componentize-py) vs native rules, ns/event at batch 256",
+            &format!(
+                "{:.0} vs {:.0} (redact WASM {:.0}); {:.1} MB vs {:.0} KB component",
+                results[2],
+                native.get(2).copied().unwrap_or(0.0),
+                redact_ns_256,
+                wasm.len() as f64 / 1e6,
+                redact_wasm.len() as f64 / 1e3
+            ),
+            &format!("{ratio:.0}× native"),
+        );
     }
 
     if only.is_some() {

@@ -207,6 +207,51 @@ fn redact_config_extends_the_policy_and_bad_config_is_named() {
     }
 }
 
+/// A sanitizer written in Python and built with componentize-py against the same WIT loads
+/// like the Rust ones: its manifest's fixture passes, it redacts secret keys and inline
+/// secrets and leaves the rest (types included, non-ASCII text too), and a bad config is
+/// refused naming the key.
+#[test]
+fn a_python_sanitizer_built_with_componentize_py_runs_like_the_rust_ones() {
+    let (wasm, manifest) = lookout_testkit::python_plugin();
+    let manifest = Manifest::parse(&manifest).unwrap();
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let report = lookout_wasm::check(&runtime, &manifest, &wasm).unwrap();
+    assert_eq!(report.fixtures_passed, 1);
+    let s = WasmSanitizer::from_manifest(&runtime, &manifest, &wasm).unwrap();
+    let out = sanitize(
+        &s,
+        vec![
+            Event::new("auth.login")
+                .field("user", "bob")
+                .field("Password", "hunter2")
+                .field("note", "retry with api_key: K-123 soon (héllo)")
+                .field("attempts", 3i64)
+                .field("ok", false),
+            Event::new("payment").field("ssn", "123-45-6789"),
+        ],
+    );
+    assert_eq!(text(&out[0], "user"), "bob");
+    assert_eq!(text(&out[0], "Password"), "[REDACTED]");
+    assert_eq!(
+        text(&out[0], "note"),
+        "retry with api_key: [REDACTED] soon (héllo)"
+    );
+    assert_eq!(out[0].get("attempts"), Some(&FieldValue::Int(3)));
+    assert_eq!(out[0].get("ok"), Some(&FieldValue::Bool(false)));
+    assert_eq!(
+        text(&out[1], "ssn"),
+        "[REDACTED]",
+        "extra_keys from the manifest"
+    );
+
+    let mut bad = manifest.clone();
+    bad.config.insert("colour".into(), "red".into());
+    let err = WasmSanitizer::from_manifest(&runtime, &bad, &wasm).unwrap_err();
+    assert!(matches!(err, Error::Init { .. }), "{err}");
+    assert!(err.to_string().contains("colour"), "{err}");
+}
+
 /// A sanitizer that traps, loops or runs out of memory fails its batch closed — consumers
 /// see every field redacted — the failure is counted by kind, and the next batch is
 /// sanitized by a fresh instance.

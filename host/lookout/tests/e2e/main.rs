@@ -6,6 +6,7 @@ mod config;
 mod dashboard;
 mod health;
 mod ingest;
+mod integrations;
 mod load;
 mod logs;
 mod metrics;
