@@ -358,17 +358,24 @@ fn Tap(dash: RwSignal<Dashboard>) -> impl IntoView {
             <div class="tap-controls">
                 <input id="tap-kind" placeholder="kind prefix, e.g. request." on:input=move |ev| filter.update(|f| f.kind = event_target_value(&ev))/>
                 <input id="tap-correlation" placeholder="correlation id" on:input=move |ev| filter.update(|f| f.correlation = event_target_value(&ev))/>
+                <select id="tap-host" on:change=move |ev| filter.update(|f| f.host = event_target_value(&ev))>
+                    <option value="">"all hosts"</option>
+                    <For each=move || dash.with(|d| d.hosts()) key=|h| h.clone() let(h)>
+                        <option value=h.clone()>{h.clone()}</option>
+                    </For>
+                </select>
                 <button id="tap-pause" on:click=move |_| dash.update(|d| { let p = !d.tap_paused; d.set_paused(p) })>
                     {move || if paused() { "resume" } else { "pause" }}
                 </button>
                 <span class="small">{move || { let n = dash.with(|d| d.tap_missed); if n > 0 { format!("{n} new while paused") } else { String::new() } }}</span>
             </div>
             <table id="events">
-                <thead><tr><th>"time"</th><th>"severity"</th><th>"kind"</th><th>"correlation"</th><th>"fields"</th></tr></thead>
+                <thead><tr><th>"time"</th><th>"host"</th><th>"severity"</th><th>"kind"</th><th>"correlation"</th><th>"fields"</th></tr></thead>
                 <tbody>
                     <For each=shown key=|e| e.id let(e)>
                         <tr class=format!("event sev-{}", e.severity) data-id=e.id.to_string()>
                             <td>{format_time(e.timestamp_ns)}</td>
+                            <td class="host">{e.host().to_string()}</td>
                             <td>{e.severity.clone()}</td>
                             <td class="kind">{e.kind.clone()}</td>
                             <td class="mono">{e.correlation_id.clone().unwrap_or_default()}</td>

@@ -127,6 +127,13 @@ try {
   const visible = await page.locator("#events tr.event").count();
   const matching = await page.locator("#events tr.event", { hasText: marker }).count();
   if (visible !== matching) problems.push(`the correlation filter shows ${visible} rows, ${matching} match`);
+  // The host selector: this host's events show under "this host" and carry its name.
+  const hostCell = await tapped.locator("td.host").innerText();
+  if (hostCell !== "this host") problems.push(`the tap's host column says ${hostCell}`);
+  await page.selectOption("#tap-host", "this host");
+  if (await page.locator("#events tr.event", { hasText: marker }).count() !== 1)
+    problems.push("choosing this host hid its own event");
+  await page.selectOption("#tap-host", "");
 
   const body = await page.locator("body").innerText();
   for (const secret of ["hunter2-in-the-browser", "AKIAIOSFODNN7EXAMPLE"]) {

@@ -1,7 +1,7 @@
 //! Build orchestration for lookout, run as `cargo xtask <command>`:
 //!
 //! - `setup`: the pinned toolchain and its wasm targets, Debian's chromium (for the browser
-//!   tests) and prometheus (promtool), the browser driver's npm package, and the Python tools
+//!   tests), prometheus (promtool) and nats-server, the browser driver's npm package, and the Python tools
 //!   of tests/python-requirements.txt (kubernetes-validate, componentize-py) in a virtualenv
 //!   at `<target>/py`. Idempotent; installs only what is missing.
 //! - `test`: `setup`, then formatting, clippy, and every test: the host workspace and the
@@ -125,6 +125,18 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
     if browser && !(runs("promtool") && runs("prometheus")) {
         packages.push("prometheus");
     }
+    // nats-server: the broker of the multi-host tests (host/lookout/tests/e2e/nats.rs).
+    if browser && !runs("nats-server") {
+        packages.push("nats-server");
+    }
+    // openssl makes the TLS test's certificates.
+    let openssl = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if browser && !openssl {
+        packages.push("openssl");
+    }
     if browser && !Path::new("/usr/bin/chromium").exists() {
         packages.extend(["chromium", "chromium-driver"]);
     }
@@ -213,6 +225,13 @@ fn test(root: &Path) -> anyhow::Result<()> {
     run(cargo()
         .current_dir(root)
         .args(["test", "--workspace", "--all-targets"]))?;
+    // The native telemetry handler example checks what it saw and fails if it is wrong.
+    run(cargo().current_dir(root).args([
+        "run",
+        "--quiet",
+        "-p",
+        "lookout-example-native-consumer",
+    ]))?;
     // The plugins' rules, natively (the real components are tested from the host).
     run(cargo()
         .current_dir(root.join("plugins"))
@@ -245,6 +264,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("lookout", "execute"),
     ("lookout-wasm", "swap"),
     ("lookout-server", "metrics"),
+    ("lookout-nats", "throughput"),
 ];
 
 /// Runs `cmd`, echoing its stdout, and keeps the `summary|` rows it printed.

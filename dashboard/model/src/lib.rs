@@ -161,9 +161,16 @@ pub struct EventView {
     pub correlation_id: Option<String>,
     pub severity: String,
     pub fields: Map<String, Value>,
+    /// The host it came from over NATS; `None` for this host's own.
+    pub origin: Option<String>,
 }
 
 impl EventView {
+    /// The host to show: its origin, or `this host`.
+    pub fn host(&self) -> &str {
+        self.origin.as_deref().unwrap_or(THIS_HOST)
+    }
+
     /// A field as text (`""` when absent).
     pub fn text(&self, key: &str) -> String {
         match self.fields.get(key) {
@@ -323,6 +330,19 @@ impl Dashboard {
         self.tap.truncate(TAP);
     }
 
+    /// The hosts the tap has seen, this host first: what its host selector offers.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut others: Vec<String> = self
+            .tap
+            .iter()
+            .filter_map(|e| e.origin.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        others.insert(0, THIS_HOST.to_string());
+        others
+    }
+
     pub fn set_paused(&mut self, paused: bool) {
         self.tap_paused = paused;
         if !paused {
@@ -331,18 +351,24 @@ impl Dashboard {
     }
 }
 
-/// What the tap shows: kinds starting with `kind`, correlation ids containing `correlation`.
+/// How the tap names the host it runs on (events without an origin).
+pub const THIS_HOST: &str = "this host";
+
+/// What the tap shows: kinds starting with `kind`, correlation ids containing `correlation`,
+/// from `host` (empty: every host; [`THIS_HOST`]: this host's own; else an origin).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TapFilter {
     pub kind: String,
     pub correlation: String,
+    pub host: String,
 }
 
 impl TapFilter {
     pub fn matches(&self, event: &EventView) -> bool {
         let kind = self.kind.trim();
         let correlation = self.correlation.trim();
-        event.kind.starts_with(kind)
+        (self.host.is_empty() || event.host() == self.host)
+            && event.kind.starts_with(kind)
             && (correlation.is_empty()
                 || event
                     .correlation_id
@@ -544,11 +570,31 @@ mod tests {
         let filter = TapFilter {
             kind: "request.".into(),
             correlation: "abc".into(),
+            host: String::new(),
         };
         assert!(filter.matches(&event("request.started", Some("abc-1"))));
         assert!(!filter.matches(&event("worker.started", Some("abc-1"))));
         assert!(!filter.matches(&event("request.started", None)));
         assert!(TapFilter::default().matches(&event("anything", None)));
+
+        // One host or all: this host's events have no origin; others' name theirs.
+        let remote = EventView {
+            origin: Some("web-2".into()),
+            ..event("request.started", None)
+        };
+        let local = event("request.started", None);
+        let only = |host: &str| TapFilter {
+            host: host.into(),
+            ..TapFilter::default()
+        };
+        assert!(only("").matches(&remote) && only("").matches(&local));
+        assert!(only("web-2").matches(&remote) && !only("web-2").matches(&local));
+        assert!(only(THIS_HOST).matches(&local) && !only(THIS_HOST).matches(&remote));
+        let mut d = Dashboard::default();
+        d.tap_push(remote.clone());
+        d.tap_push(local);
+        d.tap_push(remote);
+        assert_eq!(d.hosts(), [THIS_HOST, "web-2"]);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Event {
     pub correlation_id: Option<String>,
     pub severity: Severity,
     pub fields: Vec<Field>,
+    /// The host it came from when it arrived from another lookout (over NATS); `None` for
+    /// this host's own events. Only a host's own events are ever forwarded.
+    pub origin: Option<String>,
 }
 
 impl Event {
@@ -111,6 +114,7 @@ impl Event {
             correlation_id: None,
             severity: Severity::Info,
             fields: Vec::new(),
+            origin: None,
         }
     }
 
@@ -161,16 +165,20 @@ impl Serialize for FieldsAsMap<'_> {
 }
 
 /// The JSON form every API and consumer sees:
-/// `{"id","kind","timestamp_ns","correlation_id","severity","fields":{...}}`.
+/// `{"id","kind","timestamp_ns","correlation_id","severity","fields":{...}}`, and `"origin"`
+/// after them for an event from another host.
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Event", 6)?;
+        let mut s = serializer.serialize_struct("Event", 6 + usize::from(self.origin.is_some()))?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field("kind", &self.kind)?;
         s.serialize_field("timestamp_ns", &self.timestamp_ns)?;
         s.serialize_field("correlation_id", &self.correlation_id)?;
         s.serialize_field("severity", &self.severity)?;
         s.serialize_field("fields", &FieldsAsMap(&self.fields))?;
+        if let Some(origin) = &self.origin {
+            s.serialize_field("origin", origin)?;
+        }
         s.end()
     }
 }

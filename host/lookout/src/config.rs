@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     pub health: HealthConfig,
     pub metrics: lookout_server::MetricGroups,
+    /// Sharing sanitized events with other hosts through NATS (off by default).
+    pub nats: lookout_nats::NatsConfig,
     /// Worker pools. A config file runs exactly the pools it lists (none if it lists none);
     /// without a file, lookout runs the `demo` pool (the embedded demo app, `python3`).
     #[serde(default)]
@@ -42,6 +44,7 @@ impl Default for Config {
             log: LogConfig::default(),
             health: HealthConfig::default(),
             metrics: lookout_server::MetricGroups::default(),
+            nats: lookout_nats::NatsConfig::default(),
             pools: vec![demo],
         }
     }
@@ -283,7 +286,7 @@ impl Config {
 
     /// Every problem serde cannot see, as `(field, reason)`.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut problems: Vec<(String, String)> = self.nats.problems();
         let mut bad = |field: &str, reason: &str| problems.push((field.into(), reason.into()));
         let sanitizer = self.sanitizer_name();
         if self.plugins.disabled.contains(&sanitizer) {

@@ -83,6 +83,7 @@ const AT_START: &[&str] = &[
     "plugins.cache_dir",
     "plugins.dir",
     "log.format",
+    "nats",
 ];
 
 /// Keys whose values are secrets: shown as `***`.

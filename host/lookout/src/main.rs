@@ -219,6 +219,10 @@ async fn serve(
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
     );
+    // Before the listener opens; connects in the background if the server is not there yet.
+    let nats = lookout_nats::Nats::start(&config.nats, &bus, &registry)
+        .await?
+        .map(Arc::new);
     let recent_errors = lookout_server::RecentErrors::default();
     // Held for the host's life: dropping the registration would unregister it.
     let _recent_errors = bus.register("recent_errors", recent_errors.clone())?;
@@ -278,6 +282,7 @@ async fn serve(
         admin_token: config.admin_token(),
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,
+        nats: nats.clone(),
     };
     let app = lookout_server::router(state);
 
@@ -313,6 +318,10 @@ async fn serve(
     pools.stop("shutdown").await;
     tracing::info!(target: "lookout", "shutting down: draining the event bus");
     bus.shutdown().await;
+    if let Some(nats) = &nats {
+        tracing::info!(target: "lookout", "shutting down: publishing what the NATS sink holds");
+        nats.stop(Duration::from_secs(5)).await;
+    }
     tracing::info!(target: "lookout", "stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /api/v1/events` | ingest a JSON array or NDJSON of events; 202 `{"accepted","dropped"}`, 400 naming the line and field, 413 when too big |
-//! | `GET /api/v1/events/stream` | Server-Sent Events: one sanitized event (JSON) a message; `?kind=` prefix filter |
+//! | `GET /api/v1/events/stream` | Server-Sent Events: one sanitized event (JSON) a message; `?kind=` prefix filter, `?origin=` host filter (`local` or a host name) |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /health` | liveness: 200 `{"status":"ok"}` while the host runs |
 //! | `GET /health/ready` | readiness: 200, or 503 naming the failing checks |
@@ -94,6 +94,8 @@ pub struct AppState {
     pub metric_groups: Arc<parking_lot::RwLock<MetricGroups>>,
     /// The latest failures, for the dashboard (register it on the bus).
     pub recent_errors: RecentErrors,
+    /// The NATS link, when on (its status goes in `/health/detailed` and the overview).
+    pub nats: Option<Arc<lookout_nats::Nats>>,
 }
 
 impl AppState {
@@ -246,6 +248,9 @@ async fn ingest_events(
 struct StreamQuery {
     /// Only events whose kind starts with this.
     kind: Option<String>,
+    /// Only events from this host: `local` for this host's own, or another host's name (its
+    /// events arrive over NATS). All hosts when absent.
+    origin: Option<String>,
 }
 
 /// Forwards sanitized batches to one live-stream client.
@@ -273,10 +278,16 @@ async fn stream_events(
         .register("live_stream", StreamClient { tx })
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let prefix = query.kind.unwrap_or_default();
+    let origin = query.origin;
+    let from = move |e: &lookout_core::Event| match origin.as_deref() {
+        None => true,
+        Some("local") => e.origin.is_none(),
+        Some(host) => e.origin.as_deref() == Some(host),
+    };
     let stream = ReceiverStream::new(rx).flat_map(move |batch| {
         let messages: Vec<Result<SseEvent, Infallible>> = batch
             .iter()
-            .filter(|e| e.kind.starts_with(&prefix))
+            .filter(|e| e.kind.starts_with(&prefix) && from(e))
             .map(|e| Ok(SseEvent::default().data(serde_json::to_string(e).unwrap_or_default())))
             .collect();
         futures_util::stream::iter(messages)
@@ -438,6 +449,7 @@ async fn health_detailed(State(state): State<Arc<AppState>>) -> Response {
         "observability_cost": overview::observability_cost(&state),
         "pools": pools,
         "plugins": plugins,
+        "nats": state.nats.as_ref().map(|n| n.status()),
     });
     (code, Json(body)).into_response()
 }

@@ -154,6 +154,7 @@ pub(crate) fn overview(state: &AppState) -> Value {
         "plugins": state.plugins.list(),
         "swaps": history,
         "errors": state.recent_errors.list(),
+        "nats": state.nats.as_ref().map(|n| n.status()),
     })
 }
 

@@ -10,6 +10,7 @@ mod integrations;
 mod load;
 mod logs;
 mod metrics;
+mod nats;
 mod plugins;
 mod pools;
 
