@@ -55,6 +55,15 @@ pub trait Consumer: Send + 'static {
     fn handle(&mut self, batch: Batch) -> impl Future<Output = Result<(), ConsumerError>> + Send;
 }
 
+/// What a bounded shutdown could not finish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Events the pipeline had not reached when the grace ran out (no outcome).
+    pub unprocessed: u64,
+    /// Events consumers had been given and not handled (counted `dropped` for them).
+    pub undelivered: u64,
+}
+
 /// Whether `publish` queued the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Published {
@@ -73,6 +82,13 @@ struct ConsumerSlot {
     in_flight: Arc<AtomicU64>,
 }
 
+/// A consumer's task and what shutdown needs to count what it left.
+type ConsumerTask = (
+    tokio::task::JoinHandle<()>,
+    Arc<AtomicU64>,
+    ConsumerCounters,
+);
+
 struct Inner {
     ingress: SyncSender<Event>,
     next_id: AtomicU64,
@@ -84,7 +100,10 @@ struct Inner {
     sanitizer: ArcSwap<Box<dyn Sanitizer>>,
     consumers: ArcSwap<Vec<Arc<ConsumerSlot>>>,
     consumers_edit: Mutex<()>,
-    consumer_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Every consumer's task (removed ones too, until shutdown), with what shutdown needs to
+    /// count what it did not handle. Not the slot: its sender must go when the list drops it,
+    /// or the task would wait for more for ever.
+    consumer_tasks: Mutex<Vec<ConsumerTask>>,
     next_consumer: AtomicU64,
     metrics: BusMetrics,
     runtime: tokio::runtime::Handle,
@@ -210,7 +229,7 @@ impl Bus {
         {
             let _edit = self.inner.consumers_edit.lock();
             let mut list = Vec::clone(&self.inner.consumers.load());
-            list.push(slot);
+            list.push(slot.clone());
             self.inner.consumers.store(Arc::new(list));
         }
         let bus = self.clone();
@@ -238,7 +257,11 @@ impl Bus {
                 counters.queued.sub(n as i64);
             }
         });
-        self.inner.consumer_tasks.lock().push(task);
+        self.inner.consumer_tasks.lock().push((
+            task,
+            slot.in_flight.clone(),
+            slot.counters.clone(),
+        ));
         Ok(ConsumerHandle {
             bus: self.clone(),
             id,
@@ -334,18 +357,47 @@ impl Bus {
     /// Stops taking events, lets the pipeline drain what is queued, then lets every consumer
     /// handle what it was given. Events published after this are counted `dropped`.
     pub async fn shutdown(&self) {
+        self.shutdown_within(Duration::from_secs(3600)).await;
+    }
+
+    /// [`shutdown`](Self::shutdown) within `grace`: consumers still busy when it runs out are
+    /// stopped, and the events they had not handled are counted `dropped` for them.
+    pub async fn shutdown_within(&self, grace: Duration) -> ShutdownReport {
+        let deadline = tokio::time::Instant::now() + grace;
         self.inner.closed.store(true, Ordering::Release);
         let done = self.inner.pipeline_done.lock().take();
         if let Some(done) = done {
-            let _ = done.await;
+            let _ = tokio::time::timeout_at(deadline, done).await;
         }
+        // Still in the ingress queue if the pipeline ran out of time (a sanitizer at its
+        // deadline batch after batch): published, never given an outcome.
+        let unprocessed = self
+            .inner
+            .enqueued
+            .load(Ordering::Acquire)
+            .saturating_sub(self.inner.processed.load(Ordering::Acquire));
         {
             let _edit = self.inner.consumers_edit.lock();
             self.inner.consumers.store(Arc::new(Vec::new()));
         }
         let tasks: Vec<_> = std::mem::take(&mut *self.inner.consumer_tasks.lock());
-        for task in tasks {
-            let _ = task.await;
+        let mut undelivered = 0;
+        for (mut task, in_flight, counters) in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+            // Left in its queue (or in the batch it was cut off in): never delivered.
+            let left = in_flight.swap(0, Ordering::AcqRel);
+            if left > 0 {
+                counters.dropped.inc_by(left);
+                counters.queued.sub(left as i64);
+                undelivered += left;
+            }
+        }
+        ShutdownReport {
+            unprocessed,
+            undelivered,
         }
     }
 }

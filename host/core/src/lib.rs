@@ -20,7 +20,7 @@ mod event;
 mod metrics;
 mod sanitize;
 
-pub use bus::{Batch, Bus, Consumer, ConsumerError, ConsumerHandle, Published};
+pub use bus::{Batch, Bus, Consumer, ConsumerError, ConsumerHandle, Published, ShutdownReport};
 pub use config::{
     BusConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONSUMER_CAPACITY, DEFAULT_INGRESS_CAPACITY, RateLimit,
     SamplingConfig,

@@ -574,3 +574,180 @@ async fn events_can_be_turned_off_and_on() {
     assert_eq!(seen.events()[0].kind, "while.on");
     assert_eq!(counter(&registry, "lookout_events_published_total", &[]), 1);
 }
+
+/// A consumer of a given temperament, for the property test.
+#[derive(Clone, Copy, Debug)]
+enum Temper {
+    Fast,
+    /// Sleeps this many microseconds a batch.
+    Slow(u64),
+    /// Fails every n-th batch.
+    Flaky(u64),
+    /// Goes away after this many batches.
+    Leaves(u64),
+}
+
+struct Tempered(Temper, u64);
+
+impl Consumer for Tempered {
+    async fn handle(&mut self, _batch: Batch) -> Result<(), ConsumerError> {
+        self.1 += 1;
+        match self.0 {
+            Temper::Fast => Ok(()),
+            Temper::Slow(us) => {
+                tokio::time::sleep(Duration::from_micros(us)).await;
+                Ok(())
+            }
+            Temper::Flaky(n) if self.1.is_multiple_of(n) => {
+                Err(ConsumerError::Failed("flaky".into()))
+            }
+            Temper::Flaky(_) => Ok(()),
+            Temper::Leaves(n) if self.1 > n => Err(ConsumerError::Closed),
+            Temper::Leaves(_) => Ok(()),
+        }
+    }
+}
+
+fn temper() -> impl proptest::strategy::Strategy<Value = Temper> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Temper::Fast),
+        (0u64..2_000).prop_map(Temper::Slow),
+        (1u64..5).prop_map(Temper::Flaky),
+        (0u64..10).prop_map(Temper::Leaves),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 48,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// For any mix of sampling rates, rate limits, queue sizes, batch sizes and consumer
+    /// tempers: every published event has exactly one bus outcome, per kind, and every
+    /// accepted event exactly one outcome per consumer registered while it was delivered
+    /// (one that leaves stops counting then).
+    #[test]
+    fn every_event_is_accounted_for_whatever_the_settings(
+        rates in proptest::collection::vec(0.0f64..=1.0, 3),
+        limits in proptest::collection::vec(proptest::option::of(1u32..200), 3),
+        ingress in 1usize..2_000,
+        batch in 1usize..300,
+        consumer_capacity in 1usize..8,
+        tempers in proptest::collection::vec(temper(), 1..4),
+        events in 1usize..3_000,
+        errors_every in 2usize..20,
+    ) {
+        let kinds = ["a.one", "b.two", "c.three"];
+        let mut config = BusConfig {
+            ingress_capacity: ingress,
+            batch_size: batch,
+            consumer_capacity,
+            ..BusConfig::default()
+        };
+        for (i, kind) in kinds.iter().enumerate() {
+            config.sampling.rates.insert((*kind).to_string(), rates[i]);
+            if let Some(per_second) = limits[i] {
+                config.rate_limits.insert((*kind).to_string(), RateLimit { per_second, burst: None });
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (bus, registry) = start(config);
+            let mut handles = Vec::new();
+            for (i, t) in tempers.iter().enumerate() {
+                handles.push(bus.register(&format!("c{i}"), Tempered(*t, 0)).unwrap());
+            }
+            for i in 0..events {
+                let mut e = Event::new(kinds[i % 3]).correlation_id(format!("r-{i}"));
+                if i % errors_every == 0 {
+                    e = e.severity(Severity::Error);
+                }
+                bus.publish(e);
+            }
+            assert!(bus.flush(Duration::from_secs(30)).await, "the bus did not drain");
+            for kind in kinds {
+                let published = counter(&registry, "lookout_events_published_total", &[("kind", kind)]);
+                let outcomes: u64 = ["accepted", "sampled_out", "rate_limited", "dropped", "filtered"]
+                    .iter()
+                    .map(|o| counter(&registry, "lookout_events_total", &[("kind", kind), ("outcome", o)]))
+                    .sum();
+                assert_eq!(published, outcomes, "{kind}");
+            }
+            let total = outcomes(&registry);
+            assert_eq!(total.values().sum::<u64>(), events as u64);
+            let accepted = total["accepted"];
+            for (i, t) in tempers.iter().enumerate() {
+                let name = format!("c{i}");
+                let seen: u64 = ["delivered", "dropped", "failed"]
+                    .iter()
+                    .map(|o| counter(&registry, "lookout_consumer_events_total", &[("consumer", &name), ("outcome", o)]))
+                    .sum();
+                if let Temper::Leaves(_) = t {
+                    // Once gone it is no longer registered: later events are not its own.
+                    assert!(seen <= accepted, "consumer {name} ({t:?})");
+                } else {
+                    assert_eq!(seen, accepted, "consumer {name} ({t:?})");
+                }
+            }
+            drop(handles);
+        });
+    }
+}
+
+/// Never finishes a batch.
+struct Stuck;
+
+impl Consumer for Stuck {
+    async fn handle(&mut self, _batch: Batch) -> Result<(), ConsumerError> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// A bounded shutdown returns even with a consumer that never finishes, lets the others
+/// finish, and counts what the stuck one was given and never handled as dropped for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_shutdown_counts_what_a_stuck_consumer_left() {
+    let (bus, registry) = start(BusConfig {
+        batch_size: 10,
+        consumer_capacity: 1000,
+        ..BusConfig::default()
+    });
+    let collect = Collect::default();
+    bus.register("fine", collect.clone()).unwrap();
+    bus.register("stuck", Stuck).unwrap();
+    for i in 0..500 {
+        bus.publish(Event::new("x.y").field("i", i64::from(i)));
+    }
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.shutdown_within(Duration::from_millis(300)),
+    )
+    .await
+    .expect("a bounded shutdown returns");
+    assert_eq!(report.unprocessed, 0);
+    assert_eq!(collect.len(), 500, "the healthy consumer finished");
+    let stuck = |o| {
+        counter(
+            &registry,
+            "lookout_consumer_events_total",
+            &[("consumer", "stuck"), ("outcome", o)],
+        )
+    };
+    assert_eq!(stuck("dropped"), 500, "all of it was left undelivered");
+    assert_eq!(report.undelivered, 500);
+    assert_eq!(stuck("delivered") + stuck("failed"), 0);
+    // And an unbounded one ends once consumers are done (their queues close).
+    let (bus, _registry) = start(BusConfig::default());
+    bus.register("fine", Collect::default()).unwrap();
+    bus.publish(Event::new("x.y"));
+    tokio::time::timeout(Duration::from_secs(10), bus.shutdown())
+        .await
+        .expect("shutdown waits for consumers to finish, not for ever");
+}

@@ -106,6 +106,10 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Largest plugin upload (manifest + component), in bytes.
     pub max_plugin_bytes: usize,
+    /// On SIGTERM/SIGINT: how long requests in flight, then the bus and its consumers, may
+    /// take to finish; what is left then is counted and logged. Pools stop within their own
+    /// `stop_grace_ms`.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             dashboard: true,
             admin_token: None,
             max_plugin_bytes: lookout_server::DEFAULT_MAX_PLUGIN_BYTES,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -311,6 +316,9 @@ impl Config {
                 "server.max_body_bytes",
                 "must be between 1024 and 268435456",
             );
+        }
+        if self.server.shutdown_grace_ms > 600_000 {
+            bad("server.shutdown_grace_ms", "at most 600000 (10 minutes)");
         }
         if self.server.max_plugin_bytes < 1024 || self.server.max_plugin_bytes > 256 << 20 {
             bad(

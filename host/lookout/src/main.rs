@@ -269,7 +269,7 @@ async fn serve(
     });
     let state = AppState {
         bus: bus.clone(),
-        registry,
+        registry: registry.clone(),
         dashboard,
         dashboard_on,
         max_body_bytes: config.server.max_body_bytes,
@@ -306,24 +306,82 @@ async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         }
     });
-    // Live streams never end by themselves; give in-flight requests a moment, not forever.
+    // Live streams never end by themselves: requests in flight get up to 5 s (within the
+    // grace), then the connections are closed; the rest of the grace is the bus's.
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let mut stopping = std::time::Instant::now();
     tokio::select! {
         result = server => result.context("http server")?,
         () = async {
             let _ = stop.clone().wait_for(|s| *s).await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            stopping = std::time::Instant::now();
+            tokio::time::sleep(grace.min(Duration::from_secs(5))).await;
         } => {}
     }
     tracing::info!(target: "lookout", "shutting down: stopping the pools");
     pools.stop("shutdown").await;
     tracing::info!(target: "lookout", "shutting down: draining the event bus");
-    bus.shutdown().await;
+    let left = grace
+        .saturating_sub(stopping.elapsed())
+        .max(Duration::from_secs(1));
+    let report = bus.shutdown_within(left).await;
+    if report.unprocessed + report.undelivered > 0 {
+        tracing::warn!(target: "lookout", unprocessed = report.unprocessed, undelivered = report.undelivered, "shutdown grace ran out: events not processed or not delivered (counted)");
+    }
     if let Some(nats) = &nats {
         tracing::info!(target: "lookout", "shutting down: publishing what the NATS sink holds");
-        nats.stop(Duration::from_secs(5)).await;
+        nats.stop(
+            grace
+                .saturating_sub(stopping.elapsed())
+                .max(Duration::from_secs(1)),
+        )
+        .await;
     }
+    log_final_counts(&registry, report);
     tracing::info!(target: "lookout", "stopped");
     Ok(())
+}
+
+/// The bus's books at exit, in the log: one line per event kind, one per consumer, then the
+/// totals — so a stop can be reconciled after the process is gone.
+fn log_final_counts(registry: &Registry, report: lookout_core::ShutdownReport) {
+    use std::collections::BTreeMap;
+    let mut kinds: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut consumers: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for family in registry.gather() {
+        let (by, key) = match family.name() {
+            "lookout_events_published_total" | "lookout_events_total" => (&mut kinds, "kind"),
+            "lookout_consumer_events_total" => (&mut consumers, "consumer"),
+            _ => continue,
+        };
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            let Some(owner) = label(key) else { continue };
+            let outcome = label("outcome").unwrap_or_else(|| "published".into());
+            *by.entry(owner).or_default().entry(outcome).or_default() +=
+                metric.get_counter().get_value() as u64;
+        }
+    }
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for (kind, counts) in &kinds {
+        for (outcome, n) in counts {
+            *totals.entry(outcome.clone()).or_default() += n;
+        }
+        let get = |o: &str| counts.get(o).copied().unwrap_or(0);
+        tracing::info!(target: "lookout::bus", kind = %kind, published = get("published"), accepted = get("accepted"), sampled_out = get("sampled_out"), rate_limited = get("rate_limited"), dropped = get("dropped"), filtered = get("filtered"), "final event counts");
+    }
+    for (consumer, counts) in &consumers {
+        let get = |o: &str| counts.get(o).copied().unwrap_or(0);
+        tracing::info!(target: "lookout::bus", consumer = %consumer, delivered = get("delivered"), dropped = get("dropped"), failed = get("failed"), "final consumer counts");
+    }
+    let get = |o: &str| totals.get(o).copied().unwrap_or(0);
+    tracing::info!(target: "lookout::bus", published = get("published"), accepted = get("accepted"), sampled_out = get("sampled_out"), rate_limited = get("rate_limited"), dropped = get("dropped"), filtered = get("filtered"), unprocessed = report.unprocessed, undelivered_at_stop = report.undelivered, "final totals");
 }
 
 /// The process collector (RSS, CPU, open fds, threads; Linux) and `lookout_build_info`.

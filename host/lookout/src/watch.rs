@@ -1,5 +1,5 @@
 //! `lookout serve --plugins DIR`: every `<stem>.wasm` with a `<stem>.toml` manifest beside it
-//! is a plugin. All are loaded at start (a bad one stops the start, naming it); then the
+//! is a plugin. All are loaded at start (a bad one is logged, naming it, and skipped); then the
 //! folder is watched, and a changed pair is swapped in — through the same registry path as the
 //! API, so a bad file is refused and changes nothing — while a removed pair's plugin is
 //! removed. Changes are debounced so a copy in progress is read once it is complete.
@@ -88,8 +88,17 @@ impl PluginDir {
             .with_context(|| format!("plugin folder {}", dir.display()))?;
         let mut loaded: HashMap<String, String> = HashMap::new();
         for stem in stems(&dir)? {
-            if let Some(name) = install(&plugins, &dir, &stem, "startup")? {
-                loaded.insert(stem, name);
+            // A broken pair is reported and skipped: the host starts with the rest (a start
+            // that depends on every file in a folder being good would turn one bad copy into
+            // an outage). A later good copy of it is picked up by the watch.
+            match install(&plugins, &dir, &stem, "startup") {
+                Ok(Some(name)) => {
+                    loaded.insert(stem, name);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(target: "lookout::plugin", file = %dir.join(format!("{stem}.wasm")).display(), error = format!("{e:#}"), "plugin in the folder not loaded at start; the host starts without it")
+                }
             }
         }
         let count = loaded.len();

@@ -465,3 +465,120 @@ async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bo
         "0 unaccounted, 0 leaked",
     );
 }
+
+/// The fields of every JSON log line whose message is `message`.
+fn log_fields(host: &Host, message: &str) -> Vec<Value> {
+    host.logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+/// SIGTERM under load: the host stops accepting, drains the bus and its consumers within
+/// the grace, and its final log lines reconcile — every published event has one outcome,
+/// every event a client was told was taken is among them, every consumer accounted for
+/// every accepted event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_is_reconciled_from_the_final_log_lines() {
+    let host = Arc::new(crate::quiet_host());
+    let seen = Arc::new(Seen::default());
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut clients = Vec::new();
+    for task in 0..INGEST_TASKS as u64 {
+        let (host, seen) = (host.clone(), seen.clone());
+        clients.push(tokio::spawn(async move {
+            let mut round = task << 32;
+            while Instant::now() < until {
+                round += 1;
+                let Ok(r) = host
+                    .http
+                    .post(host.url("/api/v1/events"))
+                    .json(&ingest_body(round))
+                    .send()
+                    .await
+                else {
+                    return; // the host has stopped listening
+                };
+                let Ok(body) = r.json::<Value>().await else {
+                    return;
+                };
+                seen.accepted
+                    .fetch_add(body["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                seen.dropped
+                    .fetch_add(body["dropped"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            }
+        }));
+    }
+    eventually("load flowing", Duration::from_secs(30), || async {
+        (seen.accepted.load(Ordering::Relaxed) >= 20_000).then_some(())
+    })
+    .await;
+    let stopping = host.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        // Only this test holds the other clones once the clients end; `terminate` needs
+        // `&mut`, so work on the process id directly.
+        let pid = stopping.pid().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    for client in clients {
+        client.await.unwrap();
+    }
+    let totals = eventually(
+        "the final totals logged",
+        Duration::from_secs(30),
+        || async { log_fields(&host, "final totals").pop() },
+    )
+    .await;
+
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let outcomes = |v: &Value| {
+        [
+            "accepted",
+            "sampled_out",
+            "rate_limited",
+            "dropped",
+            "filtered",
+        ]
+        .iter()
+        .map(|o| n(v, o))
+        .sum::<u64>()
+    };
+    assert_eq!(n(&totals, "unprocessed"), 0, "{totals}");
+    assert_eq!(n(&totals, "published"), outcomes(&totals), "{totals}");
+    let kinds = log_fields(&host, "final event counts");
+    let mut told = 0;
+    for kind in &kinds {
+        assert_eq!(n(kind, "published"), outcomes(kind), "{kind}");
+        if kind["kind"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("load."))
+        {
+            told += n(kind, "published");
+        }
+    }
+    assert_eq!(
+        told,
+        seen.accepted.load(Ordering::Relaxed) + seen.dropped.load(Ordering::Relaxed),
+        "what clients were told vs what the host counted"
+    );
+    let consumers = log_fields(&host, "final consumer counts");
+    let recent = consumers
+        .iter()
+        .find(|c| c["consumer"] == "recent_errors")
+        .expect("the recent-errors consumer's line");
+    assert_eq!(
+        n(recent, "delivered") + n(recent, "dropped") + n(recent, "failed"),
+        n(&totals, "accepted"),
+        "{recent}"
+    );
+    let stopped = host.logs().iter().any(|l| l.contains("\"stopped\""));
+    assert!(stopped, "the last line says stopped");
+}

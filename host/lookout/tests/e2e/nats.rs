@@ -95,6 +95,21 @@ async fn connected(host: &Host) -> bool {
         .is_some_and(|d| d["nats"]["connected"] == true)
 }
 
+/// Waits until `host` has logged the server's refusal of its credentials.
+async fn refused(host: &Host) {
+    eventually(
+        "the server refusing the credentials",
+        Duration::from_secs(20),
+        || async {
+            host.logs()
+                .iter()
+                .any(|l| l.to_lowercase().contains("authorization"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 async fn all_connected(hosts: &[&Host]) {
     eventually(
         "every host connected to NATS",
@@ -425,6 +440,7 @@ async fn tls_and_token_auth() {
         got.iter()
             .all(|e| e["kind"] == "app.tls" && e["origin"] == "host-a")
     );
+    refused(&wrong).await;
     assert!(!connected(&wrong).await, "a wrong token must not connect");
     assert_eq!(post(&wrong, "app.x", 1, 0).await, 1, "it keeps serving");
     // The token is configuration, not something to show.
@@ -492,4 +508,34 @@ fn make_certificates(dir: &Path) {
         "-extfile",
         "ext.cnf",
     ]);
+}
+
+/// User and password auth: the right pair connects, a wrong password does not (and the
+/// host keeps serving); the password is masked in the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_auth() {
+    let server = NatsServer::start(
+        free_port(),
+        &[
+            "--user".into(),
+            "lookout".into(),
+            "--pass".into(),
+            "pw-0123456789".into(),
+        ],
+    );
+    let with = |password: &str| {
+        format!(
+            "urls = [\"nats://127.0.0.1:{}\"]\n[nats.auth]\nuser = \"lookout\"\npassword = \"{password}\"\n",
+            server.port
+        )
+    };
+    let good = host_with("host-u", &with("pw-0123456789"));
+    let bad = host_with("host-w", &with("wrong-password"));
+    all_connected(&[&good]).await;
+    refused(&bad).await;
+    assert!(!connected(&bad).await, "a wrong password must not connect");
+    assert_eq!(post(&bad, "app.x", 1, 0).await, 1, "it keeps serving");
+    let shown = good.get_json("/api/v1/config").await.unwrap();
+    assert_eq!(shown["config"]["nats"]["auth"]["password"], "***");
+    assert_eq!(shown["config"]["nats"]["auth"]["user"], "lookout");
 }

@@ -377,6 +377,13 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
         "name = \"slo\"\nworld = \"metrics\"\n",
     )
     .unwrap();
+    // A corrupt pair at start is reported and skipped; the host starts with the rest.
+    std::fs::write(dir.join("corrupt.wasm"), b"\0asm not really").unwrap();
+    std::fs::write(
+        dir.join("corrupt.toml"),
+        "name = \"corrupt\"\nworld = \"consumer\"\n",
+    )
+    .unwrap();
     // digest writes to stderr in init: loading it at start must not trip over the async runtime.
     std::fs::write(dir.join("early.wasm"), DIGEST).unwrap();
     std::fs::write(
@@ -386,6 +393,13 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
     .unwrap();
     let host = Host::start(LOOKOUT, &["--plugins", dir.to_str().unwrap()]).unwrap();
     assert_eq!(plugin_names(&host).await, ["redact", "early", "slo"]);
+    let logs = host.logs().join("\n");
+    assert!(
+        logs.contains("corrupt.wasm") && logs.contains("not loaded at start"),
+        "the corrupt plugin is reported: {logs}"
+    );
+    std::fs::remove_file(dir.join("corrupt.wasm")).unwrap();
+    std::fs::remove_file(dir.join("corrupt.toml")).unwrap();
 
     // The manifest first, then the component: nothing happens until the pair is complete.
     std::fs::write(
