@@ -529,7 +529,8 @@ impl Pipeline {
                 || (keep_errors && event.severity >= Severity::Error)
                 || sample_hash(&event) < state.threshold;
             if sampled_in {
-                sampled.push(event);
+                // Its counters travel with it: the next pass needs no second lookup.
+                sampled.push((event, state.counters.clone()));
             } else {
                 state.counters.sampled_out.inc();
             }
@@ -544,12 +545,17 @@ impl Pipeline {
         let mut events = Vec::with_capacity(sampled.len());
         let mut meta = Vec::with_capacity(sampled.len());
         let limits = !self.config.rate_limits.is_empty();
-        for event in sampled {
-            let state = self.kind_state(&event.kind);
-            if limits && state.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
-                state.counters.rate_limited.inc();
+        for (event, counters) in sampled {
+            if limits
+                && self
+                    .kind_state(&event.kind)
+                    .limiter
+                    .as_ref()
+                    .is_some_and(|l| l.check().is_err())
+            {
+                counters.rate_limited.inc();
             } else {
-                meta.push((event.id, state.counters.clone()));
+                meta.push((event.id, counters));
                 events.push(event);
             }
         }
