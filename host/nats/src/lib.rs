@@ -76,7 +76,9 @@ impl std::fmt::Debug for Nats {
 
 /// The sink's buffer, shared by its bus consumer (fills it) and its publisher (empties it).
 struct Sink {
-    buffer: Mutex<VecDeque<(String, Bytes)>>,
+    /// Subject and body of each event; both clone without copying (a chunk is cloned out to
+    /// publish and only dropped from here once confirmed).
+    buffer: Mutex<VecDeque<(async_nats::Subject, Bytes)>>,
     capacity: usize,
     batch: usize,
     wake: Notify,
@@ -102,7 +104,10 @@ impl Consumer for SinkConsumer {
                 } else if buffer.len() >= self.sink.capacity {
                     dropped += 1;
                 } else {
-                    let subject = format!("{}.{}.{}", self.prefix, self.host, event.kind);
+                    let subject = async_nats::Subject::from(format!(
+                        "{}.{}.{}",
+                        self.prefix, self.host, event.kind
+                    ));
                     buffer.push_back((subject, Bytes::from(wire::encode(&self.host, event))));
                     added += 1;
                 }
@@ -355,7 +360,7 @@ async fn publish_loop(
 ) {
     let mut failures = 0u32;
     loop {
-        let chunk: Vec<(String, Bytes)> = {
+        let chunk: Vec<(async_nats::Subject, Bytes)> = {
             let buffer = sink.buffer.lock();
             buffer.iter().take(sink.batch).cloned().collect()
         };
@@ -411,6 +416,29 @@ async fn receive_loop(
     metrics: NatsMetrics,
 ) {
     let mut warned = 0u32;
+    // Counters by origin and outcome, so a message costs no label lookup once its origin is
+    // known. Bounded: origins past the cap go through the (capped) metric family each time.
+    let mut counters: std::collections::HashMap<
+        String,
+        Vec<(&'static str, prometheus::IntCounter)>,
+    > = std::collections::HashMap::new();
+    let mut count = |origin: &str, outcome: &'static str| {
+        let known = counters
+            .get(origin)
+            .and_then(|by| by.iter().find(|(o, _)| *o == outcome));
+        if let Some((_, c)) = known {
+            c.inc();
+            return;
+        }
+        let c = metrics.source(origin, outcome);
+        c.inc();
+        if counters.len() < 1024 || counters.contains_key(origin) {
+            counters
+                .entry(origin.to_string())
+                .or_default()
+                .push((outcome, c));
+        }
+    };
     while let Some(message) = messages.next().await {
         let subject_host = message
             .subject
@@ -420,7 +448,7 @@ async fn receive_loop(
             .to_string();
         if subject_host == host {
             // Our own events, back from the server: never taken in.
-            metrics.source(&subject_host, "own").inc();
+            count(&subject_host, "own");
             continue;
         }
         match wire::decode(&message.payload) {
@@ -428,17 +456,17 @@ async fn receive_loop(
                 let mut event = received.event;
                 event.origin = Some(received.host);
                 bus.publish(event);
-                metrics.source(&subject_host, "received").inc();
+                count(&subject_host, "received");
             }
             Ok(received) => {
-                metrics.source(&subject_host, "invalid").inc();
+                count(&subject_host, "invalid");
                 if warned < 10 {
                     warned += 1;
                     tracing::warn!(target: "lookout::nats", subject = %message.subject, claims = %received.host, "NATS message refused: its host is not its subject's");
                 }
             }
             Err(e) => {
-                metrics.source(&subject_host, "invalid").inc();
+                count(&subject_host, "invalid");
                 if warned < 10 {
                     warned += 1;
                     tracing::warn!(target: "lookout::nats", subject = %message.subject, error = %e, "NATS message refused");
