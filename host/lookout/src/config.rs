@@ -384,21 +384,12 @@ impl Config {
 
     pub fn sanitizer(&self) -> anyhow::Result<(Manifest, Vec<u8>)> {
         let plugin = self.sanitizer.plugin.as_str();
-        let (name, wasm) = match lookout_artifacts::plugins::by_name(plugin) {
-            Some(bytes) => (plugin.to_string(), bytes.to_vec()),
-            None => {
-                let path = PathBuf::from(plugin);
-                let bytes = std::fs::read(&path).with_context(|| {
-                    format!(
-                        "invalid config `sanitizer.plugin`: cannot read {}",
-                        path.display()
-                    )
-                })?;
-                let name = path
-                    .file_stem()
-                    .map_or_else(|| "sanitizer".into(), |s| s.to_string_lossy().into_owned());
-                (name, bytes)
-            }
+        let name = self.sanitizer_name();
+        let wasm = match lookout_artifacts::plugins::by_name(plugin) {
+            Some(bytes) => bytes.to_vec(),
+            None => std::fs::read(plugin).with_context(|| {
+                format!("invalid config `sanitizer.plugin`: cannot read {plugin}")
+            })?,
         };
         if wasm.is_empty() {
             bail!(
