@@ -138,6 +138,32 @@ impl Host {
         response.json().await.ok()
     }
 
+    /// `POST /api/v1/events` with a JSON array of events; asserts 202 and returns the answer
+    /// (`{"accepted", "dropped"}`).
+    pub async fn post_events(&self, events: &serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .post(self.url("/api/v1/events"))
+            .json(events)
+            .send()
+            .await
+            .expect("POST /api/v1/events");
+        assert_eq!(response.status(), 202, "POST /api/v1/events");
+        response.json().await.expect("the ingest answer")
+    }
+
+    /// `POST /api/v1/pools/{pool}/execute` with `body`; the status code.
+    pub async fn execute(&self, pool: &str, body: &serde_json::Value) -> u16 {
+        self.http
+            .post(self.url(&format!("/api/v1/pools/{pool}/execute")))
+            .json(body)
+            .send()
+            .await
+            .expect("POST …/execute")
+            .status()
+            .as_u16()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -454,6 +480,14 @@ pub fn family_sum(
 /// verdict. Benches print their own detailed tables too; these lines are the summary.
 pub fn bench_summary(id: &str, what: &str, result: &str, ratio: &str) {
     println!("summary| {id} | {what} | {result} | {ratio} |");
+}
+
+/// A TCP port free on loopback right now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Cargo's target folder (`CARGO_TARGET_DIR`, else `target/` in the repository).

@@ -49,6 +49,20 @@ async fn patch(host: &Host, body: Value) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// `lookout config apply FILE --host` against `host`.
+fn apply(file: &std::path::Path, host: &Host) -> std::process::Output {
+    Command::new(LOOKOUT)
+        .args([
+            "config",
+            "apply",
+            file.to_str().unwrap(),
+            "--host",
+            &host.base,
+        ])
+        .output()
+        .unwrap()
+}
+
 fn fields(body: &Value, key: &str) -> Vec<String> {
     body[key]
         .as_array()
@@ -79,14 +93,7 @@ async fn configuration_changes_without_a_restart_through_one_path() {
     let events: Vec<Value> = (0..20)
         .map(|i| json!({"kind": "cfg.probe", "fields": {"i": i}}))
         .collect();
-    let posted = host
-        .http
-        .post(host.url("/api/v1/events"))
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 202);
+    host.post_events(&Value::Array(events)).await;
     let sampled = eventually(
         "the new sampling rate in effect",
         Duration::from_secs(10),
@@ -165,16 +172,7 @@ async fn configuration_changes_without_a_restart_through_one_path() {
     // The CLI: the same path, its answer printed, a refusal exits non-zero.
     let cli_file = dir.join(format!("apply-{}.toml", std::process::id()));
     std::fs::write(&cli_file, format!("{START}\n[log]\nlevel = \"debug\"\n")).unwrap();
-    let out = Command::new(LOOKOUT)
-        .args([
-            "config",
-            "apply",
-            cli_file.to_str().unwrap(),
-            "--host",
-            &host.base,
-        ])
-        .output()
-        .unwrap();
+    let out = apply(&cli_file, &host);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -191,16 +189,7 @@ async fn configuration_changes_without_a_restart_through_one_path() {
         "the file's rate"
     );
     std::fs::write(&cli_file, "[bus]\nbatch_size = 0\n").unwrap();
-    let out = Command::new(LOOKOUT)
-        .args([
-            "config",
-            "apply",
-            cli_file.to_str().unwrap(),
-            "--host",
-            &host.base,
-        ])
-        .output()
-        .unwrap();
+    let out = apply(&cli_file, &host);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bus.batch_size"));
 
@@ -227,19 +216,8 @@ async fn configuration_changes_without_a_restart_through_one_path() {
 async fn pools_and_the_dashboard_come_and_go_without_a_restart() {
     let host = Host::start(LOOKOUT, &[]).expect("lookout starts");
     let demo = json!({"name": "demo", "app": "demo", "size": 1});
-    let execute = |pool: &'static str| {
-        let host = &host;
-        async move {
-            host.http
-                .post(host.url(&format!("/api/v1/pools/{pool}/execute")))
-                .json(&json!({"command": "echo", "args": {"x": 1}}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let echo = json!({"command": "echo", "args": {"x": 1}});
+    let execute = |pool: &'static str| host.execute(pool, &echo);
 
     // Added: its fields are the change, it starts, it serves.
     let (status, body) = patch(

@@ -68,17 +68,6 @@ fn failing(body: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn run(host: &Host, body: Value) -> u16 {
-    host.http
-        .post(host.url("/api/v1/pools/h/execute"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_each_criterion_across_its_threshold() {
     let host = host();
@@ -98,7 +87,7 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
 
     // A failing command: the error rate passes 0.4.
     for _ in 0..5 {
-        assert_eq!(run(&host, json!({"command": "fail"})).await, 500);
+        assert_eq!(host.execute("h", &json!({"command": "fail"})).await, 500);
     }
     let body = until(&host, 503, "not ready on the error rate").await;
     let check = body["failing"]
@@ -129,7 +118,10 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
 
     // A slow command: p95 over 400 ms.
     let slow: Vec<_> = (0..4)
-        .map(|_| run(&host, json!({"command": "sleep", "args": {"seconds": 0.6}})))
+        .map(|_| async {
+            host.execute("h", &json!({"command": "sleep", "args": {"seconds": 0.6}}))
+                .await
+        })
         .collect();
     for code in futures_util::future::join_all(slow).await {
         assert_eq!(code, 200);
@@ -143,7 +135,10 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
 
     // A saturating load: more than 2 waiting.
     let load: Vec<_> = (0..8)
-        .map(|_| run(&host, json!({"command": "sleep", "args": {"seconds": 0.5}})))
+        .map(|_| async {
+            host.execute("h", &json!({"command": "sleep", "args": {"seconds": 0.5}}))
+                .await
+        })
         .collect();
     let (codes, body) = tokio::join!(futures_util::future::join_all(load), async {
         until(&host, 503, "not ready while saturated").await

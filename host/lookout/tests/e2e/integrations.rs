@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use lookout_testkit::{Host, eventually, python_tool, repo_root};
 use serde_json::{Value, json};
 
-use crate::{LOOKOUT, default_host};
+use crate::{LOOKOUT, Prometheus, default_host};
 
 fn examples(dir: &str) -> PathBuf {
     repo_root().join("examples").join(dir)
@@ -29,27 +29,10 @@ fn succeeds(cmd: &mut Command) -> String {
     said
 }
 
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn ready_demo(host: &Host) {
+    let echo = json!({"command": "echo", "args": {"x": 1}});
     eventually("the demo pool answers", Duration::from_secs(30), || async {
-        let status = host
-            .http
-            .post(host.url("/api/v1/pools/demo/execute"))
-            .json(&json!({"command": "echo", "args": {"x": 1}}))
-            .send()
-            .await
-            .ok()?
-            .status();
-        (status == 200).then_some(())
+        (host.execute("demo", &echo).await == 200).then_some(())
     })
     .await;
 }
@@ -99,52 +82,23 @@ async fn the_prometheus_examples_check_and_their_rules_evaluate_against_a_live_h
         "the example's target was not replaced"
     );
     std::fs::write(run.join("prometheus.yml"), config).unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                run.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                run.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus runs (Debian's prometheus package)"),
-    );
-    let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=lookout%3Aworkers_live%7Bpool%3D%22demo%22%7D"
-    );
-    let client = reqwest::Client::new();
+    let prometheus = Prometheus::start(&run);
     let live = eventually(
         "Prometheus to evaluate lookout:workers_live",
         Duration::from_secs(60),
         || async {
-            let body: Value = client.get(&query).send().await.ok()?.json().await.ok()?;
-            body["data"]["result"][0]["value"][1]
-                .as_str()?
-                .parse::<f64>()
-                .ok()
+            prometheus
+                .value(r#"lookout:workers_live{pool="demo"}"#)
+                .await
         },
     )
     .await;
     assert_eq!(live, 2.0, "the demo pool's two workers");
     // And the alert rules were loaded (none firing on a healthy host).
-    let rules: Value = client
-        .get(format!("http://127.0.0.1:{port}/api/v1/rules?type=alert"))
-        .send()
+    let rules = prometheus
+        .api("/api/v1/rules", &[("type", "alert")])
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect("the rules API answers");
     let alerts: Vec<&str> = rules["data"]["groups"][0]["rules"]
         .as_array()
         .unwrap()

@@ -31,3 +31,56 @@ pub fn quiet_host() -> Host {
     std::fs::write(&path, "").unwrap();
     Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
 }
+
+/// Debian's Prometheus on a free loopback port, reading `dir/prometheus.yml` and keeping its
+/// data in `dir/data`; killed when dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    client: reqwest::Client,
+    port: u16,
+}
+
+impl Prometheus {
+    pub fn start(dir: &std::path::Path) -> Prometheus {
+        let port = lookout_testkit::free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus runs (Debian's prometheus package; `cargo xtask setup`)");
+        Prometheus {
+            child,
+            client: reqwest::Client::new(),
+            port,
+        }
+    }
+
+    /// `GET path` of its HTTP API as JSON; `None` until it answers.
+    pub async fn api(&self, path: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let response = self.client.get(url).query(query).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The value of the first series `promql` evaluates to now; `None` while it has none.
+    pub async fn value(&self, promql: &str) -> Option<f64> {
+        let body = self.api("/api/v1/query", &[("query", promql)]).await?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

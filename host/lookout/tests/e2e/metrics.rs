@@ -2,24 +2,13 @@
 //! on each, `promtool check metrics` silent, groups that can be turned off, and a real
 //! Prometheus server scraping the host and answering a PromQL query with the exact count.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lookout_testkit::{Host, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{LOOKOUT, default_host};
-
-async fn execute(host: &Host, body: Value) -> u16 {
-    host.http
-        .post(host.url("/api/v1/pools/demo/execute"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use crate::{LOOKOUT, Prometheus, default_host};
 
 async fn metrics_text(host: &Host) -> String {
     host.http
@@ -35,7 +24,7 @@ async fn metrics_text(host: &Host) -> String {
 /// Waits until the demo pool answers.
 async fn demo_up(host: &Host) {
     eventually("the demo pool up", Duration::from_secs(20), || async {
-        (execute(host, json!({"command": "echo"})).await == 200).then_some(())
+        (host.execute("demo", &json!({"command": "echo"})).await == 200).then_some(())
     })
     .await;
 }
@@ -54,11 +43,15 @@ async fn every_family_is_present_with_help_and_promtool_is_silent() {
     // A live-stream client: a bus consumer, so its counters exist too.
     let _stream = lookout_testkit::LiveStream::open(&host, "").await.unwrap();
     demo_up(&host).await;
-    assert_eq!(execute(&host, json!({"command": "fail"})).await, 500);
-    assert_eq!(execute(&host, json!({"command": "nope"})).await, 500);
-    assert_eq!(execute(&host, json!({"command": "crash"})).await, 502);
+    assert_eq!(host.execute("demo", &json!({"command": "fail"})).await, 500);
+    assert_eq!(host.execute("demo", &json!({"command": "nope"})).await, 500);
     assert_eq!(
-        execute(&host, json!({"command": "count", "session_id": "m-1"})).await,
+        host.execute("demo", &json!({"command": "crash"})).await,
+        502
+    );
+    assert_eq!(
+        host.execute("demo", &json!({"command": "count", "session_id": "m-1"}))
+            .await,
         200
     );
     let ingest = host
@@ -268,29 +261,11 @@ async fn a_real_prometheus_scrapes_and_counts_the_requests() {
         ),
     )
     .unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus runs (Debian's prometheus package)"),
-    );
+    let prometheus = Prometheus::start(&dir);
     for i in 0..7 {
         assert_eq!(
-            execute(&host, json!({"command": "echo", "args": i})).await,
+            host.execute("demo", &json!({"command": "echo", "args": i}))
+                .await,
             200
         );
     }
@@ -300,32 +275,16 @@ async fn a_real_prometheus_scrapes_and_counts_the_requests() {
         &[("pool", "demo"), ("command", "echo"), ("status", "ok")],
     );
     assert!(counted >= 8.0, "{counted}");
-    let query = format!(
-        "http://127.0.0.1:{port}/api/v1/query?query=sum(lookout_requests_total%7Bpool%3D%22demo%22%2Ccommand%3D%22echo%22%2Cstatus%3D%22ok%22%7D)"
-    );
-    let client = reqwest::Client::new();
     let value = eventually(
         "Prometheus to have scraped the count",
         Duration::from_secs(60),
         || async {
-            let body: Value = client.get(&query).send().await.ok()?.json().await.ok()?;
-            let value: f64 = body["data"]["result"][0]["value"][1]
-                .as_str()?
-                .parse()
-                .ok()?;
+            let value = prometheus
+                .value(r#"sum(lookout_requests_total{pool="demo",command="echo",status="ok"})"#)
+                .await?;
             (value == counted).then_some(value)
         },
     )
     .await;
     assert_eq!(value, counted);
-}
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

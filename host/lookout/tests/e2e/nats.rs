@@ -3,14 +3,13 @@
 //! origin, never looping back; counts reconcile; a broker outage under load is buffered,
 //! counted and resumed; the wire never carries a secret; TLS and token auth work.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lookout_testkit::{Host, LiveStream, Metrics, artifacts_dir, eventually};
+use lookout_testkit::{Host, LiveStream, Metrics, artifacts_dir, eventually, free_port};
 use serde_json::{Value, json};
 
 use crate::LOOKOUT;
@@ -24,16 +23,8 @@ struct NatsServer {
     args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl NatsServer {
-    fn start(port: u16, args: &[String]) -> NatsServer {
+    async fn start(port: u16, args: &[String]) -> NatsServer {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
@@ -41,20 +32,19 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server runs (Debian's nats-server package; `cargo xtask setup`)");
-        let deadline =
-            std::time::Instant::now() + lookout_testkit::patience(Duration::from_secs(10));
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NatsServer {
+        let server = NatsServer {
             child,
             port,
             args: args.to_vec(),
-        }
+        };
+        eventually("nats-server listening", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
+        server
     }
 
     fn kill(&mut self) {
@@ -62,9 +52,9 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
-    fn restart(&mut self) {
+    async fn restart(&mut self) {
         self.kill();
-        *self = NatsServer::start(self.port, &self.args.clone());
+        *self = NatsServer::start(self.port, &self.args.clone()).await;
     }
 }
 
@@ -133,16 +123,9 @@ async fn post(host: &Host, kind: &str, n: usize, from: usize) -> u64 {
                    "fields": {"i": i, "user": "bob", "password": SECRET, "note": format!("token={SECRET}")}})
         })
         .collect();
-    let response = host
-        .http
-        .post(host.url("/api/v1/events"))
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    body["accepted"].as_u64().unwrap()
+    host.post_events(&Value::Array(events)).await["accepted"]
+        .as_u64()
+        .unwrap()
 }
 
 fn count(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -188,7 +171,7 @@ async fn wire_tap(port: u16) -> Arc<Mutex<Vec<(String, String)>>> {
 /// carries the secret; every count reconciles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_hosts_sanitized_with_their_origin_and_counts_reconcile() {
-    let server = NatsServer::start(free_port(), &[]);
+    let server = NatsServer::start(free_port(), &[]).await;
     let url = format!("urls = [\"nats://127.0.0.1:{}\"]", server.port);
     let both = format!("{url}\n[nats.source]\nenabled = true\n");
     let a = host_with("host-a", &both);
@@ -304,7 +287,7 @@ async fn events_cross_hosts_sanitized_with_their_origin_and_counts_reconcile() {
 /// what it held and the stream resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_buffered_counted_and_resumed() {
-    let mut server = NatsServer::start(free_port(), &[]);
+    let mut server = NatsServer::start(free_port(), &[]).await;
     let url = format!("urls = [\"nats://127.0.0.1:{}\"]", server.port);
     let a = host_with(
         "host-a",
@@ -364,7 +347,7 @@ async fn a_broker_outage_is_buffered_counted_and_resumed() {
             .is_success()
     );
 
-    server.restart();
+    server.restart().await;
     all_connected(&[&a, &c]).await;
     let after = eventually("A's buffer published", Duration::from_secs(30), || async {
         let m = a.metrics().await;
@@ -418,7 +401,8 @@ async fn tls_and_token_auth() {
             "--auth".into(),
             token.into(),
         ],
-    );
+    )
+    .await;
     let common = |token: &str| {
         format!(
             "urls = [\"tls://127.0.0.1:{}\"]\n[nats.tls]\nrequired = true\nca_file = \"{}\"\n[nats.auth]\ntoken = \"{token}\"\n",
@@ -522,7 +506,8 @@ async fn user_and_password_auth() {
             "--pass".into(),
             "pw-0123456789".into(),
         ],
-    );
+    )
+    .await;
     let with = |password: &str| {
         format!(
             "urls = [\"nats://127.0.0.1:{}\"]\n[nats.auth]\nuser = \"lookout\"\npassword = \"{password}\"\n",

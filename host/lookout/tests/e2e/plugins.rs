@@ -43,14 +43,8 @@ pub(crate) async fn put_plugin(
 }
 
 async fn publish_note(host: &Host, note: &str) {
-    let response = host
-        .http
-        .post(host.url("/api/v1/events"))
-        .json(&json!([{ "kind": "audit.note", "fields": { "user": "bob", "note": note } }]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    host.post_events(&json!([{ "kind": "audit.note", "fields": { "user": "bob", "note": note } }]))
+        .await;
 }
 
 /// Swapping in the allow-list policy changes what the stream shows at once; a bad upload is
@@ -267,14 +261,7 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         .iter()
         .map(|(ok, ms)| json!({"kind": "request.completed", "fields": {"command": "render", "success": ok, "duration_ms": ms, "password": "hunter2"}}))
         .collect();
-    let response = host
-        .http
-        .post(host.url("/api/v1/events"))
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    host.post_events(&Value::Array(events)).await;
 
     lookout_testkit::eventually(
         "the slo plugin's series on /metrics",
