@@ -14,6 +14,7 @@ const PLUGINS: &[&str] = &[
     "error_counter",
     "slo",
     "misbehave",
+    "flaky",
 ];
 
 fn main() {

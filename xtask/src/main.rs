@@ -13,6 +13,15 @@
 //!   one after the other; prints their tables, then one summary table side by side (also
 //!   written to `target/bench-summary.md`).
 //! - `load [--secs N]`: the load test alone, in release, for N seconds (default 60).
+//! - `soak [--secs N]`: the soak test under faults (worker kills, sanitizer swaps, a
+//!   trapping consumer, config changes, a slow stream client), in release, N seconds.
+//! - `fuzz [--secs N] [TARGET…]`: the fuzz targets of `tests/fuzz`, N seconds each
+//!   (default 300); `test` runs each for 15 s.
+//! - `audit`: cargo-deny over every lock file, RustSec advisories included (needs
+//!   github.com; `test` runs the license, ban and source checks, which do not).
+
+mod deny;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,20 +43,39 @@ fn main() -> anyhow::Result<()> {
             args.get(1).map(String::as_str).unwrap_or(DEMO_LISTEN),
         ),
         Some("bench") => bench(&root),
-        Some("load") => {
+        Some(which @ ("load" | "soak")) => {
             let secs = match args.get(1).map(String::as_str) {
                 None => 60,
                 Some("--secs") => args
                     .get(2)
                     .and_then(|s| s.parse().ok())
                     .context("--secs takes a number of seconds")?,
-                Some(other) => bail!("unknown argument {other:?}: cargo xtask load [--secs N]"),
+                Some(other) => bail!("unknown argument {other:?}: cargo xtask {which} [--secs N]"),
             };
             setup(&root, false)?;
-            load(&root, secs, &mut Vec::new())
+            if which == "load" {
+                load(&root, secs, &mut Vec::new())
+            } else {
+                long_e2e(&root, "soak::", "LOOKOUT_SOAK_SECS", secs, &mut Vec::new())
+            }
+        }
+        Some("audit") => deny::deny(&root, true),
+        Some("fuzz") => {
+            let (secs, targets) = match args.get(1).map(String::as_str) {
+                Some("--secs") => (
+                    args.get(2)
+                        .and_then(|s| s.parse().ok())
+                        .context("--secs takes a number of seconds")?,
+                    &args[3..],
+                ),
+                _ => (300, &args[1..]),
+            };
+            fuzz::fuzz(&root, secs, targets)
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo [ADDR]|bench|load [--secs N]>");
+            eprintln!(
+                "usage: cargo xtask <setup|test|demo [ADDR]|bench|load [--secs N]|soak [--secs N]|fuzz [--secs N] [TARGET…]|audit>"
+            );
             std::process::exit(2);
         }
     }
@@ -211,9 +239,12 @@ fn test(root: &Path) -> anyhow::Result<()> {
         root.join("plugins"),
         root.join("dashboard"),
         template.clone(),
+        root.join("tests/fuzz"),
     ] {
         run(cargo().current_dir(&dir).args(["fmt", "--all", "--check"]))?;
     }
+    // The dependency policy over every lock file (deny.toml).
+    deny::deny(root, false)?;
     run(cargo().current_dir(root).args([
         "clippy",
         "--workspace",
@@ -253,6 +284,8 @@ fn test(root: &Path) -> anyhow::Result<()> {
         .arg(target.join("wasm-build/wasm32-wasip2/release/my_plugin.wasm"))
         .arg("--manifest")
         .arg(template.join("plugin.toml")))?;
+    // What lookout reads from outside, under libFuzzer: a short run of each target.
+    fuzz::fuzz(root, 15, &[])?;
     eprintln!("xtask: every test passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -323,6 +356,17 @@ fn bench(root: &Path) -> anyhow::Result<()> {
 
 /// The load test (host/lookout/tests/e2e/load.rs) against a release build, for `secs`.
 fn load(root: &Path, secs: u64, summary: &mut Vec<String>) -> anyhow::Result<()> {
+    long_e2e(root, "load::", "LOOKOUT_LOAD_SECS", secs, summary)
+}
+
+/// The e2e tests matching `filter`, in release, told by `env` to run for `secs` seconds.
+fn long_e2e(
+    root: &Path,
+    filter: &str,
+    env: &str,
+    secs: u64,
+    summary: &mut Vec<String>,
+) -> anyhow::Result<()> {
     run_collecting(
         cargo()
             .current_dir(root)
@@ -333,11 +377,11 @@ fn load(root: &Path, secs: u64, summary: &mut Vec<String>) -> anyhow::Result<()>
                 "lookout",
                 "--test",
                 "e2e",
-                "load::",
+                filter,
                 "--",
                 "--nocapture",
             ])
-            .env("LOOKOUT_LOAD_SECS", secs.to_string()),
+            .env(env, secs.to_string()),
         summary,
     )
 }

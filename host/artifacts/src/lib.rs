@@ -37,6 +37,9 @@ pub mod plugins {
 
     /// `misbehave`, a sanitizer that traps, loops or eats memory on request (tests only).
     pub const MISBEHAVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehave.wasm"));
+
+    /// `flaky`, a consumer that traps on batches holding a given kind (tests only).
+    pub const FLAKY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flaky.wasm"));
 }
 
 /// The dashboard's files, served by the host; each also gzipped (`*_GZ`, best compression,

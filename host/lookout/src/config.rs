@@ -64,6 +64,9 @@ pub struct PluginsConfig {
     /// Plugins turned off by name: removed if running, not loaded from the folder or the API
     /// until taken off this list (changeable while running). Not the sanitizer.
     pub disabled: Vec<String>,
+    /// Keep the plugins installed through the API (and the version before each) here, so a
+    /// restart brings them back; without it they last until the host stops.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -73,6 +76,7 @@ impl Default for PluginsConfig {
             cache_dir: None,
             dir: None,
             disabled: Vec::new(),
+            state_dir: None,
         }
     }
 }

@@ -82,6 +82,7 @@ const AT_START: &[&str] = &[
     "plugins.cache",
     "plugins.cache_dir",
     "plugins.dir",
+    "plugins.state_dir",
     "log.format",
     "nats",
 ];
@@ -301,6 +302,14 @@ impl LiveConfig {
                         .install(manifest, &wasm, &format!("config:{source}"))
                         .map_err(|e| vec![invalid("sanitizer", e.to_string())])
                 });
+            if loaded.is_ok()
+                && let Some(store) = self.plugins.store()
+                && let Err(e) = store.forget(lookout_wasm::World::Sanitizer, "")
+            {
+                // The configuration now names the sanitizer; one the API pushed before is
+                // superseded.
+                tracing::warn!(target: "lookout::plugin", error = %e, "cannot drop the API-pushed sanitizer kept on disk; it may come back at the next start");
+            }
             if let Err(problems) = loaded {
                 if let Some((old_off, removed)) = undo_plugins {
                     // Back as they were: the turned-on removed again, the turned-off reloaded.

@@ -3,12 +3,6 @@
 //! `lookout serve` with no flags and no files runs a working host: the embedded default
 //! config, the embedded `redact` sanitizer and the embedded dashboard.
 
-mod config;
-mod live;
-mod logging;
-mod plugin_cli;
-mod watch;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +14,8 @@ use lookout_server::{AppState, DashboardAssets};
 use lookout_wasm::{PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
-use crate::config::Config;
+use lookout::config::Config;
+use lookout::{live, logging, plugin_cli, watch};
 
 #[derive(Parser)]
 #[command(
@@ -256,8 +251,25 @@ async fn serve(
         .map(|file| watch::ConfigFile::start(live.clone(), file))
         .transpose()?;
     let (manifest, wasm) = config.sanitizer()?;
-    let sanitizer_name = manifest.name.clone();
     plugins.install(manifest, &wasm, "startup")?;
+    // What the API installed before the restart, from now on kept for the next one.
+    if let Some(dir) = &config.plugins.state_dir {
+        let store = lookout_wasm::PluginStore::open(dir)
+            .with_context(|| format!("plugins.state_dir: cannot use {}", dir.display()))?;
+        lookout::kept::restore(
+            &plugins,
+            &store,
+            plugin_dir.as_deref(),
+            config_file.as_deref(),
+        );
+        plugins.keep_in(store);
+    }
+    let sanitizer_name = plugins
+        .list()
+        .into_iter()
+        .find(|p| p.world == lookout_wasm::World::Sanitizer)
+        .map(|p| p.name)
+        .unwrap_or_default();
 
     let dashboard = lookout_artifacts::BUILT.then_some(DashboardAssets {
         index_html: lookout_artifacts::dashboard::INDEX_HTML,

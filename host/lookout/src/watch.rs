@@ -134,6 +134,7 @@ impl PluginDir {
                     if wasm.exists() && manifest.exists() {
                         match install(&plugins, &dir, &stem, "watch") {
                             Ok(Some(name)) => {
+                                forget_kept(&plugins, &name);
                                 loaded.lock().insert(stem, name);
                             }
                             Ok(None) => {}
@@ -157,6 +158,15 @@ impl PluginDir {
             loaded,
             _watcher: watcher,
         })
+    }
+
+    /// When the folder's files of plugin `name` last changed, if the folder loaded it.
+    pub fn changed_at(&self, name: &str) -> Option<std::time::SystemTime> {
+        let loaded = self.loaded.lock();
+        let stem = loaded.iter().find(|(_, n)| *n == name)?.0;
+        let (wasm, manifest) = pair(&self.dir, stem);
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        modified(&wasm).into_iter().chain(modified(&manifest)).max()
     }
 
     /// Loads the folder's plugins named in `names` (just turned on again). On an error the
@@ -190,6 +200,17 @@ impl PluginDir {
                 Err(e)
             }
         }
+    }
+}
+
+/// The folder installed `name` while running: a version the API pushed before is
+/// superseded, and not restored at the next start.
+fn forget_kept(plugins: &PluginRegistry, name: &str) {
+    let (Some(store), Some(world)) = (plugins.store(), plugins.world_of(name)) else {
+        return;
+    };
+    if let Err(e) = store.forget(world, name) {
+        tracing::warn!(target: "lookout::plugin", plugin = %name, error = %e, "cannot drop the API-pushed version kept for this plugin; it may come back at the next start");
     }
 }
 

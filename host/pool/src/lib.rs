@@ -25,7 +25,7 @@ pub use pool::{
     CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, MAX_WINDOW, Pool, PoolSnapshot,
     SessionInfo, WindowStats, WorkerSnapshot, WorkerState, args_fields,
 };
-pub use protocol::PROTOCOL;
+pub use protocol::{PROTOCOL, read_worker_stdout};
 
 /// Every pool of a host, by name. Pools can be added and removed while the host runs.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::config::PoolConfig;
-use crate::protocol::{MAX_LINE, PROTOCOL, Ready, Reply, Request, SessionEnd};
+use crate::protocol::{self, Reply, Request, SessionEnd, cut, next_line};
 
 /// Lines of a worker's stderr kept for crash reports.
 const STDERR_TAIL: usize = 20;
@@ -149,12 +149,7 @@ impl Process {
             }
         };
         let ready = match line {
-            Ok(Some(line)) => serde_json::from_str::<Ready>(&line)
-                .ok()
-                .filter(|r| r.kind == "ready")
-                .ok_or_else(|| {
-                    format!("its first line is not a ready message: {}", cut(&line, 200))
-                }),
+            Ok(Some(line)) => protocol::ready(&line),
             Ok(None) => Err("closed stdout before it was ready".to_string()),
             Err(e) => Err(format!("unreadable ready line: {e}")),
         };
@@ -165,16 +160,6 @@ impl Process {
                 return Err(fail(reason, &tail));
             }
         };
-        if ready.protocol.is_some_and(|p| p != PROTOCOL) {
-            let _ = child.start_kill();
-            return Err(fail(
-                format!(
-                    "speaks protocol {:?}; lookout speaks {PROTOCOL}",
-                    ready.protocol
-                ),
-                &tail,
-            ));
-        }
         tracing::debug!(target: "lookout::pool", pool = %config.name, worker = %id, pid, python = ?ready.python, "worker ready");
         Ok(Process {
             id,
@@ -238,15 +223,11 @@ impl Process {
         tokio::select! {
             biased;
             line = next_line(&mut self.stdout) => match line {
-                Ok(Some(line)) => match serde_json::from_str::<Reply>(&line) {
-                    Ok(reply) if reply.id == Some(id) => Ran::Replied(reply),
-                    Ok(reply) => {
+                Ok(Some(line)) => match protocol::reply(&line, id) {
+                    Ok(reply) => Ran::Replied(reply),
+                    Err(reason) => {
                         self.kill().await;
-                        Ran::Protocol(format!("replied to request {:?} while request {id} was running", reply.id))
-                    }
-                    Err(e) => {
-                        self.kill().await;
-                        Ran::Protocol(format!("wrote a line that is not a reply ({e}): {}", cut(&line, 200)))
+                        Ran::Protocol(reason)
                     }
                 },
                 Ok(None) => Ran::Crashed(self.exited("closed stdout").await),
@@ -349,54 +330,6 @@ pub(crate) fn describe_exit(status: Option<ExitStatus>) -> String {
         },
         None => "ended (status unknown)".to_string(),
     }
-}
-
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// One line from a worker's stdout, at most [`MAX_LINE`] bytes; `None` at EOF.
-async fn next_line(reader: &mut BufReader<ChildStdout>) -> std::io::Result<Option<String>> {
-    let mut line = Vec::new();
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return if line.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::Error::other(
-                    "stdout closed in the middle of a line",
-                ))
-            };
-        }
-        match available.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&available[..i]);
-                reader.consume(i + 1);
-                break;
-            }
-            None => {
-                let n = available.len();
-                line.extend_from_slice(available);
-                reader.consume(n);
-            }
-        }
-        if line.len() > MAX_LINE {
-            return Err(std::io::Error::other(format!(
-                "a line longer than {MAX_LINE} bytes"
-            )));
-        }
-    }
-    String::from_utf8(line)
-        .map(Some)
-        .map_err(|_| std::io::Error::other("a line that is not UTF-8"))
 }
 
 /// Reads a worker's stderr. Lines written together (arriving within `STDERR_RECORD_GAP` of

@@ -147,7 +147,8 @@ pub(crate) async fn put_plugin(
             "the upload needs two parts: `manifest` (TOML) and `wasm`",
         ));
     };
-    let manifest = Manifest::parse(&manifest)?;
+    let manifest_text = manifest;
+    let manifest = Manifest::parse(&manifest_text)?;
     if manifest.name != name {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -159,8 +160,20 @@ pub(crate) async fn put_plugin(
     }
     // Compiling and running fixtures takes tens of milliseconds: off the async workers.
     let plugins = state.plugins.clone();
-    let info = tokio::task::spawn_blocking(move || plugins.install(manifest, &wasm, "api"))
-        .await
+    let info = tokio::task::spawn_blocking(move || {
+        let info = plugins.install(manifest, &wasm, "api")?;
+        if let Some(store) = plugins.store() {
+            let kept = Manifest::parse(&manifest_text)
+                .map_err(std::io::Error::other)
+                .and_then(|manifest| store.keep(&manifest, &manifest_text, &wasm));
+            if let Err(e) = kept {
+                // Running, but not kept: say so loudly (it will not survive a restart).
+                tracing::error!(target: "lookout::plugin", plugin = %info.name, dir = %store.dir().display(), error = %e, "plugin installed but not kept on disk; it will not come back after a restart");
+            }
+        }
+        Ok::<_, lookout_wasm::Error>(info)
+    })
+    .await
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,14 +187,26 @@ pub(crate) async fn rollback_plugin(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.plugins.rollback(&name, "api")?))
+    let info = state.plugins.rollback(&name, "api")?;
+    if let Some(store) = state.plugins.store()
+        && let Err(e) = store.swap(info.world, &name)
+    {
+        tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "rolled back, but the versions kept on disk were not swapped; the next start restores the other one");
+    }
+    Ok(Json(info))
 }
 
 pub(crate) async fn delete_plugin(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let world = state.plugins.world_of(&name);
     state.plugins.remove(&name, "api")?;
+    if let (Some(store), Some(world)) = (state.plugins.store(), world)
+        && let Err(e) = store.forget(world, &name)
+    {
+        tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "removed, but its kept versions could not be deleted; it may come back at the next start");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -50,7 +50,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-pub use ingest::{IngestError, Location, MAX_EVENTS_PER_REQUEST, parse_body};
+pub use ingest::{
+    IngestError, Location, MAX_EVENTS_PER_REQUEST, MAX_FIELDS, MAX_KEY_LEN, parse_body,
+};
 
 /// Default largest accepted ingest body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;

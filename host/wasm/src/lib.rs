@@ -14,6 +14,7 @@ mod registry;
 mod runner;
 mod runtime;
 mod sanitizer;
+mod store;
 
 pub use breaker::{BreakerStatus, QuarantinePolicy};
 pub use custom_metrics::{
@@ -28,3 +29,4 @@ pub use runtime::{
     WIT_VERSION,
 };
 pub use sanitizer::{PluginConfig, WasmSanitizer};
+pub use store::{KeptSlot, KeptVersion, PluginStore};

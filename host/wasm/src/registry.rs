@@ -31,6 +31,7 @@ use crate::manifest::{Manifest, World};
 use crate::runner::{PluginConsumer, Runner};
 use crate::runtime::{Limits, PluginCounters, Runtime};
 use crate::sanitizer::WasmSanitizer;
+use crate::store::PluginStore;
 
 /// Swap attempts remembered for `history`.
 const HISTORY_LEN: usize = 100;
@@ -181,6 +182,8 @@ pub struct PluginRegistry {
     swaps: IntCounterVec,
     info: IntGaugeVec,
     rejections: RejectionCounters,
+    /// Where what the API installs is kept across restarts (`plugins.state_dir`), if anywhere.
+    store: std::sync::OnceLock<PluginStore>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -189,13 +192,13 @@ impl std::fmt::Debug for PluginRegistry {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -270,7 +273,34 @@ impl PluginRegistry {
             swaps,
             info,
             rejections,
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps what the API installs in `store` from now on (set once, at start).
+    pub fn keep_in(&self, store: PluginStore) {
+        let _ = self.store.set(store);
+    }
+
+    /// The store of API-installed plugins, if there is one.
+    pub fn store(&self) -> Option<&PluginStore> {
+        self.store.get()
+    }
+
+    /// The world of the running plugin `name` (the sanitizer's, if it is the sanitizer).
+    pub fn world_of(&self, name: &str) -> Option<World> {
+        let state = self.state.lock();
+        if state
+            .sanitizer
+            .as_ref()
+            .is_some_and(|s| s.current.manifest.name == name)
+        {
+            return Some(World::Sanitizer);
+        }
+        state
+            .runners
+            .get(name)
+            .map(|r| r.slot.current.manifest.world)
     }
 
     /// Loads a plugin and, if every check passes, makes it current. On error nothing changes.

@@ -327,8 +327,10 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
     }
 }
 
-/// A plugin that tries to read a file, the environment or open a socket gets nothing: the
-/// sandbox has no preopened directories, no environment or args, and no network.
+/// A plugin that tries to read a file, list a directory, read the environment, open a TCP
+/// or UDP socket or resolve a name gets nothing: the sandbox has no preopened directories,
+/// no environment or args, and no network. The wall clock it may read (docs/security.md) is
+/// the real one.
 #[test]
 fn sandbox_denies_files_environment_and_network() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
@@ -346,9 +348,32 @@ fn sandbox_denies_files_environment_and_network() {
             Event::new("test.file").field("probe", ""),
             Event::new("test.env").field("probe", ""),
             Event::new("test.socket").field("probe", ""),
+            Event::new("test.udp").field("probe", ""),
+            Event::new("test.dns").field("probe", ""),
+            Event::new("test.dir").field("probe", ""),
+            Event::new("test.clock").field("probe", ""),
         ],
     );
-    for e in &out {
+    assert_eq!(out.len(), 7);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (clock, out) = out.split_last().unwrap();
+    match clock.get("probe") {
+        Some(FieldValue::Str(p)) => {
+            let secs: u64 = p
+                .strip_prefix("clock: ")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("clock probe: {p}"));
+            assert!(
+                secs.abs_diff(now) <= 5,
+                "the plugin's clock says {secs}, the host's {now}"
+            );
+        }
+        other => panic!("no clock probe result: {other:?}"),
+    }
+    for e in out {
         match e.get("probe") {
             Some(FieldValue::Str(p)) => assert!(p.starts_with("denied"), "{}: {p}", e.kind),
             other => panic!("{}: no probe result: {other:?}", e.kind),

@@ -2,9 +2,10 @@
 //! policy with a real component. The kind of any event in the batch picks the behaviour:
 //! `test.trap` panics (a trap), `test.loop` spins forever (stopped by the epoch deadline),
 //! `test.oom` allocates until the memory cap stops it, `test.stack` recurses until the stack
-//! overflows. `test.file`, `test.env` and `test.socket` try to escape the sandbox (read
-//! `/etc/passwd`, read the environment, open a TCP connection) and write what happened into the
-//! event's `probe` field (`denied: …` or `ESCAPED: …`). Any other batch passes through unchanged —
+//! overflows. `test.file`, `test.dir`, `test.env`, `test.socket`, `test.udp` and `test.dns` try
+//! to escape the sandbox (read `/etc/passwd`, list a directory, read the environment, open a
+//! TCP connection, bind a UDP socket, resolve a name) and write what happened into the event's
+//! `probe` field (`denied: …` or `ESCAPED: …`); `test.clock` writes the wall clock it reads. Any other batch passes through unchanged —
 //! which is exactly what a sanitizer must never do with secrets, so a leak in a test shows up
 //! at once.
 
@@ -34,6 +35,24 @@ fn probe(kind: &str) -> Option<String> {
         }
         "test.socket" => match std::net::TcpStream::connect("127.0.0.1:80") {
             Ok(_) => "ESCAPED: connected".to_string(),
+            Err(e) => format!("denied: {e}"),
+        },
+        "test.udp" => match std::net::UdpSocket::bind("0.0.0.0:0") {
+            Ok(_) => "ESCAPED: bound a UDP socket".to_string(),
+            Err(e) => format!("denied: {e}"),
+        },
+        "test.dns" => match std::net::ToSocketAddrs::to_socket_addrs("localhost:80") {
+            Ok(_) => "ESCAPED: resolved a name".to_string(),
+            Err(e) => format!("denied: {e}"),
+        },
+        "test.dir" => match std::fs::read_dir("/").or_else(|_| std::fs::read_dir(".")) {
+            Ok(_) => "ESCAPED: listed a directory".to_string(),
+            Err(e) => format!("denied: {e}"),
+        },
+        // Documented as available (docs/security.md): the wall clock, so the host can
+        // check it is the real one.
+        "test.clock" => match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => format!("clock: {}", since.as_secs()),
             Err(e) => format!("denied: {e}"),
         },
         _ => return None,

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::LOOKOUT;
 
-const SECRET: &str = "hunter2-load-Zq9x";
+pub(crate) const SECRET: &str = "hunter2-load-Zq9x";
 const INGEST_TASKS: usize = 2;
 const EXECUTE_TASKS: usize = 6;
 const EVENTS_PER_POST: usize = 200;
@@ -86,21 +86,21 @@ queue_limit = 2
 
 /// What the clients saw.
 #[derive(Default)]
-struct Seen {
-    posts: AtomicU64,
-    accepted: AtomicU64,
-    dropped: AtomicU64,
-    executes: AtomicU64,
-    ok: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    streamed: AtomicU64,
+pub(crate) struct Seen {
+    pub(crate) posts: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) executes: AtomicU64,
+    pub(crate) ok: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) streamed: AtomicU64,
     /// Anything else: an unexpected status, a transport error, a leaked secret.
-    problems: std::sync::Mutex<Vec<String>>,
+    pub(crate) problems: std::sync::Mutex<Vec<String>>,
 }
 
 impl Seen {
-    fn problem(&self, what: String) {
+    pub(crate) fn problem(&self, what: String) {
         let mut problems = self.problems.lock().unwrap();
         if problems.len() < 20 {
             problems.push(what);
@@ -128,7 +128,7 @@ fn ingest_body(round: u64) -> Value {
     Value::Array(events)
 }
 
-async fn ingest(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
+pub(crate) async fn ingest(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
     let mut round = task << 32;
     while Instant::now() < until {
         round += 1;
@@ -203,7 +203,7 @@ async fn execute(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
 }
 
 /// Reads the live stream as fast as it can, checking every event for the secret.
-async fn watch_stream(mut stream: LiveStream, seen: Arc<Seen>) {
+pub(crate) async fn watch_stream(mut stream: LiveStream, seen: Arc<Seen>) {
     while let Some(event) = stream.next().await {
         seen.streamed.fetch_add(1, Ordering::Relaxed);
         if event.to_string().contains(SECRET) {
@@ -212,7 +212,7 @@ async fn watch_stream(mut stream: LiveStream, seen: Arc<Seen>) {
     }
 }
 
-fn by_label(metrics: &Metrics, name: &str, label: &str) -> BTreeMap<String, f64> {
+pub(crate) fn by_label(metrics: &Metrics, name: &str, label: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for s in metrics.samples.iter().filter(|s| s.name == name) {
         if let Some((_, v)) = s.labels.iter().find(|(k, _)| k == label) {
@@ -224,7 +224,7 @@ fn by_label(metrics: &Metrics, name: &str, label: &str) -> BTreeMap<String, f64>
 
 /// `/metrics` once the host is at rest: nothing waiting anywhere, every published event has
 /// its outcome, and two reads in a row agree.
-async fn at_rest(host: &Host, timeout: Duration) -> Metrics {
+pub(crate) async fn at_rest(host: &Host, timeout: Duration) -> Metrics {
     let last = std::sync::Mutex::new(None::<f64>);
     eventually(
         "the host at rest (queues empty, counts settled)",
@@ -245,7 +245,7 @@ async fn at_rest(host: &Host, timeout: Duration) -> Metrics {
     .await
 }
 
-fn delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
+pub(crate) fn delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
     (after.sum(name, labels) - before.sum(name, labels)) as u64
 }
 

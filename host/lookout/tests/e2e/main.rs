@@ -13,6 +13,8 @@ mod metrics;
 mod nats;
 mod plugins;
 mod pools;
+mod security;
+mod soak;
 
 use lookout_testkit::Host;
 

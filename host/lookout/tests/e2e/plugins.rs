@@ -435,3 +435,130 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
     )
     .await;
 }
+
+/// The running plugins as (name, author version).
+async fn running_versions(host: &Host) -> Vec<(String, String)> {
+    let list = plugin_list(host).await;
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["author_version"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pair(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `plugins.state_dir`: what the API installed comes back after a restart — each plugin's
+/// last version and the one before it (a rollback after the restart still works), the
+/// sanitizer pushed over the configured one; a damaged kept file is reported and the last
+/// good version runs; a plugin removed through the API stays removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_installed_through_the_api_survive_a_restart() {
+    use lookout_artifacts::plugins::{ALLOWLIST, DIGEST};
+    let dir = lookout_testkit::artifacts_dir().join("plugin-state");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let config = dir.join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!("[plugins]\nstate_dir = {:?}\n", state.to_str().unwrap()),
+    )
+    .unwrap();
+    let start = || Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
+    let digest = |version: &str| {
+        format!("name = \"digest\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
+    };
+
+    let mut host = start();
+    for version in ["1.0.0", "2.0.0"] {
+        let r = put_plugin(&host, "digest", &digest(version), DIGEST).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let r = put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let before = running_versions(&host).await;
+    assert_eq!(before, pair(&[("allowlist", "1.0.0"), ("digest", "2.0.0")]));
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+
+    // Back after the restart, and the version before is the rollback target again.
+    let mut host = start();
+    assert_eq!(running_versions(&host).await, before);
+    let logs = host.logs().join("\n");
+    assert!(
+        logs.contains("\"sanitizer\":\"allowlist\""),
+        "the start line names the restored sanitizer: {logs}"
+    );
+    let r = host
+        .http
+        .post(host.url("/api/v1/plugins/digest/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("allowlist", "1.0.0"), ("digest", "1.0.0")])
+    );
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+
+    // The rollback was kept: 1.0.0 is current on disk. Damage it: 2.0.0, the last good
+    // version kept, runs instead, and the damage is reported by file.
+    let current = state.join("plugins/digest/current.wasm");
+    let mut bytes = std::fs::read(&current).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&current, bytes).unwrap();
+    let mut host = start();
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("allowlist", "1.0.0"), ("digest", "2.0.0")])
+    );
+    let logs = host.logs().join("\n");
+    assert!(
+        logs.contains("a kept plugin version is damaged and skipped")
+            && logs.contains("current.wasm does not match its checksum"),
+        "the damage is reported: {logs}"
+    );
+
+    // Removed through the API: gone after the next restart too.
+    let r = host
+        .http
+        .delete(host.url("/api/v1/plugins/digest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    let host = start();
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("allowlist", "1.0.0")])
+    );
+
+    // A state folder that cannot be used stops the start, naming the setting.
+    std::fs::write(dir.join("not-a-dir"), b"").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\nstate_dir = {:?}\n",
+            dir.join("not-a-dir/state").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    drop(host);
+    let Err(err) = Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]) else {
+        panic!("a host started with an unusable plugins.state_dir");
+    };
+    assert!(format!("{err:#}").contains("plugins.state_dir"), "{err:#}");
+}

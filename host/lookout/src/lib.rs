@@ -1,0 +1,10 @@
+//! The parts of the `lookout` binary (`src/main.rs` wires them): configuration, the live
+//! configuration path, logging, the plugin and config folders, the plugin CLI. A library so
+//! the fuzz targets (`tests/fuzz`) can reach the config parser; not an API of its own.
+
+pub mod config;
+pub mod kept;
+pub mod live;
+pub mod logging;
+pub mod plugin_cli;
+pub mod watch;

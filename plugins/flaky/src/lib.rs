@@ -1,0 +1,56 @@
+//! `flaky` (tests only): a consumer that traps — panics, which the host sees as a trap and
+//! answers with a fresh instance — on any batch holding an event of kind `trap_on` (default
+//! `soak.trap`), and otherwise counts what it is given and reports the count on stderr every
+//! `every` events (default 10000). The soak test uses it to show that a consumer's traps
+//! cost only that consumer's deliveries.
+
+use std::cell::Cell;
+
+use lookout_plugin_sdk::consumer::Guest;
+use lookout_plugin_sdk::{Batch, Config, config_value, reject_unknown_keys};
+
+thread_local! {
+    static TRAP_ON: std::cell::RefCell<String> = std::cell::RefCell::new("soak.trap".into());
+    static EVERY: Cell<u64> = const { Cell::new(10_000) };
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Flaky;
+
+impl Guest for Flaky {
+    fn init(config: Config) -> Result<(), String> {
+        reject_unknown_keys(&config, &["trap_on", "every"])?;
+        if let Some(kind) = config_value(&config, "trap_on") {
+            TRAP_ON.with(|t| *t.borrow_mut() = kind.to_string());
+        }
+        if let Some(every) = config_value(&config, "every") {
+            let every = every.parse::<u64>().ok().filter(|n| *n > 0).ok_or(format!(
+                "config `every`: `{every}` is not a positive integer"
+            ))?;
+            EVERY.with(|e| e.set(every));
+        }
+        Ok(())
+    }
+
+    fn handle(batch: Batch) -> Result<(), String> {
+        let trap = TRAP_ON.with(|t| {
+            let t = t.borrow();
+            batch.events().any(|e| e.kind() == t.as_str())
+        });
+        if trap {
+            panic!("flaky: trapping on purpose");
+        }
+        for _ in batch.events() {
+            let seen = SEEN.with(|s| {
+                s.set(s.get() + 1);
+                s.get()
+            });
+            if seen % EVERY.with(Cell::get) == 0 {
+                eprintln!("flaky: {seen} events since the last trap");
+            }
+        }
+        Ok(())
+    }
+}
+
+lookout_plugin_sdk::consumer::export_consumer!(Flaky);
