@@ -562,3 +562,63 @@ async fn plugins_installed_through_the_api_survive_a_restart() {
     };
     assert!(format!("{err:#}").contains("plugins.state_dir"), "{err:#}");
 }
+
+/// Where the plugin folder and the kept state both name a plugin, the newer wins: a push
+/// after the folder's file was written survives a restart; a file written after the push
+/// (while the host was down) replaces the pushed version, and the kept one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newer_of_the_plugin_folder_and_a_push_wins_at_start() {
+    use lookout_artifacts::plugins::DIGEST;
+    let dir = lookout_testkit::artifacts_dir().join("plugin-state-newer");
+    let _ = std::fs::remove_dir_all(&dir);
+    let folder = dir.join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = dir.join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\nstate_dir = {:?}\ndir = {:?}\n",
+            dir.join("state").to_str().unwrap(),
+            folder.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let digest = |version: &str| {
+        format!("name = \"digest\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
+    };
+    let write_folder = |version: &str| {
+        std::fs::write(folder.join("digest.toml"), digest(version)).unwrap();
+        std::fs::write(folder.join("digest.wasm"), DIGEST).unwrap();
+    };
+    let start = || Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
+    write_folder("1.0.0");
+
+    // Pushed after the folder's file: the push survives the restart.
+    let mut host = start();
+    let r = put_plugin(&host, "digest", &digest("2.0.0"), DIGEST).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    let mut host = start();
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("redact", ""), ("digest", "2.0.0")])
+    );
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+
+    // The folder's file written while the host was down: the folder wins.
+    write_folder("3.0.0");
+    let host = start();
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("redact", ""), ("digest", "3.0.0")])
+    );
+    let logs = host.logs().join("\n");
+    assert!(
+        logs.contains("the plugin folder changed after this plugin was pushed through the API"),
+        "{logs}"
+    );
+    assert!(
+        !dir.join("state/plugins/digest").exists(),
+        "the kept version is dropped"
+    );
+}
