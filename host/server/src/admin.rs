@@ -189,7 +189,7 @@ pub(crate) async fn rollback_plugin(
 ) -> Result<impl IntoResponse, ApiError> {
     let info = state.plugins.rollback(&name, "api")?;
     if let Some(store) = state.plugins.store()
-        && let Err(e) = store.swap(info.world, &name)
+        && let Err(e) = store.rolled_back(info.world, &name)
     {
         tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "rolled back, but the versions kept on disk were not swapped; the next start restores the other one");
     }

@@ -113,13 +113,15 @@ impl PluginStore {
         )
     }
 
-    /// A rollback: the previous version becomes current and the current one previous.
-    pub fn swap(&self, world: World, name: &str) -> std::io::Result<()> {
-        let _writing = self.writing.lock();
+    /// A rollback: the previous version becomes current and the current one previous. With
+    /// no previous version kept, what the host rolled back to came from the plugin folder or
+    /// the configuration, which bring it back themselves: the slot is forgotten.
+    pub fn rolled_back(&self, world: World, name: &str) -> std::io::Result<()> {
         let dir = self.slot_dir(world, name);
         if !dir.join("previous.json").exists() {
-            return Ok(());
+            return self.forget(world, name);
         }
+        let _writing = self.writing.lock();
         for part in PARTS {
             let current = dir.join(format!("current.{part}"));
             let previous = dir.join(format!("previous.{part}"));

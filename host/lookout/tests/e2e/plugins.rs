@@ -621,4 +621,22 @@ async fn the_newer_of_the_plugin_folder_and_a_push_wins_at_start() {
         !dir.join("state/plugins/digest").exists(),
         "the kept version is dropped"
     );
+
+    // Pushed, then rolled back to the folder's version: nothing of the push comes back.
+    let mut host = host;
+    let r = put_plugin(&host, "digest", &digest("4.0.0"), DIGEST).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = host
+        .http
+        .post(host.url("/api/v1/plugins/digest/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    let host = start();
+    assert_eq!(
+        running_versions(&host).await,
+        pair(&[("redact", ""), ("digest", "3.0.0")])
+    );
 }
