@@ -24,8 +24,19 @@ pub fn restore(
     config_file: Option<&Path>,
 ) {
     for slot in store.slots() {
+        // Named as the other version names it, if one reads back.
+        let plugin = slot
+            .current
+            .as_ref()
+            .or(slot.previous.as_ref())
+            .map_or(slot.slot.clone(), |v| v.manifest.name.clone());
         for problem in &slot.problems {
             tracing::error!(target: "lookout::plugin", slot = %slot.slot, dir = %store.dir().display(), problem = %problem, "a kept plugin version is damaged and skipped");
+            plugins.record_rejected(
+                &plugin,
+                "restored",
+                format!("kept version damaged: {problem}"),
+            );
         }
         let Some(last) = slot.current.as_ref().or(slot.previous.as_ref()) else {
             continue;

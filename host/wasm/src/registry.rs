@@ -100,7 +100,7 @@ pub struct SwapRecord {
     pub sha256: String,
     /// `installed`, `rolled_back`, `removed` or `rejected`.
     pub outcome: &'static str,
-    /// Where the request came from: `startup`, `api`, `cli`.
+    /// Where the request came from: `startup`, `api`, `watch`, `config:…`, `restored`.
     pub source: String,
     pub error: Option<String>,
 }
@@ -285,6 +285,22 @@ impl PluginRegistry {
     /// The store of API-installed plugins, if there is one.
     pub fn store(&self) -> Option<&PluginStore> {
         self.store.get()
+    }
+
+    /// Records a version refused before it reached `install` (a kept file that is damaged):
+    /// it shows in the swap history and `lookout_plugin_swaps_total{outcome="rejected"}` like
+    /// any refused swap.
+    pub fn record_rejected(&self, plugin: &str, source: &str, error: String) {
+        let record = SwapRecord {
+            at_ms: now_ms(),
+            plugin: plugin.into(),
+            version: None,
+            sha256: String::new(),
+            outcome: "rejected",
+            source: source.into(),
+            error: Some(error),
+        };
+        self.push_history(&mut self.state.lock(), record);
     }
 
     /// The world of the running plugin `name` (the sanitizer's, if it is the sanitizer).

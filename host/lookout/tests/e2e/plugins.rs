@@ -530,6 +530,18 @@ async fn plugins_installed_through_the_api_survive_a_restart() {
             && logs.contains("current.wasm does not match its checksum"),
         "the damage is reported: {logs}"
     );
+    let list = plugin_list(&host).await;
+    assert!(
+        list["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["plugin"] == "digest"
+                && h["outcome"] == "rejected"
+                && h["source"] == "restored"
+                && h["error"].as_str().unwrap_or("").contains("checksum")),
+        "the damage is in the swap history: {list}"
+    );
 
     // Removed through the API: gone after the next restart too.
     let r = host
