@@ -14,7 +14,14 @@ use anyhow::{Context, bail};
 use crate::{cargo, run, target_dir};
 
 /// Every target, in the order docs/security.md lists them.
-pub const TARGETS: &[&str] = &["ingest", "config", "manifest", "worker_stdout", "redact"];
+pub const TARGETS: &[&str] = &[
+    "ingest",
+    "config",
+    "manifest",
+    "worker_stdout",
+    "nats_wire",
+    "redact",
+];
 const CARGO_FUZZ: &str = "0.13.2";
 /// Longest input tried: bigger than any seed, far below the host's own limits' cost.
 const MAX_LEN: u32 = 65_536;
