@@ -3,7 +3,7 @@
 //!
 //! The corpora in the repo (`tests/fuzz/corpus/<target>`) seed a working corpus in
 //! `<target>/fuzz-corpus/<target>`, which grows from run to run; the repo's copy is
-//! refreshed by hand with `cargo fuzz cmin` after long runs (docs/security.md). A crash
+//! refreshed by hand after long runs (libFuzzer's `-set_cover_merge=1`; docs/security.md). A crash
 //! fails the run and leaves its input in `<target>/fuzz-artifacts/<target>/`.
 
 use std::path::Path;
