@@ -94,6 +94,8 @@ pub(crate) struct Seen {
     pub(crate) ok: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Execute answers 502/504: the worker died under the request (or was killed as hung).
+    pub(crate) crashed: AtomicU64,
     pub(crate) streamed: AtomicU64,
     /// Anything else: an unexpected status, a transport error, a leaked secret.
     pub(crate) problems: std::sync::Mutex<Vec<String>>,
@@ -161,19 +163,29 @@ pub(crate) async fn ingest(host: Arc<Host>, seen: Arc<Seen>, until: Instant, tas
     }
 }
 
-async fn execute(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
+/// An execute client on `pool` until `until`: one request in ten fails in the worker, with
+/// the secret in its arguments. What it was answered is counted in `seen`; anything but an
+/// answer a client of a busy, possibly crashing pool may get is a problem.
+pub(crate) async fn execute(
+    host: Arc<Host>,
+    seen: Arc<Seen>,
+    until: Instant,
+    task: u64,
+    pool: &'static str,
+) {
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
-        // One request in ten fails in the worker, with the secret in its arguments.
-        let body = if n.is_multiple_of(10) {
+        let failing = n.is_multiple_of(10);
+        // (A successful result is the caller's own: `echo` would hand a secret back.)
+        let body = if failing {
             json!({"command": "fail", "args": {"message": "boom", "password": SECRET}})
         } else {
             json!({"command": "echo", "args": {"task": task, "n": n}})
         };
         let sent = host
             .http
-            .post(host.url("/api/v1/pools/load/execute"))
+            .post(host.url(&format!("/api/v1/pools/{pool}/execute")))
             .json(&body)
             .send()
             .await;
@@ -190,15 +202,17 @@ async fn execute(host: Arc<Host>, seen: Arc<Seen>, until: Instant, task: u64) {
         if text.contains(SECRET) {
             seen.problem(format!("the secret in an execute answer: {text}"));
         }
-        match status {
-            200 => seen.ok.fetch_add(1, Ordering::Relaxed),
-            500 if n.is_multiple_of(10) => seen.failed.fetch_add(1, Ordering::Relaxed),
-            503 if text.contains("queue_full") => seen.rejected.fetch_add(1, Ordering::Relaxed),
+        let counter = match status {
+            200 => &seen.ok,
+            500 if failing => &seen.failed,
+            502 | 504 => &seen.crashed,
+            503 if text.contains("queue_full") || text.contains("unavailable") => &seen.rejected,
             _ => {
                 seen.problem(format!("execute answered {status}: {text}"));
-                0
+                continue;
             }
         };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -249,58 +263,191 @@ pub(crate) fn delta(after: &Metrics, before: &Metrics, name: &str, labels: &[(&s
     (after.sum(name, labels) - before.sum(name, labels)) as u64
 }
 
+/// `ingest_clients` ingest clients and `execute.0` execute clients on pool `execute.1`,
+/// running until `until`, each on its own task (the clients use both cores, as real ones
+/// would).
+pub(crate) fn spawn_clients(
+    host: &Arc<Host>,
+    seen: &Arc<Seen>,
+    until: Instant,
+    ingest_clients: usize,
+    (execute_clients, pool): (usize, &'static str),
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let ingests = (0..ingest_clients as u64)
+        .map(|task| tokio::spawn(ingest(host.clone(), seen.clone(), until, task)));
+    let executes = (0..execute_clients as u64)
+        .map(|task| tokio::spawn(execute(host.clone(), seen.clone(), until, task, pool)));
+    ingests.chain(executes).collect()
+}
+
+/// The kinds the ingest clients post.
+const LOAD_KINDS: [&str; 3] = ["load.ingest", "load.audit", "load.burst"];
+
+/// Waits until `pool` has `workers` workers, all available, and each of `plugins` runs.
+pub(crate) async fn ready_for_load(host: &Host, pool: &str, workers: usize, plugins: &[&str]) {
+    eventually("the pool ready", Duration::from_secs(30), || async {
+        let pool = host.get_json(&format!("/api/v1/pools/{pool}")).await?;
+        let slots = pool["workers"].as_array()?;
+        (slots.len() == workers && slots.iter().all(|w| w["state"] == "available")).then_some(())
+    })
+    .await;
+    eventually("the plugins loaded", Duration::from_secs(30), || async {
+        let list = host.get_json("/api/v1/plugins").await?.to_string();
+        plugins
+            .iter()
+            .all(|p| list.contains(&format!("\"{p}\"")))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Where a run starts from: the host at rest, the consumers registered then, its memory.
+pub(crate) struct Baseline {
+    pub(crate) before: Metrics,
+    pub(crate) consumers: BTreeSet<String>,
+    pub(crate) rss: u64,
+}
+
+pub(crate) async fn baseline(host: &Host) -> Baseline {
+    let before = at_rest(host, Duration::from_secs(30)).await;
+    let consumers = by_label(&before, "lookout_consumer_events_total", "consumer")
+        .into_keys()
+        .collect();
+    Baseline {
+        before,
+        consumers,
+        rss: host.rss_bytes().unwrap(),
+    }
+}
+
+/// Resident memory every `period` until `until`.
+pub(crate) async fn sample_rss(host: &Host, until: Instant, period: Duration) -> Vec<u64> {
+    let mut rss = Vec::new();
+    let mut tick = tokio::time::interval(period);
+    while Instant::now() < until {
+        tick.tick().await;
+        rss.push(host.rss_bytes().unwrap());
+    }
+    rss
+}
+
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Memory over a run: the line for the report, and the bound — under 512 MiB, and no
+/// growth after the first quarter beyond max(64 MiB, 50 %): the queues are bounded, so
+/// after warming up RSS levels off.
+pub(crate) fn check_rss(what: &str, start: u64, rss: &[u64]) {
+    let (quarter, last) = (rss[rss.len() / 4], *rss.last().unwrap());
+    let peak = *rss.iter().max().unwrap();
+    println!(
+        "{what}: RSS {:.1} MiB before, {:.1} at a quarter, {:.1} at the end, {:.1} peak",
+        mib(start),
+        mib(quarter),
+        mib(last),
+        mib(peak)
+    );
+    assert!(mib(peak) < 512.0, "peak RSS {:.1} MiB", mib(peak));
+    assert!(
+        last <= quarter + (quarter / 2).max(64 << 20),
+        "RSS grew from {:.1} MiB at a quarter of the run to {:.1} MiB at its end",
+        mib(quarter),
+        mib(last)
+    );
+}
+
+/// The books after a run balance: every published event has exactly one outcome, per kind;
+/// what the ingest clients were told matches what the host counted; every consumer there
+/// from the start accounted for every accepted event exactly once. Returns the counts of
+/// the clients' kinds by outcome.
+pub(crate) fn check_events(
+    base: &Baseline,
+    after: &Metrics,
+    seen: &Seen,
+) -> BTreeMap<&'static str, u64> {
+    for (kind, n) in by_label(after, "lookout_events_published_total", "kind") {
+        let outcomes = after.sum("lookout_events_total", &[("kind", &kind)]);
+        assert_eq!(n, outcomes, "{kind}: published ≠ Σ outcomes");
+    }
+    let counted = |name, labels: &[(&str, &str)]| -> u64 {
+        LOAD_KINDS
+            .iter()
+            .map(|k| {
+                let mut l = labels.to_vec();
+                l.push(("kind", k));
+                delta(after, &base.before, name, &l)
+            })
+            .sum()
+    };
+    let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+    assert_eq!(
+        load(&seen.accepted) + load(&seen.dropped),
+        counted("lookout_events_published_total", &[]),
+        "events posted vs published"
+    );
+    let outcomes: BTreeMap<&str, u64> = ["accepted", "dropped", "sampled_out", "rate_limited"]
+        .into_iter()
+        .map(|o| (o, counted("lookout_events_total", &[("outcome", o)])))
+        .collect();
+    assert_eq!(load(&seen.dropped), outcomes["dropped"]);
+    let accepted = delta(
+        after,
+        &base.before,
+        "lookout_events_total",
+        &[("outcome", "accepted")],
+    );
+    for consumer in &base.consumers {
+        assert_eq!(
+            delta(
+                after,
+                &base.before,
+                "lookout_consumer_events_total",
+                &[("consumer", consumer)]
+            ),
+            accepted,
+            "{consumer}: accepted ≠ Σ its outcomes"
+        );
+    }
+    outcomes
+}
+
+/// Every request the clients sent to `pool` was run (ok, failed, crashed) or refused, and
+/// counted so.
+pub(crate) fn check_requests(base: &Baseline, after: &Metrics, seen: &Seen, pool: &str) {
+    let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+    let pool = [("pool", pool)];
+    assert_eq!(
+        delta(after, &base.before, "lookout_requests_total", &pool),
+        load(&seen.ok) + load(&seen.failed) + load(&seen.crashed),
+        "requests run"
+    );
+    assert_eq!(
+        delta(
+            after,
+            &base.before,
+            "lookout_requests_rejected_total",
+            &pool
+        ),
+        load(&seen.rejected),
+        "requests refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bounded() {
     let secs = load_secs();
     let host = Arc::new(start_host());
-    eventually("the load pool ready", Duration::from_secs(30), || async {
-        let pool = host.get_json("/api/v1/pools/load").await?;
-        let workers = pool["workers"].as_array()?;
-        (workers.len() == 2 && workers.iter().all(|w| w["state"] == "available")).then_some(())
-    })
-    .await;
-    eventually("both consumers loaded", Duration::from_secs(30), || async {
-        let list = host.get_json("/api/v1/plugins").await?.to_string();
-        (list.contains("\"digest\"") && list.contains("\"error-counter\"")).then_some(())
-    })
-    .await;
+    ready_for_load(&host, "load", 2, &["digest", "error-counter"]).await;
     let seen = Arc::new(Seen::default());
     let stream = LiveStream::open(&host, "").await.unwrap();
     let watcher = tokio::spawn(watch_stream(stream, seen.clone()));
-
-    let before = at_rest(&host, Duration::from_secs(30)).await;
-    let consumers: BTreeSet<String> =
-        by_label(&before, "lookout_consumer_events_total", "consumer")
-            .into_keys()
-            .collect();
-    let rss_start = host.rss_bytes().unwrap();
+    let base = baseline(&host).await;
 
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
-    let mut clients = Vec::new();
-    for task in 0..INGEST_TASKS as u64 {
-        clients.push(tokio::spawn(ingest(
-            host.clone(),
-            seen.clone(),
-            until,
-            task,
-        )));
-    }
-    for task in 0..EXECUTE_TASKS as u64 {
-        clients.push(tokio::spawn(execute(
-            host.clone(),
-            seen.clone(),
-            until,
-            task,
-        )));
-    }
-    // Resident memory every 100 ms while the load runs.
-    let mut rss = Vec::new();
-    let mut every = tokio::time::interval(Duration::from_millis(100));
-    while Instant::now() < until {
-        every.tick().await;
-        rss.push((started.elapsed(), host.rss_bytes().unwrap()));
-    }
+    let clients = spawn_clients(&host, &seen, until, INGEST_TASKS, (EXECUTE_TASKS, "load"));
+    let rss = sample_rss(&host, until, Duration::from_millis(100)).await;
     for client in clients {
         client.await.unwrap();
     }
@@ -309,21 +456,8 @@ async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bo
     watcher.abort();
 
     // The report, for `cargo xtask load` and for the CI log.
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let peak = rss.iter().map(|(_, b)| *b).max().unwrap();
-    let quarter = rss[rss.len() / 4].1;
-    let last = rss.last().unwrap().1;
-    let published = delta(&after, &before, "lookout_events_published_total", &[]);
-    let outcomes: BTreeMap<String, u64> = by_label(&after, "lookout_events_total", "outcome")
-        .into_iter()
-        .map(|(o, v)| {
-            let b = by_label(&before, "lookout_events_total", "outcome")
-                .get(&o)
-                .copied()
-                .unwrap_or(0.0);
-            (o, (v - b) as u64)
-        })
-        .collect();
+    let before = &base.before;
+    let published = delta(&after, before, "lookout_events_published_total", &[]);
     let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
     println!(
         "load: {secs} s ({elapsed:.1?}), {} ingest posts ({:.0} events/s accepted by HTTP), \
@@ -338,28 +472,23 @@ async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bo
         load(&seen.rejected),
         load(&seen.streamed),
     );
-    println!("load: bus: {published} published = {outcomes:?}");
-    for consumer in &consumers {
-        let get = |m: &Metrics, o| {
-            m.sum(
+    for consumer in &base.consumers {
+        let get = |o| {
+            delta(
+                &after,
+                before,
                 "lookout_consumer_events_total",
                 &[("consumer", consumer), ("outcome", o)],
             )
         };
         println!(
             "load: consumer {consumer}: {} delivered, {} dropped, {} failed",
-            get(&after, "delivered") - get(&before, "delivered"),
-            get(&after, "dropped") - get(&before, "dropped"),
-            get(&after, "failed") - get(&before, "failed"),
+            get("delivered"),
+            get("dropped"),
+            get("failed"),
         );
     }
-    println!(
-        "load: RSS {:.1} MiB before, {:.1} at a quarter, {:.1} at the end, {:.1} peak",
-        mib(rss_start),
-        mib(quarter),
-        mib(last),
-        mib(peak)
-    );
+    check_rss("load", base.rss, &rss);
 
     // Nothing went wrong on the client side, and no secret got out.
     let problems = seen.problems.lock().unwrap().clone();
@@ -367,91 +496,32 @@ async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bo
     let logs = host.logs().join("\n");
     assert!(!logs.contains(SECRET), "the secret reached the host's logs");
     assert!(load(&seen.accepted) > 0 && load(&seen.ok) > 0);
+    assert_eq!(load(&seen.crashed), 0, "no worker crashed under plain load");
 
-    // Every published event has exactly one outcome, per kind.
-    let published_by_kind = by_label(&after, "lookout_events_published_total", "kind");
-    for (kind, n) in &published_by_kind {
-        let outcomes = after.sum("lookout_events_total", &[("kind", kind)]);
-        assert_eq!(*n, outcomes, "{kind}: published ≠ Σ outcomes");
-    }
-    // What the host told the clients matches what it counted.
-    let load_kinds = ["load.ingest", "load.audit", "load.burst"];
-    let counted = |name, labels: &[(&str, &str)]| -> u64 {
-        load_kinds
-            .iter()
-            .map(|k| {
-                let mut l = labels.to_vec();
-                l.push(("kind", k));
-                delta(&after, &before, name, &l)
-            })
-            .sum()
-    };
-    assert_eq!(
-        load(&seen.accepted) + load(&seen.dropped),
-        counted("lookout_events_published_total", &[]),
-        "events posted vs published"
-    );
-    assert_eq!(
-        load(&seen.dropped),
-        counted("lookout_events_total", &[("outcome", "dropped")])
-    );
-    assert!(counted("lookout_events_total", &[("outcome", "sampled_out")]) > 0);
-    assert!(counted("lookout_events_total", &[("outcome", "rate_limited")]) > 0);
-
-    // Every consumer there throughout got every accepted event exactly once, as one outcome.
-    let accepted = outcomes.get("accepted").copied().unwrap_or(0);
+    // Every event accounted for, and every bus outcome occurred.
     assert!(
-        consumers.len() >= 4,
-        "recent_errors, live_stream and the two plugins: {consumers:?}"
+        base.consumers.len() >= 4,
+        "recent_errors, live_stream and the two plugins: {:?}",
+        base.consumers
     );
-    for consumer in &consumers {
-        assert_eq!(
-            delta(
-                &after,
-                &before,
-                "lookout_consumer_events_total",
-                &[("consumer", consumer)]
-            ),
-            accepted,
-            "{consumer}: accepted ≠ Σ its outcomes"
-        );
-    }
+    let outcomes = check_events(&base, &after, &seen);
+    println!("load: bus: {published} published; the clients' kinds: {outcomes:?}");
+    assert!(outcomes["sampled_out"] > 0);
+    assert!(outcomes["rate_limited"] > 0);
 
     // Every request the clients sent was run or refused, and counted so.
-    let pool = [("pool", "load")];
-    assert_eq!(
-        delta(&after, &before, "lookout_requests_total", &pool),
-        load(&seen.ok) + load(&seen.failed),
-        "requests run"
-    );
-    assert_eq!(
-        delta(&after, &before, "lookout_requests_rejected_total", &pool),
-        load(&seen.rejected),
-        "requests refused"
-    );
+    check_requests(&base, &after, &seen, "load");
     assert_eq!(
         delta(
             &after,
-            &before,
+            before,
             "lookout_events_published_total",
             &[("kind", "request.completed")]
         ),
         load(&seen.ok) + load(&seen.failed),
         "one request.completed per request run"
     );
-
-    // Memory is bounded: the queues are, so after warming up RSS levels off.
-    assert!(
-        mib(peak) < 512.0,
-        "peak RSS {:.1} MiB under load",
-        mib(peak)
-    );
-    assert!(
-        last <= quarter + (quarter / 2).max(64 << 20),
-        "RSS grew from {:.1} MiB at a quarter of the run to {:.1} MiB at its end",
-        mib(quarter),
-        mib(last)
-    );
+    let rss_at = |i: usize| rss[i];
     lookout_testkit::bench_summary(
         "load",
         &format!(
@@ -462,9 +532,9 @@ async fn under_load_every_event_and_request_is_accounted_for_and_memory_stays_bo
             load(&seen.accepted) as f64 / elapsed.as_secs_f64(),
             load(&seen.executes) as f64 / elapsed.as_secs_f64(),
             load(&seen.executes),
-            mib(quarter),
-            mib(last),
-            mib(peak)
+            mib(rss_at(rss.len() / 4)),
+            mib(rss_at(rss.len() - 1)),
+            mib(*rss.iter().max().unwrap())
         ),
         "0 unaccounted, 0 leaked",
     );
@@ -489,17 +559,9 @@ async fn sigterm_under_load_is_reconciled_from_the_final_log_lines() {
     let host = Arc::new(crate::quiet_host());
     let seen = Arc::new(Seen::default());
     let until = Instant::now() + Duration::from_secs(60);
-    let mut clients = Vec::new();
     // A client stops at its first failed post: the host has stopped listening. (Its
     // problems are expected here, and not checked.)
-    for task in 0..INGEST_TASKS as u64 {
-        clients.push(tokio::spawn(ingest(
-            host.clone(),
-            seen.clone(),
-            until,
-            task,
-        )));
-    }
+    let clients = spawn_clients(&host, &seen, until, INGEST_TASKS, (0, "none"));
     eventually("load flowing", Duration::from_secs(30), || async {
         (seen.accepted.load(Ordering::Relaxed) >= 20_000).then_some(())
     })
