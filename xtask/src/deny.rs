@@ -7,7 +7,6 @@
 //! which this CI cannot reach, so `audit` is for machines that can.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::{cargo, run};
 
@@ -22,7 +21,7 @@ const WORKSPACES: &[&str] = &[
 
 /// `advisories`: also check the RustSec database (needs github.com).
 pub fn deny(root: &Path, advisories: bool) -> anyhow::Result<()> {
-    install()?;
+    crate::cargo_tool("deny", "cargo-deny", CARGO_DENY)?;
     let checks: &[&str] = if advisories {
         &["advisories", "licenses", "bans", "sources"]
     } else {
@@ -37,17 +36,4 @@ pub fn deny(root: &Path, advisories: bool) -> anyhow::Result<()> {
             .args(checks))?;
     }
     Ok(())
-}
-
-fn install() -> anyhow::Result<()> {
-    let installed = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["deny", "--version"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if installed.is_some_and(|v| v.contains(CARGO_DENY)) {
-        return Ok(());
-    }
-    run(cargo().args(["install", "--locked", "--version", CARGO_DENY, "cargo-deny"]))
 }

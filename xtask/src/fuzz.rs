@@ -7,7 +7,6 @@
 //! fails the run and leaves its input in `<target>/fuzz-artifacts/<target>/`.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, bail};
 
@@ -37,7 +36,7 @@ pub fn fuzz(root: &Path, secs: u64, targets: &[String]) -> anyhow::Result<()> {
         }
         targets.iter().map(String::as_str).collect()
     };
-    install_cargo_fuzz()?;
+    crate::cargo_tool("fuzz", "cargo-fuzz", CARGO_FUZZ)?;
     let target = target_dir(root);
     let fuzz_dir = root.join("tests/fuzz");
     // Stable Rust: no sanitizer (the -Z flags need nightly); every lookout crate forbids
@@ -84,17 +83,4 @@ pub fn fuzz(root: &Path, secs: u64, targets: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: fuzz target {name}: {secs} s, no crash");
     }
     Ok(())
-}
-
-fn install_cargo_fuzz() -> anyhow::Result<()> {
-    let installed = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["fuzz", "--version"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if installed.is_some_and(|v| v.contains(CARGO_FUZZ)) {
-        return Ok(());
-    }
-    run(cargo().args(["install", "--locked", "--version", CARGO_FUZZ, "cargo-fuzz"]))
 }

@@ -99,6 +99,21 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes `cargo <subcommand>` the cargo plugin `package` at `version`, building it from
+/// crates.io when it is missing or another version.
+fn cargo_tool(subcommand: &str, package: &str, version: &str) -> anyhow::Result<()> {
+    let installed = cargo()
+        .args([subcommand, "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if installed.is_some_and(|v| v.contains(version)) {
+        return Ok(());
+    }
+    run(cargo().args(["install", "--locked", "--version", version, package]))
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

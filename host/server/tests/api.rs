@@ -109,6 +109,10 @@ fn request(method: &str, path: &str, peer: &str, token: Option<&str>) -> Request
     request
 }
 
+async fn status_of(app: &axum::Router, request: Request<Body>) -> StatusCode {
+    app.clone().oneshot(request).await.unwrap().status()
+}
+
 /// The guard covers every mutating route: without a token configured, a non-loopback
 /// client gets 403 on each; with one, a missing, wrong, or non-Bearer token gets 401 on
 /// each — also from loopback. Read-only routes stay open.
@@ -118,12 +122,7 @@ async fn every_mutating_route_is_guarded() {
     let open = router(state(None));
     let guarded = router(state(Some(token)));
     for &(method, path) in MUTATING_ROUTES {
-        let status = open
-            .clone()
-            .oneshot(request(method, path, "192.0.2.7:4000", None))
-            .await
-            .unwrap()
-            .status();
+        let status = status_of(&open, request(method, path, "192.0.2.7:4000", None)).await;
         assert_eq!(
             status,
             StatusCode::FORBIDDEN,
@@ -136,29 +135,23 @@ async fn every_mutating_route_is_guarded() {
             Some(token),
             Some("Basic YWRtaW46YS1sb25nLWFkbWluLXRva2VuLTEyMzQ="),
         ] {
-            let status = guarded
-                .clone()
-                .oneshot(request(method, path, "127.0.0.1:4000", wrong))
-                .await
-                .unwrap()
-                .status();
+            let status = status_of(&guarded, request(method, path, "127.0.0.1:4000", wrong)).await;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
                 "{method} {path} with {wrong:?}"
             );
         }
-        let status = guarded
-            .clone()
-            .oneshot(request(
+        let status = status_of(
+            &guarded,
+            request(
                 method,
                 path,
                 "192.0.2.7:4000",
                 Some(&format!("Bearer {token}")),
-            ))
-            .await
-            .unwrap()
-            .status();
+            ),
+        )
+        .await;
         assert!(
             status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
             "{method} {path} with the token from afar: {status}"
@@ -171,12 +164,7 @@ async fn every_mutating_route_is_guarded() {
         "/api/v1/pools",
         "/api/v1/plugins",
     ] {
-        let status = guarded
-            .clone()
-            .oneshot(request("GET", path, "192.0.2.7:4000", None))
-            .await
-            .unwrap()
-            .status();
+        let status = status_of(&guarded, request("GET", path, "192.0.2.7:4000", None)).await;
         // (no config control in this state: its GET answers 404, not 401)
         assert!(
             status == StatusCode::OK

@@ -341,12 +341,10 @@ async fn plugin_list(host: &Host) -> Value {
 }
 
 async fn plugin_names(host: &Host) -> Vec<String> {
-    let list = plugin_list(host).await;
-    list["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
+    running_versions(host)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
         .collect()
 }
 
