@@ -27,61 +27,78 @@ fn load_secs() -> u64 {
         .unwrap_or(6)
 }
 
-/// A pool small enough to saturate (2 workers, 2 waiting), sampling and a rate limit so every
-/// bus outcome occurs, and the digest and error-counter WASM consumers.
-fn start_host() -> Host {
-    let dir = lookout_testkit::artifacts_dir().join("load");
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
+/// A host for a run, in `<artifacts>/<pool>`: sampling and a rate limit on the clients'
+/// kinds so every bus outcome occurs, a demo pool `pool` of `size` workers with `queue_limit`
+/// waiting, and in its plugin folder the digest consumer and `plugins` (name, manifest,
+/// component).
+pub(crate) fn start_load_host(
+    pool: &str,
+    size: usize,
+    queue_limit: usize,
+    plugins: &[(&str, String, &[u8])],
+) -> Host {
+    let dir = lookout_testkit::artifacts_dir().join(pool);
+    let folder = dir.join("plugins");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&folder).unwrap();
     let config = dir.join("lookout.toml");
     std::fs::write(
         &config,
-        r#"
+        format!(
+            r#"
 [bus.sampling.rates]
 "load.audit" = 0.5
 
 [bus.rate_limits]
-"load.burst" = { per_second = 500 }
+"load.burst" = {{ per_second = 500 }}
 
 [[pools]]
-name = "load"
+name = "{pool}"
 app = "demo"
-size = 2
-queue_limit = 2
-"#,
+size = {size}
+queue_limit = {queue_limit}
+"#
+        ),
     )
     .unwrap();
-    std::fs::write(
-        plugins.join("digest.toml"),
-        "name = \"digest\"\nworld = \"consumer\"\n[config]\nevery = \"1000\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        plugins.join("digest.wasm"),
+    let digest = (
+        "digest",
+        "name = \"digest\"\nworld = \"consumer\"\n[config]\nevery = \"1000\"\n".to_string(),
         lookout_artifacts::plugins::DIGEST,
-    )
-    .unwrap();
-    let repo = lookout_testkit::repo_root();
-    std::fs::copy(
-        repo.join("examples/plugins/error-counter.toml"),
-        plugins.join("error-counter.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        plugins.join("error-counter.wasm"),
-        lookout_artifacts::plugins::ERROR_COUNTER,
-    )
-    .unwrap();
+    );
+    for (name, manifest, wasm) in std::iter::once(&digest).chain(plugins) {
+        std::fs::write(folder.join(format!("{name}.toml")), manifest).unwrap();
+        std::fs::write(folder.join(format!("{name}.wasm")), wasm).unwrap();
+    }
     Host::start(
         LOOKOUT,
         &[
             "--config",
             config.to_str().unwrap(),
             "--plugins",
-            plugins.to_str().unwrap(),
+            folder.to_str().unwrap(),
         ],
     )
     .expect("lookout starts")
+}
+
+/// A pool small enough to saturate (2 workers, 2 waiting) and, besides digest, the
+/// error-counter WASM consumer.
+fn start_host() -> Host {
+    let manifest = std::fs::read_to_string(
+        lookout_testkit::repo_root().join("examples/plugins/error-counter.toml"),
+    )
+    .unwrap();
+    start_load_host(
+        "load",
+        2,
+        2,
+        &[(
+            "error-counter",
+            manifest,
+            lookout_artifacts::plugins::ERROR_COUNTER,
+        )],
+    )
 }
 
 /// What the clients saw.

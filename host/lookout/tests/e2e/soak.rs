@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use lookout_testkit::{Host, LiveStream, eventually};
 use serde_json::{Value, json};
 
-use crate::LOOKOUT;
 use crate::load::{
     SECRET, Seen, at_rest, baseline, by_label, check_events, check_requests, check_rss, delta,
-    ready_for_load, sample_rss, spawn_clients,
+    ready_for_load, sample_rss, spawn_clients, start_load_host,
 };
 use crate::plugins::put_plugin;
 
@@ -36,58 +35,17 @@ fn soak_secs() -> u64 {
         .unwrap_or(15)
 }
 
+/// Three workers, four waiting; besides digest, the `flaky` consumer that traps on
+/// `TRAP_KIND`.
 fn start_host() -> Host {
-    let dir = lookout_testkit::artifacts_dir().join("soak");
-    let plugins = dir.join("plugins");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&plugins).unwrap();
-    let config = dir.join("lookout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[bus.sampling.rates]
-"load.audit" = 0.5
-
-[bus.rate_limits]
-"load.burst" = {{ per_second = 500 }}
-
-[[pools]]
-name = "{POOL}"
-app = "demo"
-size = 3
-queue_limit = 4
-"#
-        ),
+    let flaky =
+        format!("name = \"flaky\"\nworld = \"consumer\"\n[config]\ntrap_on = \"{TRAP_KIND}\"\n");
+    start_load_host(
+        POOL,
+        3,
+        4,
+        &[("flaky", flaky, lookout_artifacts::plugins::FLAKY)],
     )
-    .unwrap();
-    for (name, manifest, wasm) in [
-        (
-            "digest",
-            "name = \"digest\"\nworld = \"consumer\"\n[config]\nevery = \"1000\"\n".to_string(),
-            lookout_artifacts::plugins::DIGEST,
-        ),
-        (
-            "flaky",
-            format!(
-                "name = \"flaky\"\nworld = \"consumer\"\n[config]\ntrap_on = \"{TRAP_KIND}\"\n"
-            ),
-            lookout_artifacts::plugins::FLAKY,
-        ),
-    ] {
-        std::fs::write(plugins.join(format!("{name}.toml")), manifest).unwrap();
-        std::fs::write(plugins.join(format!("{name}.wasm")), wasm).unwrap();
-    }
-    Host::start(
-        LOOKOUT,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ],
-    )
-    .expect("lookout starts")
 }
 
 /// What the faults did.
