@@ -62,6 +62,12 @@ pub mod builtin {
     pub const PRIVATE_KEY: &str = "private-key";
     pub const JWT: &str = "jwt";
     pub const CARD_NUMBER: &str = "card-number";
+    /// A long random token standing alone (no prefix, no key).
+    pub const RANDOM_TOKEN: &str = "random-token";
+    /// Every rule written in code (each can be turned off like a data rule).
+    pub const ALL: &[&str] = &[
+        PASSWORD, CREDENTIAL, URL_PASSWORD, AUTH_HEADER, PRIVATE_KEY, JWT, CARD_NUMBER, RANDOM_TOKEN,
+    ];
     /// A whole value replaced because its field's key names a credential.
     pub const SENSITIVE_KEY: &str = "sensitive-key";
 }
@@ -159,6 +165,8 @@ pub struct Policy {
     /// Classes of keys already seen: field keys repeat from event to event.
     verdicts: RefCell<HashMap<Box<str>, KeyClass, BuildHasherDefault<KeyHasher>>>,
     scratch: RefCell<Scratch>,
+    /// Rules written in code that the operator turned off (`builtin::ALL`).
+    off: Vec<&'static str>,
 }
 
 /// A fast hasher for the verdict memo (FxHash's mixing). The memo is bounded, so flooding it
@@ -209,16 +217,36 @@ impl Policy {
             scanner,
             verdicts: RefCell::new(HashMap::default()),
             scratch: RefCell::new(Scratch::default()),
+            off: Vec::new(),
         }
+    }
+
+    /// Turns off rules by id, data rules and those written in code alike; an id that names
+    /// no rule is an error (a typo must not leave a rule on unnoticed).
+    pub fn disable(mut self, ids: &[&str]) -> Result<Policy, RuleError> {
+        let (code, data): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| builtin::ALL.contains(id));
+        self.rules.disable(&data)?;
+        self.off.extend(builtin::ALL.iter().filter(|b| code.contains(b)));
+        // The keyword pass indexes rules by position: build it again for what is left.
+        self.scanner = Scanner::new(&self.rules, &self.extra_keys);
+        Ok(self)
+    }
+
+    fn on(&self, rule: &str) -> bool {
+        !self.off.contains(&rule)
     }
 
     pub fn mode(&self) -> &Mode {
         &self.mode
     }
 
-    /// The ids of the rules in force, data rules first.
+    /// The ids of the rules in force: data rules, then those written in code.
     pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
-        self.rules.rules.iter().map(|r| r.id.as_str())
+        self.rules
+            .rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain(builtin::ALL.iter().copied().filter(|id| self.on(id)))
     }
 
     /// What a key (of a field, or inside text) says about its value.
@@ -257,7 +285,10 @@ impl Policy {
         }
         match value {
             Value::Str(s) => self.scrub(s),
-            Value::Int(i) if looks_like_card(i.unsigned_abs().to_string().as_bytes()) => {
+            Value::Int(i)
+                if self.on(builtin::CARD_NUMBER)
+                    && looks_like_card(i.unsigned_abs().to_string().as_bytes()) =>
+            {
                 Some(self.replace_span(builtin::CARD_NUMBER, &i.to_string()))
             }
             _ => None,
@@ -333,12 +364,20 @@ impl Policy {
                 });
             }
         }
-        if context {
+        if context && (self.on(builtin::PASSWORD) || self.on(builtin::CREDENTIAL)) {
             scratch.found.clear();
             let words = &mut scratch.words;
             let mut classify = |key: &str| keys::classify(key, &self.extra_keys, words);
             context::find(text, &mut classify, &mut scratch.found);
             for found in &scratch.found {
+                let rule = if found.class == KeyClass::Password {
+                    builtin::PASSWORD
+                } else {
+                    builtin::CREDENTIAL
+                };
+                if !self.on(rule) {
+                    continue;
+                }
                 spans.push(Span {
                     start: found.start,
                     end: found.end,
@@ -350,20 +389,33 @@ impl Policy {
                 });
             }
         }
-        if pem {
+        if pem && self.on(builtin::PRIVATE_KEY) {
             find_pem_keys(text, &mut spans);
         }
-        if jwt {
+        if jwt && self.on(builtin::JWT) {
             find_jwts(text, &mut spans);
         }
-        if auth {
+        if auth && self.on(builtin::AUTH_HEADER) {
             find_auth_schemes(text, &mut spans);
         }
-        if url {
+        if url && self.on(builtin::URL_PASSWORD) {
             find_url_passwords(text, &mut spans);
         }
-        if bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13 {
+        let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+        if digits >= 13 && self.on(builtin::CARD_NUMBER) {
             find_cards(text, &mut spans);
+        }
+        // Public material in armour (certificates, public keys) is base64 by the line.
+        if digits >= 4
+            && self.on(builtin::RANDOM_TOKEN)
+            && bytes.len() >= RANDOM_TOKEN_MIN
+            && !(pem && is_public_armour(text))
+            // SOPS-encrypted values are ciphertext, and say so.
+            && !text.contains("ENC[AES256_GCM,")
+        {
+            let words = &mut scratch.words;
+            let mut classify = |key: &str| keys::classify(key, &self.extra_keys, words);
+            find_random_tokens(bytes, &mut classify, &mut spans);
         }
         if spans.is_empty() {
             return None;
@@ -599,6 +651,137 @@ fn find_url_passwords(text: &str, spans: &mut Vec<Span<'_>>) {
     }
 }
 
+/// The shortest run a random token stands alone at: below it, random-looking ids (nanoids,
+/// ULIDs, base64 UUIDs, Stripe-style object ids) are too common to remove.
+const RANDOM_TOKEN_MIN: usize = 40;
+
+/// A long random token standing alone, with no prefix and no key: 40–1024 bytes of
+/// letters and digits (and `_-+/=`), mixed the way random strings mix them (digits among
+/// letters, high entropy). Hex (SHAs, digests, trace ids, UUIDs with their dashes) and
+/// named digests (`sha256:…`, `sha512-…` integrity strings) are what logs are full of and
+/// stay; so do identifiers (`handleUserAuthenticationRequestV2`: letters in words).
+fn find_random_tokens(
+    b: &[u8],
+    classify: &mut dyn FnMut(&str) -> KeyClass,
+    spans: &mut Vec<Span<'_>>,
+) {
+    let token = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'+' | b'/' | b'=');
+    let mut i = 0;
+    while i < b.len() {
+        if !token(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        // `=` only as padding at the end: inside a run it separates a key from its value.
+        while i < b.len() && token(b[i]) && (b[i] != b'=' || !b.get(i + 1).is_some_and(|&c| token(c) && c != b'=')) {
+            i += 1;
+        }
+        let mut end = i;
+        while end > start && b[end - 1] == b'=' {
+            end -= 1;
+        }
+        if i < b.len() && b[i] == b'=' {
+            i += 1;
+        }
+        let run = &b[start..end];
+        if run.len() < RANDOM_TOKEN_MIN || run.len() > 1024 {
+            continue;
+        }
+        // A path is made of names; a token may hold `/` (base64) but not be a path.
+        if run.contains(&b'/')
+            && run
+                .split(|&c| c == b'/')
+                .any(|seg| !seg.is_empty() && seg.len() < 16 && seg.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'_'))
+        {
+            continue;
+        }
+        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+        let letters = run.iter().filter(|c| c.is_ascii_alphabetic()).count();
+        // Hex after a name (`req_`, `_api_org_`): an id, or a digest, in hex.
+        let mut body = run;
+        while let Some(sep) = body.iter().position(|&c| c == b'_' || c == b'-') {
+            if body[..sep].iter().all(u8::is_ascii_alphabetic) {
+                body = &body[sep + 1..];
+            } else {
+                break;
+            }
+        }
+        let hex = body.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-' || c == b'_');
+        const DIGESTS: &[&[u8]] = &[b"sha1-", b"sha256-", b"sha384-", b"sha512-", b"sha256:", b"sha512:", b"sha1:", b"md5:"];
+        let named_digest = DIGESTS.iter().any(|p| b[..start].ends_with(p) || run.starts_with(p));
+        // `ssh-ed25519 AAAAC3Nza… user@host`: a public key.
+        let word_before = b[..start].strip_suffix(b" ").map(|w| {
+            let from = w.iter().rposition(|c| c.is_ascii_whitespace() || *c == b'"').map_or(0, |p| p + 1);
+            &w[from..]
+        });
+        let public_key = word_before.is_some_and(|w| w.starts_with(b"ssh-") || w.starts_with(b"ecdsa-") || w.starts_with(b"sk-ssh-"));
+        if hex
+            || named_digest
+            || public_key
+            || named_by_key(b, start, classify)
+            || digits * 12 < run.len()
+            || letters * 3 < run.len()
+            || longest_letter_word(run) >= 12
+            || entropy(run) < 4.0
+        {
+            continue;
+        }
+        spans.push(Span {
+            start,
+            end: i,
+            rule: builtin::RANDOM_TOKEN,
+        });
+    }
+}
+
+/// Whether the token at `start` is the value of `key = …` / `key: …` whose key says what it
+/// is and is no credential (`public_key = "…"`, `csrf-token=…`, `sumOfExposures = …`): the
+/// key knows better than the token's looks. (A credential key's value is context's.)
+fn named_by_key(b: &[u8], start: usize, classify: &mut dyn FnMut(&str) -> KeyClass) -> bool {
+    let mut i = start;
+    let skip = |i: &mut usize, set: &[u8]| {
+        while *i > 0 && set.contains(&b[*i - 1]) {
+            *i -= 1;
+        }
+    };
+    skip(&mut i, b"\"'` ");
+    let before_op = i;
+    skip(&mut i, b"=:>?.+");
+    if i == before_op {
+        return false;
+    }
+    skip(&mut i, b"\"'` ");
+    let key_end = i;
+    while i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'-' | b'.')) {
+        i -= 1;
+    }
+    key_end > i
+        && std::str::from_utf8(&b[i..key_end]).is_ok_and(|key| classify(key) == KeyClass::Plain)
+}
+
+/// `-----BEGIN CERTIFICATE-----`, `-----BEGIN PGP PUBLIC KEY BLOCK-----`, …
+fn is_public_armour(text: &str) -> bool {
+    text.contains("-----BEGIN CERTIFICATE")
+        || text.contains("PUBLIC KEY")
+        || text.contains("-----BEGIN X509")
+}
+
+/// The longest run of lowercase letters (after an optional capital): words are long,
+/// random strings rarely are.
+fn longest_letter_word(run: &[u8]) -> usize {
+    let (mut best, mut cur) = (0, 0);
+    for &c in run {
+        if c.is_ascii_lowercase() {
+            cur += 1;
+        } else {
+            cur = usize::from(c.is_ascii_uppercase());
+        }
+        best = best.max(cur);
+    }
+    best
+}
+
 /// Runs of 13–19 digits (single spaces or dashes between groups allowed) that start like a
 /// card number and pass the Luhn check.
 fn find_cards(text: &str, spans: &mut Vec<Span<'_>>) {
@@ -735,8 +918,9 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_rule_has_keywords_and_a_case() {
+    fn every_builtin_rule_compiles_has_keywords_and_a_case() {
         let rules = RuleSet::builtin();
+        rules.compile_all().unwrap();
         let cases = cases();
         for rule in &rules.rules {
             assert!(!rule.keywords.is_empty(), "{} has no keywords", rule.id);
@@ -965,8 +1149,12 @@ mod tests {
             p.scrub("use acme_0123456789ab now").as_deref(),
             Some("use [REDACTED:acme-key] now")
         );
-        assert_eq!(p.scrub("ghp_0123456789abcdefghijABCDEFGHIJ012345 x"), None);
+        assert!(!p.scrub("pushed ghp_0123456789abcdefghijABCDEFGHIJ012345").unwrap_or_default().contains("github-pat"));
         assert!(RuleSet::builtin().disable(&["no-such-rule"]).is_err());
+        let p = Policy::default().disable(&["random-token", "password"]).unwrap();
+        assert_eq!(p.scrub("db_pass := \"hunter2hunter2\""), None);
+        assert!(!p.rule_ids().any(|id| id == "random-token"));
+        assert!(Policy::default().disable(&["passwrd"]).is_err());
     }
 
     #[test]

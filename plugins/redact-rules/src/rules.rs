@@ -8,6 +8,7 @@
 //! compiled rules small inside the plugin. What a rule file cannot mean for events (file
 //! paths, commits, composite rules) is refused, naming the rule and the field.
 
+use std::cell::OnceCell;
 use std::fmt;
 
 use regex::bytes::{Regex, RegexBuilder};
@@ -74,7 +75,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Rule {
     pub id: String,
-    regex: Regex,
+    pattern: String,
+    /// Compiled on first use: a plugin's `init` then costs the parse, not 167 regex
+    /// compilations (each new instance — after a trap, say — runs `init` again). Operator
+    /// rules are compiled while loading, so a bad one is refused at the swap.
+    regex: OnceCell<Regex>,
     /// Lowercase; the rule runs only on text containing one (any ASCII case). Empty: always.
     pub keywords: Vec<String>,
     secret_group: usize,
@@ -91,7 +96,8 @@ impl Rule {
         Ok(Rule {
             id: id.to_string(),
             secret_group: 0,
-            regex: compiled,
+            pattern: regex.to_string(),
+            regex: OnceCell::from(compiled),
             keywords: Vec::new(),
             entropy: None,
             allowlists: Vec::new(),
@@ -100,7 +106,10 @@ impl Rule {
 
     /// Every secret this rule finds in `text`, as byte ranges, after entropy and allow-lists.
     pub(crate) fn find(&self, text: &[u8], global: &[Allowlist], out: &mut Vec<(usize, usize)>) {
-        for caps in self.regex.captures_iter(text) {
+        let regex = self
+            .regex
+            .get_or_init(|| compile(&self.pattern).expect("checked when the rule was loaded"));
+        for caps in regex.captures_iter(text) {
             let whole = caps.get(0).expect("group 0 always matches");
             let Some(secret) = caps.get(self.secret_group).or(Some(whole)) else {
                 continue;
@@ -155,9 +164,10 @@ pub fn entropy(bytes: &[u8]) -> f64 {
 fn compile(regex: &str) -> Result<Regex, regex::Error> {
     RegexBuilder::new(regex)
         .unicode(false)
-        // Rule regexes are data from operators: bound what one may cost to compile and hold.
+        // Rule regexes are data from operators: bound what one may cost to compile and hold
+        // (167 rules × 256 KiB of lazy-DFA cache is the worst case; a few KiB each is usual).
         .size_limit(4 << 20)
-        .dfa_size_limit(2 << 20)
+        .dfa_size_limit(256 << 10)
         .build()
 }
 
@@ -171,12 +181,29 @@ pub struct RuleSet {
 impl RuleSet {
     /// The rules built into the plugin (`rules/default.toml`).
     pub fn builtin() -> RuleSet {
-        RuleSet::from_toml(DEFAULT_RULES).expect("the built-in rules are valid (tested)")
+        RuleSet::parse(DEFAULT_RULES, false).expect("the built-in rules are valid (tested)")
     }
 
     /// Parses rules in gitleaks' TOML format. Unknown or unsupported fields, a missing id or
     /// regex, a regex that does not compile and duplicate ids are refused, by rule and field.
     pub fn from_toml(text: &str) -> Result<RuleSet, RuleError> {
+        RuleSet::parse(text, true)
+    }
+
+    /// Compiles every rule's regex now (the built-in ones compile on first use).
+    pub fn compile_all(&self) -> Result<(), RuleError> {
+        for rule in &self.rules {
+            if rule.regex.get().is_none() {
+                let regex = compile(&rule.pattern).map_err(|e| {
+                    RuleError(format!("rule `{}`: field `regex` does not compile: {}", rule.id, one_line(&e.to_string())))
+                })?;
+                let _ = rule.regex.set(regex);
+            }
+        }
+        Ok(())
+    }
+
+    fn parse(text: &str, eager: bool) -> Result<RuleSet, RuleError> {
         let file: File =
             toml::from_str(text).map_err(|e| RuleError(format!("rules: {}", one_line(&e.to_string()))))?;
         let mut set = RuleSet::default();
@@ -201,7 +228,7 @@ impl RuleSet {
             if set.rules.iter().any(|r| r.id == id) {
                 return Err(RuleError(format!("rule `{id}`: field `id` is used twice")));
             }
-            set.rules.push(spec.build(&id)?);
+            set.rules.push(spec.build(&id, eager)?);
         }
         Ok(set)
     }
@@ -307,12 +334,24 @@ struct RuleSpec {
 }
 
 impl RuleSpec {
-    fn build(self, id: &str) -> Result<Rule, RuleError> {
+    fn build(self, id: &str, eager: bool) -> Result<Rule, RuleError> {
         let err = |field: &str, why: String| RuleError(format!("rule `{id}`: field `{field}` {why}"));
         check_id(id)?;
         let pattern = self.regex.ok_or_else(|| err("regex", "is missing (rules matching only file paths are not supported: events have no paths)".into()))?;
-        let regex = compile(&pattern).map_err(|e| err("regex", format!("does not compile: {}", one_line(&e.to_string()))))?;
-        let groups = regex.captures_len() - 1;
+        // The group count comes from the parse alone; compiling is left for first use when
+        // the rules are our own (tested), done now when they are an operator's.
+        let groups = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&pattern)
+            .map(|hir| hir.properties().explicit_captures_len())
+            .map_err(|e| err("regex", format!("does not compile: {}", one_line(&e.to_string()))))?;
+        let regex = OnceCell::new();
+        if eager {
+            let compiled = compile(&pattern).map_err(|e| err("regex", format!("does not compile: {}", one_line(&e.to_string()))))?;
+            let _ = regex.set(compiled);
+        }
         let secret_group = match self.secret_group {
             Some(g) if g > groups => {
                 return Err(err("secretGroup", format!("is {g}, but the regex has {groups} group(s)")));
@@ -338,6 +377,7 @@ impl RuleSpec {
         }
         Ok(Rule {
             id: id.to_string(),
+            pattern,
             regex,
             keywords,
             secret_group,

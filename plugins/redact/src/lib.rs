@@ -77,7 +77,6 @@ pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
         }
     }
     let disabled: Vec<&str> = disabled.iter().map(String::as_str).collect();
-    rules.disable(&disabled).map_err(|e| e.to_string())?;
     let mode = if hash_mode {
         let key = hash_key.ok_or("config `hash_key` is required when `mode` is `hash`")?;
         if key.len() < 16 {
@@ -87,7 +86,9 @@ pub fn policy_from_config(config: &Config) -> Result<Policy, String> {
     } else {
         Mode::Redact
     };
-    Ok(Policy::new(mode, extra_keys, rules))
+    Policy::new(mode, extra_keys, rules)
+        .disable(&disabled)
+        .map_err(|e| e.to_string())
 }
 
 /// The policy's edits for one batch: a replacement for each field that carries a secret.
