@@ -313,7 +313,7 @@ fn Plugins(dash: RwSignal<Dashboard>) -> impl IntoView {
                 <tbody>
                     <For each=plugins key=|p: &model::Plugin| (p.name.clone(), p.version, p.status.state.clone(), p.counters.calls) let(p)>
                         <tr class=format!("plugin {}", p.status.state) data-plugin=p.name.clone()>
-                            <td>{p.name.clone()}</td>
+                            <td>{p.name.clone()}{p.redactions_line().map(|line| view! { <div class="small plugin-redactions">{line}</div> })}</td>
                             <td>{p.world.clone()}</td>
                             <td class="plugin-version">{if p.author_version.is_empty() { format!("v{}", p.version) } else { format!("v{} ({})", p.version, p.author_version) }}</td>
                             <td>{p.status.state.clone()}</td>

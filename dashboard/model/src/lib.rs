@@ -121,6 +121,38 @@ pub struct Plugin {
     pub author_version: String,
     pub status: PluginStatus,
     pub counters: PluginCounters,
+    /// A sanitizer's redactions by rule (empty for other plugins, and before the first).
+    pub redactions: BTreeMap<String, u64>,
+}
+
+/// Rules named on a plugin's row; the rest are summed up as `+N more`.
+pub const TOP_RULES: usize = 3;
+
+impl Plugin {
+    /// `redactions: sensitive-key 40 · gitlab-pat 12 · +2 more`: the [`TOP_RULES`] rules
+    /// with the most redactions (ties by name); `None` when it has redacted nothing.
+    pub fn redactions_line(&self) -> Option<String> {
+        let mut rules: Vec<(&str, u64)> = self
+            .redactions
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(rule, n)| (rule.as_str(), *n))
+            .collect();
+        if rules.is_empty() {
+            return None;
+        }
+        // Most first; the map is by name, and the sort is stable, so ties stay by name.
+        rules.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        let mut parts: Vec<String> = rules
+            .iter()
+            .take(TOP_RULES)
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect();
+        if rules.len() > TOP_RULES {
+            parts.push(format!("+{} more", rules.len() - TOP_RULES));
+        }
+        Some(format!("redactions: {}", parts.join(" · ")))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -507,6 +539,25 @@ mod tests {
         assert_eq!(o.pools[0].window.p95_ms, None);
         assert_eq!(o.plugins[0].counters.ns_per_event, Some(812.5));
         assert!(o.errors.is_empty());
+    }
+
+    #[test]
+    fn a_sanitizer_row_names_its_top_rules() {
+        let json = r#"{"name":"redact","world":"sanitizer","redactions":
+            {"gitlab-pat":12,"sensitive-key":40,"jwt":3,"aws-access-key":12,"never":0}}"#;
+        let p: Plugin = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            p.redactions_line().as_deref(),
+            Some("redactions: sensitive-key 40 · aws-access-key 12 · gitlab-pat 12 · +1 more")
+        );
+        let one: Plugin =
+            serde_json::from_str(r#"{"name":"redact","redactions":{"jwt":1}}"#).unwrap();
+        assert_eq!(one.redactions_line().as_deref(), Some("redactions: jwt 1"));
+        // A consumer has no `redactions`; a sanitizer that redacted nothing shows none.
+        let consumer: Plugin = serde_json::from_str(r#"{"name":"digest"}"#).unwrap();
+        assert_eq!(consumer.redactions_line(), None);
+        let quiet: Plugin = serde_json::from_str(r#"{"redactions":{}}"#).unwrap();
+        assert_eq!(quiet.redactions_line(), None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The parts of the `lookout` binary (`src/main.rs` wires them): configuration, the live
-//! configuration path, logging, the plugin and config folders, the plugin CLI. A library so
-//! the fuzz targets (`tests/fuzz`) can reach the config parser; not an API of its own.
+//! configuration path, logging, the plugin and config folders, the plugin CLI, the policy
+//! test. A library so the fuzz targets (`tests/fuzz`) can reach the config parser; not an API
+//! of its own.
 
 pub mod config;
 pub mod kept;
 pub mod live;
 pub mod logging;
 pub mod plugin_cli;
+pub mod policy_test;
 pub mod watch;

@@ -4,6 +4,7 @@
 //! config, the embedded `redact` sanitizer and the embedded dashboard.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use lookout_wasm::{PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
 use lookout::config::Config;
-use lookout::{live, logging, plugin_cli, watch};
+use lookout::{live, logging, plugin_cli, policy_test, watch};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,41 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Measure a sanitizer policy against examples of secrets and of text to keep.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run a sanitizer over a JSONL file of examples (`text`, `needle`, `kind` tp|fp, optional
+    /// `family`/`rule`) in three placements — (a) `text` as `message`, (b) the bare `needle` as
+    /// `value`, (c) the `needle` in a sentence as `detail` — and print caught/kept per family.
+    /// Exit 0 when every threshold holds, 1 when one fails, 2 for bad input.
+    Test {
+        examples: PathBuf,
+        /// A sanitizer component to test instead of the embedded default `redact`.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Its manifest (`[config]` is handed to `init`, fixtures run, as a swap would).
+        #[arg(long, requires = "wasm")]
+        manifest: Option<PathBuf>,
+        /// The least share of secrets caught per placement: `a=0.97,b=0.6,c=0.6` (or one share
+        /// for all three).
+        #[arg(long, value_parser = policy_test::parse_min_caught)]
+        min_caught: Option<policy_test::MinCaught>,
+        /// The least share of non-secrets kept unchanged, in every placement.
+        #[arg(long, value_parser = policy_test::parse_fraction)]
+        min_kept: Option<f64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// List the first 20 misses per family, with what came out.
+        #[arg(long)]
+        misses: bool,
     },
 }
 
@@ -104,9 +140,42 @@ enum ConfigCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    let done = match cli.command {
+        Command::Policy {
+            command:
+                PolicyCommand::Test {
+                    examples,
+                    wasm,
+                    manifest,
+                    min_caught,
+                    min_kept,
+                    json,
+                    misses,
+                },
+        } => {
+            let options = policy_test::Options {
+                examples,
+                wasm,
+                manifest,
+                thresholds: policy_test::Thresholds {
+                    min_caught: min_caught.unwrap_or_default(),
+                    min_kept,
+                },
+                json,
+                misses,
+            };
+            // 1 is "a threshold failed" for CI, so a bad input must say something else.
+            return Ok(match policy_test::run(&options) {
+                Ok(policy_test::Outcome::Passed) => ExitCode::SUCCESS,
+                Ok(policy_test::Outcome::Failed) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("Error: {e:?}");
+                    ExitCode::from(2)
+                }
+            });
+        }
         Command::Serve {
             listen,
             config,
@@ -183,7 +252,8 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// JSON logs, one object a line, on stderr.

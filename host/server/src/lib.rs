@@ -306,7 +306,8 @@ pub struct MetricGroups {
     pub process: bool,
     /// `lookout_events_*`, `lookout_consumer_*`, `lookout_bus_*`, `lookout_sanitizer_*`.
     pub bus: bool,
-    /// `lookout_plugin_calls_total` and the other built-in plugin metrics.
+    /// `lookout_plugin_calls_total` and the other built-in plugin metrics, with
+    /// `lookout_redactions_total`.
     pub plugins: bool,
     /// Plugins' own metrics (`lookout_plugin_<plugin>_<name>`).
     pub custom: bool,
@@ -340,7 +341,7 @@ impl MetricGroups {
             "lookout_sanitizer_",
         ]) {
             self.bus
-        } else if any(&["lookout_plugin_"]) {
+        } else if any(&["lookout_plugin_", "lookout_redactions_"]) {
             self.plugins
         } else if any(&[
             "lookout_requests_",

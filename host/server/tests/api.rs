@@ -1,4 +1,5 @@
-//! The HTTP API without a socket: who may swap plugins, and what `/health/detailed` says.
+//! The HTTP API without a socket: who may swap plugins, what `/health/detailed` says, and the
+//! redaction counts of `/api/v1/plugins` and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use lookout_artifacts::plugins::MISBEHAVE;
 use lookout_core::{Bus, BusConfig, Event, RedactAll};
 use lookout_server::{AppState, router};
-use lookout_wasm::{Manifest, PluginRegistry, Runtime};
+use lookout_wasm::{Manifest, PluginRegistry, Runtime, World};
 use prometheus::Registry;
 use tower::ServiceExt;
 
@@ -277,4 +278,60 @@ async fn health_detailed_reports_a_quarantined_plugin() {
         },
     )
     .await;
+}
+
+/// A GET's status and body.
+async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Each sanitizer in `GET /api/v1/plugins` carries its redactions by rule, counted from the
+/// markers of the replacements it made; `/metrics` has the same in `lookout_redactions_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_list_counts_a_sanitizers_redactions_by_rule() {
+    let state = state(None);
+    let (bus, plugins) = (state.bus.clone(), state.plugins.clone());
+    let app = router(state);
+    plugins
+        .install(
+            Manifest::new("misbehave", World::Sanitizer),
+            MISBEHAVE,
+            "test",
+        )
+        .unwrap();
+    let (_, body) = get(&app, "/api/v1/plugins").await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["plugins"][0]["redactions"],
+        serde_json::json!({}),
+        "{body}"
+    );
+
+    // misbehave hands back each `mark` as its replacement: the markers are ours to choose.
+    for mark in ["[REDACTED:gitlab-pat] [REDACTED:gitlab-pat]", "[REDACTED]"] {
+        bus.publish(Event::new("test.mark").field("mark", mark));
+    }
+    assert!(bus.flush(std::time::Duration::from_secs(10)).await);
+    let (code, body) = get(&app, "/api/v1/plugins").await;
+    assert_eq!(code, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["plugins"][0]["redactions"],
+        serde_json::json!({"gitlab-pat": 2, "sensitive-key": 1}),
+        "{body}"
+    );
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(
+        metrics.contains(r#"lookout_redactions_total{plugin="misbehave",rule="gitlab-pat"} 2"#),
+        "{metrics}"
+    );
 }

@@ -100,11 +100,13 @@ impl BatchBuilder {
     /// Applies a sanitizer's verdict to the events this batch was last filled from. The
     /// whole verdict is checked first: one edit naming a field or event the batch does not
     /// have refuses all of it (the caller then fails the batch closed), so a half-applied
-    /// verdict never goes out.
+    /// verdict never goes out. `on_replace` sees each replacement as it is applied (for the
+    /// redaction counts), never one of a refused verdict.
     pub(crate) fn apply(
         &self,
         verdict: wit::Verdict,
         events: &mut Vec<Event>,
+        mut on_replace: impl FnMut(&str),
     ) -> Result<(), String> {
         let fields = self.batch.keys.len();
         if let Some(edit) = verdict.edits.iter().find(|e| e.field as usize >= fields) {
@@ -133,6 +135,7 @@ impl BatchBuilder {
             let (event, at) = locate(edit.field);
             match edit.change {
                 wit::Change::Replace(value) => {
+                    on_replace(&value);
                     events[event].fields[at].value = FieldValue::Str(value)
                 }
                 wit::Change::Remove => removed.push((event, at)),
@@ -240,7 +243,11 @@ mod tests {
             ],
             dropped: vec![2, 2],
         };
-        builder.apply(verdict, &mut events).unwrap();
+        let mut replaced = Vec::new();
+        builder
+            .apply(verdict, &mut events, |v| replaced.push(v.to_string()))
+            .unwrap();
+        assert_eq!(replaced, ["[REDACTED]"], "each replacement is seen once");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].fields.len(), 2);
         assert_eq!(events[0].get("user"), None);
@@ -271,9 +278,13 @@ mod tests {
             let before = events.clone();
             let mut builder = BatchBuilder::default();
             builder.fill(&events).unwrap();
-            let err = builder.apply(verdict, &mut events).unwrap_err();
+            let mut replaced = 0;
+            let err = builder
+                .apply(verdict, &mut events, |_| replaced += 1)
+                .unwrap_err();
             assert!(err.contains("of a batch of"), "{err}");
             assert_eq!(events, before);
+            assert_eq!(replaced, 0, "a refused verdict counts no redaction");
         }
     }
 }

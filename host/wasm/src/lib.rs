@@ -10,6 +10,7 @@ mod breaker;
 mod custom_metrics;
 mod error;
 mod manifest;
+mod redactions;
 mod registry;
 mod runner;
 mod runtime;
@@ -22,6 +23,7 @@ pub use custom_metrics::{
 };
 pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
+pub use redactions::{MAX_RULES_PER_PLUGIN, OTHER_RULE, SENSITIVE_KEY_RULE};
 pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
 pub use runner::Runner;
 pub use runtime::{

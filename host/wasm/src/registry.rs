@@ -81,6 +81,10 @@ pub struct PluginInfo {
     pub status: BreakerStatus,
     /// Calls, failures, events in and time spent, over all its versions.
     pub counters: PluginCounters,
+    /// A sanitizer's redactions by rule, over all its versions, read from the markers of
+    /// the replacements it made (docs/plugins.md); absent for other worlds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -233,6 +237,7 @@ impl Installed {
                 sha256: p.sha256.clone(),
             }),
             counters: PluginCounters::default(),
+            redactions: (self.manifest.world == World::Sanitizer).then(BTreeMap::new),
         }
     }
 }
@@ -575,6 +580,9 @@ impl PluginRegistry {
         let mut list: Vec<PluginInfo> = sanitizer.chain(runners).collect();
         for info in &mut list {
             info.counters = self.runtime.metrics.counters(&info.name);
+            if let Some(redactions) = &mut info.redactions {
+                *redactions = self.runtime.metrics.redactions.counts(&info.name);
+            }
         }
         list
     }

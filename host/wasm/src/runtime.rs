@@ -20,6 +20,7 @@ use crate::bindings::{host, types};
 use crate::custom_metrics::PluginMetricSet;
 use crate::error::{Error, Result};
 use crate::manifest::World;
+use crate::redactions::Redactions;
 
 /// The version of the `lookout:plugin` WIT package this host speaks.
 pub const WIT_VERSION: &str = "0.2.0";
@@ -207,6 +208,8 @@ pub(crate) struct PluginMetrics {
     pub events_in: IntCounterVec,
     pub quarantined: IntGaugeVec,
     pub quarantines: IntCounterVec,
+    /// Sanitizers' redactions by rule (`lookout_redactions_total`).
+    pub redactions: Redactions,
 }
 
 impl PluginMetrics {
@@ -317,6 +320,7 @@ impl PluginMetrics {
             events_in,
             quarantined,
             quarantines,
+            redactions: Redactions::new(registry)?,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
 use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
+use crate::redactions::RuleBook;
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
 
 /// The `[config]` handed to a plugin's `init`.
@@ -34,6 +35,8 @@ pub struct WasmSanitizer {
     limits: Limits,
     on_failure: FailurePolicy,
     breaker: Breaker,
+    /// Where the markers of its replacements are counted (shared with its other versions).
+    redactions: Arc<RuleBook>,
     live: Mutex<Option<Live>>,
     scratch: Mutex<BatchBuilder>,
 }
@@ -78,6 +81,7 @@ impl WasmSanitizer {
             limits,
             on_failure: FailurePolicy::default(),
             breaker: Breaker::new(QuarantinePolicy::default()),
+            redactions: runtime.metrics.redactions.book(name),
             live: Mutex::new(None),
             scratch: Mutex::default(),
         };
@@ -225,7 +229,7 @@ impl WasmSanitizer {
         match live.bindings.call_sanitize(&mut live.store, view) {
             Ok(verdict) => {
                 metrics.record(&self.name, "sanitize", started, "ok");
-                scratch.apply(verdict, batch)
+                scratch.apply(verdict, batch, |value| self.redactions.count(value))
             }
             Err(e) => {
                 let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);

@@ -12,6 +12,11 @@ use lookout_testkit::{Collect, counter};
 use lookout_wasm::{Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer, World};
 use prometheus::Registry;
 
+#[path = "plugins/redactions.rs"]
+mod redactions;
+#[path = "plugins/rules.rs"]
+mod rules;
+
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -619,7 +624,7 @@ impl Consumer for PolicyAudit {
         for e in batch.iter() {
             let json = serde_json::to_string(e).unwrap();
             let redact = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
-                && e.get("note") == Some(&FieldValue::Str("key [REDACTED:aws_access_key]".into()));
+                && e.get("note") == Some(&FieldValue::Str("key [REDACTED:aws-access-key-id]".into()));
             let allowlist = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
                 && e.get("note") == Some(&FieldValue::Str("[REDACTED]".into()));
             if json.contains("hunter2")

@@ -5,12 +5,14 @@
 //! overflows. `test.file`, `test.dir`, `test.env`, `test.socket`, `test.udp` and `test.dns` try
 //! to escape the sandbox (read `/etc/passwd`, list a directory, read the environment, open a
 //! TCP connection, bind a UDP socket, resolve a name) and write what happened into the event's
-//! `probe` field (`denied: …` or `ESCAPED: …`); `test.clock` writes the wall clock it reads. Any other batch passes through unchanged —
-//! which is exactly what a sanitizer must never do with secrets, so a leak in a test shows up
-//! at once.
+//! `probe` field (`denied: …` or `ESCAPED: …`); `test.clock` writes the wall clock it reads.
+//! `test.mark` replaces each `mark` field with its own value, so a test chooses exactly which
+//! redaction markers the host is handed, however hostile. Any other batch passes through
+//! unchanged — which is exactly what a sanitizer must never do with secrets, so a leak in a
+//! test shows up at once.
 
 use lookout_plugin_sdk::sanitizer::Guest;
-use lookout_plugin_sdk::{Batch, Config, Verdict};
+use lookout_plugin_sdk::{Batch, Config, FieldValue, Verdict};
 
 #[allow(unconditional_recursion)] // the point: overflow the stack
 fn recurse(depth: u64) -> u64 {
@@ -76,6 +78,13 @@ impl Guest for Misbehave {
             if let Some(outcome) = probe(event.kind()) {
                 for field in event.fields().filter(|f| f.key == "probe") {
                     verdict.replace(field.index, outcome.clone());
+                }
+            }
+        }
+        for event in batch.events().filter(|e| e.kind() == "test.mark") {
+            for field in event.fields().filter(|f| f.key == "mark") {
+                if let FieldValue::Str(value) = field.value {
+                    verdict.replace(field.index, value);
                 }
             }
         }

@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod nats;
 mod plugins;
+mod policy;
 mod pools;
 mod security;
 mod soak;
