@@ -624,7 +624,8 @@ impl Consumer for PolicyAudit {
         for e in batch.iter() {
             let json = serde_json::to_string(e).unwrap();
             let redact = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
-                && e.get("note") == Some(&FieldValue::Str("key [REDACTED:aws-access-key-id]".into()));
+                && e.get("note")
+                    == Some(&FieldValue::Str("key [REDACTED:aws-access-key-id]".into()));
             let allowlist = e.get("password") == Some(&FieldValue::Str("[REDACTED]".into()))
                 && e.get("note") == Some(&FieldValue::Str("[REDACTED]".into()));
             if json.contains("hunter2")

@@ -41,8 +41,20 @@ fn is_user_flag(key: &str) -> bool {
 
 /// Auth schemes a header value starts with; the credential follows.
 const SCHEMES: &[&str] = &[
-    "bearer", "basic", "token", "digest", "negotiate", "apikey", "api-key", "sso-key", "ssws",
-    "splunk", "key", "oauth", "hmac", "aws4-hmac-sha256",
+    "bearer",
+    "basic",
+    "token",
+    "digest",
+    "negotiate",
+    "apikey",
+    "api-key",
+    "sso-key",
+    "ssws",
+    "splunk",
+    "key",
+    "oauth",
+    "hmac",
+    "aws4-hmac-sha256",
 ];
 
 /// Every secret value after a credential key in `text`. `classify` says what a key is.
@@ -69,7 +81,10 @@ pub fn find(text: &str, classify: &mut dyn FnMut(&str) -> KeyClass, out: &mut Ve
             KeyClass::Password
         } else if key.eq_ignore_ascii_case("key") && ks >= 2 && b[ks - 1] == b' ' {
             // `cache key: …`, `api key: …`: a bare `key` is read with the word before it.
-            let ws = b[..ks - 1].iter().rposition(|&c| !c.is_ascii_alphanumeric()).map_or(0, |p| p + 1);
+            let ws = b[..ks - 1]
+                .iter()
+                .rposition(|&c| !c.is_ascii_alphanumeric())
+                .map_or(0, |p| p + 1);
             classify(&format!("{}_{key}", &text[ws..ks - 1]))
         } else {
             classify(key.trim_start_matches(['-', '.']))
@@ -86,7 +101,9 @@ pub fn find(text: &str, classify: &mut dyn FnMut(&str) -> KeyClass, out: &mut Ve
             while j < n && b[j] == b' ' {
                 j += 1;
             }
-            if b[vs..ve].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'?')
+            if b[vs..ve]
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'?')
                 && j < n
                 && b[j] == b'='
                 && !matches!(b.get(j + 1), Some(b'=' | b'>'))
@@ -158,7 +175,10 @@ fn operator(b: &[u8], ks: usize, ke: usize) -> Option<(usize, Form)> {
     let phrase_quote = || {
         let from = ks.saturating_sub(40);
         let q = b[ks..].first().copied()?;
-        let at = b[from..ks].iter().rposition(|&c| !(c.is_ascii_alphanumeric() || c == b' ' || c == b'_' || c == b'-'))? + from;
+        let at = b[from..ks]
+            .iter()
+            .rposition(|&c| !(c.is_ascii_alphanumeric() || c == b' ' || c == b'_' || c == b'-'))?
+            + from;
         (is_quote(b[at]) && ke < n && b[ke] == b[at] && q != b' ').then_some(b[at])
     };
     let open = match open {
@@ -263,7 +283,11 @@ fn value(b: &[u8], mut j: usize, form: Form, to_line_end: bool) -> Option<(usize
                     e += 1;
                 }
                 let next = e + 1;
-                if next + indent <= n && b[next..next + indent].iter().all(|&c| c == b' ') && next + indent < n && b[next + indent] != b'\n' {
+                if next + indent <= n
+                    && b[next..next + indent].iter().all(|&c| c == b' ')
+                    && next + indent < n
+                    && b[next + indent] != b'\n'
+                {
                     e = next + indent;
                     continue;
                 }
@@ -312,7 +336,20 @@ fn value(b: &[u8], mut j: usize, form: Form, to_line_end: bool) -> Option<(usize
             matches!(c, b'\n' | b'\r' | b'"' | b'\'' | b'\\')
         } else {
             c.is_ascii_whitespace()
-                || matches!(c, b',' | b';' | b'&' | b'"' | b'\'' | b'`' | b')' | b']' | b'}' | b'<' | b'>' | b'\\')
+                || matches!(
+                    c,
+                    b',' | b';'
+                        | b'&'
+                        | b'"'
+                        | b'\''
+                        | b'`'
+                        | b')'
+                        | b']'
+                        | b'}'
+                        | b'<'
+                        | b'>'
+                        | b'\\'
+                )
         };
         if stop {
             break;
@@ -367,7 +404,10 @@ mod tests {
         ] {
             assert_eq!(secrets(text), [v], "{text:?}");
         }
-        assert_eq!(secrets("curl -u elastic:P@ssw0rd https://x"), ["elastic:P@ssw0rd"]);
+        assert_eq!(
+            secrets("curl -u elastic:P@ssw0rd https://x"),
+            ["elastic:P@ssw0rd"]
+        );
         assert_eq!(
             secrets("Authorization: Bearer abcdef123456"),
             ["abcdef123456"]

@@ -18,42 +18,225 @@ pub enum KeyClass {
 
 /// Words that, as the last word of a key, make it describe a secret rather than hold one.
 const DESCRIPTIVE: &[&str] = &[
-    "count", "total", "len", "length", "size", "ttl", "type", "types", "kind", "expiry", "expires",
-    "expiration", "expired", "expire", "at", "in", "limit", "limits", "used", "present", "set",
-    "configured", "enabled", "disabled", "required", "id", "ids", "name", "names", "path", "paths",
-    "file", "files", "dir", "url", "uri", "urls", "endpoint", "host", "version", "alias", "ref",
-    "arn", "format", "algorithm", "alg", "usage", "rotation", "fingerprint", "hint", "policy",
-    "policies", "prefix", "suffix", "field", "param", "location", "env", "var", "label",
-    "mode", "provider", "issuer", "scope", "scopes", "audience", "lifetime", "timeout", "duration",
-    "age", "strength", "regex", "pattern", "rule", "rules", "check", "changed", "reset", "created",
-    "updated", "valid", "validity", "error", "errors", "status", "store", "manager", "service",
-    "source", "index", "column", "table", "ttlsec", "seconds", "ms",
-    "bytes", "bits",
+    "count",
+    "total",
+    "len",
+    "length",
+    "size",
+    "ttl",
+    "type",
+    "types",
+    "kind",
+    "expiry",
+    "expires",
+    "expiration",
+    "expired",
+    "expire",
+    "at",
+    "in",
+    "limit",
+    "limits",
+    "used",
+    "present",
+    "set",
+    "configured",
+    "enabled",
+    "disabled",
+    "required",
+    "id",
+    "ids",
+    "name",
+    "names",
+    "path",
+    "paths",
+    "file",
+    "files",
+    "dir",
+    "url",
+    "uri",
+    "urls",
+    "endpoint",
+    "host",
+    "version",
+    "alias",
+    "ref",
+    "arn",
+    "format",
+    "algorithm",
+    "alg",
+    "usage",
+    "rotation",
+    "fingerprint",
+    "hint",
+    "policy",
+    "policies",
+    "prefix",
+    "suffix",
+    "field",
+    "param",
+    "location",
+    "env",
+    "var",
+    "label",
+    "mode",
+    "provider",
+    "issuer",
+    "scope",
+    "scopes",
+    "audience",
+    "lifetime",
+    "timeout",
+    "duration",
+    "age",
+    "strength",
+    "regex",
+    "pattern",
+    "rule",
+    "rules",
+    "check",
+    "changed",
+    "reset",
+    "created",
+    "updated",
+    "valid",
+    "validity",
+    "error",
+    "errors",
+    "status",
+    "store",
+    "manager",
+    "service",
+    "source",
+    "index",
+    "column",
+    "table",
+    "ttlsec",
+    "seconds",
+    "ms",
+    "bytes",
+    "bits",
 ];
 
 /// Words that, as the last word, make a key hold a credential.
 const CREDENTIAL_NOUNS: &[&str] = &[
-    "secret", "secrets", "token", "tokens", "credential", "credentials", "creds", "cred", "apikey",
-    "apikeys", "auth", "authorization", "cookie", "cookies", "bearer", "signature", "sig", "dsn",
-    "jwt", "otp", "passphrase", "privatekey", "accesskey", "secretkey", "pat", "hmac", "sas",
-    "connectionstring", "cvv", "cvc", "ssn", "cardnumber", "creditcard", "login",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "credential",
+    "credentials",
+    "creds",
+    "cred",
+    "apikey",
+    "apikeys",
+    "auth",
+    "authorization",
+    "cookie",
+    "cookies",
+    "bearer",
+    "signature",
+    "sig",
+    "dsn",
+    "jwt",
+    "otp",
+    "passphrase",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+    "pat",
+    "hmac",
+    "sas",
+    "connectionstring",
+    "cvv",
+    "cvc",
+    "ssn",
+    "cardnumber",
+    "creditcard",
+    "login",
 ];
 
 /// Words that name a password wherever they stand in the key.
 const PASSWORD_WORDS: &[&str] = &[
-    "pass", "pwd", "pw", "pswd", "passwd", "pword", "passcode", "passphrase", "pin", "password",
+    "pass",
+    "pwd",
+    "pw",
+    "pswd",
+    "passwd",
+    "pword",
+    "passcode",
+    "passphrase",
+    "pin",
+    "password",
     "passwords",
-    "passwort", "contrasena", "senha", "motdepasse",
+    "passwort",
+    "contrasena",
+    "senha",
+    "motdepasse",
 ];
 
 /// Words before `key` that make it an ordinary key (`sort_key`, `public_key`).
 const ORDINARY_KEYS: &[&str] = &[
-    "public", "pub", "primary", "sort", "partition", "cache", "idempotency", "foreign", "routing",
-    "row", "lookup", "map", "object", "group", "metric", "dedup", "dedupe", "unique",
-    "composite", "natural", "shard", "hot", "press", "translation", "i18n", "message", "bucket", "registry", "label", "sort", "range", "hash", "join", "dict", "field", "json", "yaml",
-    "config", "setting", "settings", "option", "map", "primary", "index", "search", "query",
-    "cluster", "node", "tenant", "stream", "topic", "event", "idem", "request", "job", "task",
-    "item", "record", "entity", "order", "product",
+    "public",
+    "pub",
+    "primary",
+    "sort",
+    "partition",
+    "cache",
+    "idempotency",
+    "foreign",
+    "routing",
+    "row",
+    "lookup",
+    "map",
+    "object",
+    "group",
+    "metric",
+    "dedup",
+    "dedupe",
+    "unique",
+    "composite",
+    "natural",
+    "shard",
+    "hot",
+    "press",
+    "translation",
+    "i18n",
+    "message",
+    "bucket",
+    "registry",
+    "label",
+    "sort",
+    "range",
+    "hash",
+    "join",
+    "dict",
+    "field",
+    "json",
+    "yaml",
+    "config",
+    "setting",
+    "settings",
+    "option",
+    "map",
+    "primary",
+    "index",
+    "search",
+    "query",
+    "cluster",
+    "node",
+    "tenant",
+    "stream",
+    "topic",
+    "event",
+    "idem",
+    "request",
+    "job",
+    "task",
+    "item",
+    "record",
+    "entity",
+    "order",
+    "product",
 ];
 
 /// Glued words, for keys without separators (`APIKEY`, `dbpassword`, `xaccesstoken`).
@@ -133,10 +316,12 @@ pub fn classify(key: &str, extra: &[String], scratch: &mut Vec<String>) -> KeyCl
         return KeyClass::Plain;
     }
     // Made to be shown: public and publishable keys, anti-CSRF tokens.
-    if scratch
-        .iter()
-        .any(|w| matches!(w.as_str(), "public" | "publishable" | "pub" | "csrf" | "xsrf"))
-    {
+    if scratch.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "public" | "publishable" | "pub" | "csrf" | "xsrf"
+        )
+    }) {
         return KeyClass::Plain;
     }
     if scratch.iter().any(|w| PASSWORD_WORDS.contains(&w.as_str())) {
@@ -158,10 +343,19 @@ pub fn classify(key: &str, extra: &[String], scratch: &mut Vec<String>) -> KeyCl
     }
     // A credential word anywhere but last (`secret_value`, `token_for_ci`), then the glued
     // forms of one-word keys (`apikey`, `xaccesstoken`, `dbpassword`).
-    if scratch
-        .iter()
-        .any(|w| matches!(w.as_str(), "secret" | "secrets" | "token" | "credential" | "credentials" | "apikey" | "password" | "passwd"))
-    {
+    if scratch.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "secret"
+                | "secrets"
+                | "token"
+                | "credential"
+                | "credentials"
+                | "apikey"
+                | "password"
+                | "passwd"
+        )
+    }) {
         return if scratch.iter().any(|w| w.starts_with("passw")) {
             KeyClass::Password
         } else {
@@ -210,25 +404,67 @@ mod tests {
     #[test]
     fn credential_keys_in_any_case_or_separator() {
         for key in [
-            "password", "DB_PASSWORD", "db_pass", "dbPass", "pwd", "userPwd", "pin", "passphrase",
+            "password",
+            "DB_PASSWORD",
+            "db_pass",
+            "dbPass",
+            "pwd",
+            "userPwd",
+            "pin",
+            "passphrase",
             "client_secret",
             "mysqlpassword",
         ] {
             assert_eq!(class(key), KeyClass::Password, "{key}");
         }
         for key in [
-            "api_key", "apiKey", "X-Api-Key", "APIKEY", "asanaToken", "ASANA_TOKEN", "xToken",
-            "aws_secret_access_key", "Authorization", "set-cookie", "auth",
-            "proxy_auth", "credentials", "private_key", "tls.key", "key", "GH_PAT", "secret_value",
-            "accesstoken", "jwt", "stripeKey",
+            "api_key",
+            "apiKey",
+            "X-Api-Key",
+            "APIKEY",
+            "asanaToken",
+            "ASANA_TOKEN",
+            "xToken",
+            "aws_secret_access_key",
+            "Authorization",
+            "set-cookie",
+            "auth",
+            "proxy_auth",
+            "credentials",
+            "private_key",
+            "tls.key",
+            "key",
+            "GH_PAT",
+            "secret_value",
+            "accesstoken",
+            "jwt",
+            "stripeKey",
         ] {
             assert_eq!(class(key), KeyClass::Credential, "{key}");
         }
         for key in [
-            "author", "token_count", "session_id", "command", "user", "duration_ms", "token_type",
-            "CREDENTIALS_ID", "access_token_url", "public_key", "sort_key", "key_path", "bypass",
-            "passenger", "keyboard", "monkey", "compass", "tokenizer_name", "secret_name",
-            "minisat-master-keying", "publicToken", "csrf-token",
+            "author",
+            "token_count",
+            "session_id",
+            "command",
+            "user",
+            "duration_ms",
+            "token_type",
+            "CREDENTIALS_ID",
+            "access_token_url",
+            "public_key",
+            "sort_key",
+            "key_path",
+            "bypass",
+            "passenger",
+            "keyboard",
+            "monkey",
+            "compass",
+            "tokenizer_name",
+            "secret_name",
+            "minisat-master-keying",
+            "publicToken",
+            "csrf-token",
         ] {
             assert_eq!(class(key), KeyClass::Plain, "{key}");
         }

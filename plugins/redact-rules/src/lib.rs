@@ -66,7 +66,14 @@ pub mod builtin {
     pub const RANDOM_TOKEN: &str = "random-token";
     /// Every rule written in code (each can be turned off like a data rule).
     pub const ALL: &[&str] = &[
-        PASSWORD, CREDENTIAL, URL_PASSWORD, AUTH_HEADER, PRIVATE_KEY, JWT, CARD_NUMBER, RANDOM_TOKEN,
+        PASSWORD,
+        CREDENTIAL,
+        URL_PASSWORD,
+        AUTH_HEADER,
+        PRIVATE_KEY,
+        JWT,
+        CARD_NUMBER,
+        RANDOM_TOKEN,
     ];
     /// A whole value replaced because its field's key names a credential.
     pub const SENSITIVE_KEY: &str = "sensitive-key";
@@ -85,9 +92,32 @@ enum Trigger {
 
 /// Words whose presence may mean a credential key in the text (`db_pass := …`).
 const CONTEXT_WORDS: &[&str] = &[
-    "pass", "pwd", "pw", "secret", "token", "key", "auth", "cred", "cookie", "bearer",
-    "signature", "sig", "dsn", "jwt", "otp", "pin", "pat", " -u", "--user", "-U ", "ssn", "cvv",
-    "cvc", "card", "hmac", "sas",
+    "pass",
+    "pwd",
+    "pw",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cred",
+    "cookie",
+    "bearer",
+    "signature",
+    "sig",
+    "dsn",
+    "jwt",
+    "otp",
+    "pin",
+    "pat",
+    " -u",
+    "--user",
+    "-U ",
+    "ssn",
+    "cvv",
+    "cvc",
+    "card",
+    "hmac",
+    "sas",
 ];
 
 /// The one keyword pass: its automaton and what each of its patterns triggers.
@@ -122,7 +152,11 @@ impl Scanner {
                 add(keyword, Trigger::Rule(index));
             }
         }
-        for word in CONTEXT_WORDS.iter().copied().chain(extra_keys.iter().map(String::as_str)) {
+        for word in CONTEXT_WORDS
+            .iter()
+            .copied()
+            .chain(extra_keys.iter().map(String::as_str))
+        {
             add(word, Trigger::Context);
         }
         add("://", Trigger::Url);
@@ -136,7 +170,9 @@ impl Scanner {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .expect("keywords are plain strings");
-        let always = (0..rules.rules.len()).filter(|&i| rules.rules[i].keywords.is_empty()).collect();
+        let always = (0..rules.rules.len())
+            .filter(|&i| rules.rules[i].keywords.is_empty())
+            .collect();
         Scanner {
             automaton,
             triggers,
@@ -224,9 +260,11 @@ impl Policy {
     /// Turns off rules by id, data rules and those written in code alike; an id that names
     /// no rule is an error (a typo must not leave a rule on unnoticed).
     pub fn disable(mut self, ids: &[&str]) -> Result<Policy, RuleError> {
-        let (code, data): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| builtin::ALL.contains(id));
+        let (code, data): (Vec<&str>, Vec<&str>) =
+            ids.iter().partition(|id| builtin::ALL.contains(id));
         self.rules.disable(&data)?;
-        self.off.extend(builtin::ALL.iter().filter(|b| code.contains(b)));
+        self.off
+            .extend(builtin::ALL.iter().filter(|b| code.contains(b)));
         // The keyword pass indexes rules by position: build it again for what is left.
         self.scanner = Scanner::new(&self.rules, &self.extra_keys);
         Ok(self)
@@ -321,7 +359,8 @@ impl Policy {
         let scratch = &mut *scratch;
         scratch.rules_hit.clear();
         scratch.rules_hit.extend_from_slice(&self.scanner.always);
-        let (mut context, mut url, mut auth, mut pem, mut jwt) = (false, false, false, false, false);
+        let (mut context, mut url, mut auth, mut pem, mut jwt) =
+            (false, false, false, false, false);
         // Most strings hold no keyword at all: one plain search says so, and only a string
         // that has one pays for the overlapping search that finds every keyword.
         let hits = self
@@ -463,10 +502,13 @@ impl Policy {
 /// Bytes a token is made of: a rule's match is widened over them so that no prefix or tail
 /// of the token it matched is left behind (`=` padding only to the right).
 fn widen_to_token(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
-    let inner = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'+' | b'/' | b'~' | b'%' | b'.');
+    let inner = |c: u8| {
+        c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'+' | b'/' | b'~' | b'%' | b'.')
+    };
     // Leftwards only over word bytes: a token inside a URL path or after a dot keeps the
     // URL or the name before it.
-    while start > 0 && (b[start - 1].is_ascii_alphanumeric() || matches!(b[start - 1], b'_' | b'-')) {
+    while start > 0 && (b[start - 1].is_ascii_alphanumeric() || matches!(b[start - 1], b'_' | b'-'))
+    {
         start -= 1;
     }
     while end < b.len() && (inner(b[end]) || b[end] == b'=') {
@@ -564,7 +606,8 @@ fn find_jwts(text: &str, spans: &mut Vec<Span<'_>>) {
         // A signed JWT has three segments; an unsigned one (`alg: none`) may end after the
         // payload, which is base64 of JSON too.
         let unsigned = dots == 1 && bytes[start + first_len + 1..].starts_with(b"eyJ");
-        let unsigned = unsigned || dots == 2 && segment_len == 0 && bytes[start + first_len + 1..].starts_with(b"eyJ");
+        let unsigned = unsigned
+            || dots == 2 && segment_len == 0 && bytes[start + first_len + 1..].starts_with(b"eyJ");
         if (dots == 2 && segment_len > 0 || unsigned) && first_len >= 10 {
             spans.push(Span {
                 start,
@@ -601,13 +644,11 @@ fn find_auth_schemes(text: &str, spans: &mut Vec<Span<'_>>) {
                 end += 1;
             }
             // `=` only as base64 padding: `bearer expires_in=3600` is a pair, not a token.
-            let inner_eq = bytes[start..end].iter().rposition(|&b| b != b'=').is_some_and(|last| {
-                bytes[start..=start + last].contains(&b'=')
-            });
-            if end - start >= 8
-                && !inner_eq
-                && !value::is_placeholder(&bytes[start..end])
-            {
+            let inner_eq = bytes[start..end]
+                .iter()
+                .rposition(|&b| b != b'=')
+                .is_some_and(|last| bytes[start..=start + last].contains(&b'='));
+            if end - start >= 8 && !inner_eq && !value::is_placeholder(&bytes[start..end]) {
                 spans.push(Span {
                     start,
                     end,
@@ -674,7 +715,10 @@ fn find_random_tokens(
         }
         let start = i;
         // `=` only as padding at the end: inside a run it separates a key from its value.
-        while i < b.len() && token(b[i]) && (b[i] != b'=' || !b.get(i + 1).is_some_and(|&c| token(c) && c != b'=')) {
+        while i < b.len()
+            && token(b[i])
+            && (b[i] != b'=' || !b.get(i + 1).is_some_and(|&c| token(c) && c != b'='))
+        {
             i += 1;
         }
         let mut end = i;
@@ -690,9 +734,13 @@ fn find_random_tokens(
         }
         // A path is made of names; a token may hold `/` (base64) but not be a path.
         if run.contains(&b'/')
-            && run
-                .split(|&c| c == b'/')
-                .any(|seg| !seg.is_empty() && seg.len() < 16 && seg.iter().all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'_'))
+            && run.split(|&c| c == b'/').any(|seg| {
+                !seg.is_empty()
+                    && seg.len() < 16
+                    && seg
+                        .iter()
+                        .all(|c| c.is_ascii_alphabetic() || *c == b'-' || *c == b'_')
+            })
         {
             continue;
         }
@@ -707,15 +755,26 @@ fn find_random_tokens(
                 break;
             }
         }
-        let hex = body.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-' || c == b'_');
-        const DIGESTS: &[&[u8]] = &[b"sha1-", b"sha256-", b"sha384-", b"sha512-", b"sha256:", b"sha512:", b"sha1:", b"md5:"];
-        let named_digest = DIGESTS.iter().any(|p| b[..start].ends_with(p) || run.starts_with(p));
+        let hex = body
+            .iter()
+            .all(|&c| c.is_ascii_hexdigit() || c == b'-' || c == b'_');
+        const DIGESTS: &[&[u8]] = &[
+            b"sha1-", b"sha256-", b"sha384-", b"sha512-", b"sha256:", b"sha512:", b"sha1:", b"md5:",
+        ];
+        let named_digest = DIGESTS
+            .iter()
+            .any(|p| b[..start].ends_with(p) || run.starts_with(p));
         // `ssh-ed25519 AAAAC3Nza… user@host`: a public key.
         let word_before = b[..start].strip_suffix(b" ").map(|w| {
-            let from = w.iter().rposition(|c| c.is_ascii_whitespace() || *c == b'"').map_or(0, |p| p + 1);
+            let from = w
+                .iter()
+                .rposition(|c| c.is_ascii_whitespace() || *c == b'"')
+                .map_or(0, |p| p + 1);
             &w[from..]
         });
-        let public_key = word_before.is_some_and(|w| w.starts_with(b"ssh-") || w.starts_with(b"ecdsa-") || w.starts_with(b"sk-ssh-"));
+        let public_key = word_before.is_some_and(|w| {
+            w.starts_with(b"ssh-") || w.starts_with(b"ecdsa-") || w.starts_with(b"sk-ssh-")
+        });
         if hex
             || named_digest
             || public_key
@@ -864,7 +923,6 @@ fn keyed_hash(key: &[u8], value: &[u8]) -> String {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -968,13 +1026,24 @@ mod tests {
         let policy = Policy::default();
         let rules = RuleSet::builtin();
         for case in cases().cases {
-            let rule = rules.rules.iter().find(|r| r.id == case.rule).expect("known rule");
+            let rule = rules
+                .rules
+                .iter()
+                .find(|r| r.id == case.rule)
+                .expect("known rule");
             let mut alone = Vec::new();
-            rule.find(case.secret.as_bytes(), rules.global_allowlists(), &mut alone);
+            rule.find(
+                case.secret.as_bytes(),
+                rules.global_allowlists(),
+                &mut alone,
+            );
             let mut placements = vec![("message", case.text.clone())];
             if !alone.is_empty() {
                 placements.push(("value", case.secret.clone()));
-                placements.push(("detail", format!("deploy failed with {} at step 3", case.secret)));
+                placements.push((
+                    "detail",
+                    format!("deploy failed with {} at step 3", case.secret),
+                ));
             }
             for (key, text) in placements {
                 let out = policy
@@ -1002,7 +1071,11 @@ mod tests {
             .iter()
             .filter_map(|b| policy.scrub(&b.text).map(|out| (b.text.as_str(), out)))
             .collect();
-        assert!(changed.is_empty(), "{kept}/{} kept; changed: {changed:#?}", benign.len());
+        assert!(
+            changed.is_empty(),
+            "{kept}/{} kept; changed: {changed:#?}",
+            benign.len()
+        );
     }
 
     /// The keyword pass only skips rules that could not have matched.
@@ -1035,13 +1108,32 @@ mod tests {
     fn sensitive_keys_are_recognised_and_counts_are_not() {
         let p = Policy::default();
         for key in [
-            "password", "DB_PASSWORD", "api-key", "X-Api-Key", "Authorization", "set-cookie",
-            "private_key", "aws_secret_access_key", "client_secret", "auth", "proxy_auth",
-            "credentials", "pin", "db_pass",
+            "password",
+            "DB_PASSWORD",
+            "api-key",
+            "X-Api-Key",
+            "Authorization",
+            "set-cookie",
+            "private_key",
+            "aws_secret_access_key",
+            "client_secret",
+            "auth",
+            "proxy_auth",
+            "credentials",
+            "pin",
+            "db_pass",
         ] {
             assert!(p.is_sensitive_key(key), "{key}");
         }
-        for key in ["author", "token_count", "session_id", "command", "user", "duration_ms", "token_type"] {
+        for key in [
+            "author",
+            "token_count",
+            "session_id",
+            "command",
+            "user",
+            "duration_ms",
+            "token_type",
+        ] {
             assert!(!p.is_sensitive_key(key), "{key}");
         }
     }
@@ -1051,8 +1143,14 @@ mod tests {
         let cases = [
             ("key AKIAIOSFODNN7EXAMPLE used", "AKIAIOSFODNN7EXAMPLE"),
             ("Authorization: Bearer abc.def-ghi_jkl", "abc.def-ghi_jkl"),
-            ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-x done", "eyJhbGciOiJIUzI1NiJ9"),
-            ("jwt eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjM0In0 unsigned", "eyJzdWIiOiIxMjM0In0"),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-x done",
+                "eyJhbGciOiJIUzI1NiJ9",
+            ),
+            (
+                "jwt eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjM0In0 unsigned",
+                "eyJzdWIiOiIxMjM0In0",
+            ),
             ("card 4111 1111 1111 1111 charged", "4111 1111 1111 1111"),
             ("card 4111-1111-1111-1111", "1111-1111"),
             ("postgres://app:s3cr3t@db:5432/x", "s3cr3t"),
@@ -1060,14 +1158,29 @@ mod tests {
             ("{\"api_key\": \"abcd1234efgh\"}", "abcd1234efgh"),
             ("GET /x?user=a&token=zX9q7Lm2Pw4K&y=1", "zX9q7Lm2Pw4K"),
             ("mysql -u root --password hunter2 -h db", "hunter2"),
-            ("run.sh --api-key=k-0987-ab12-cd --verbose", "k-0987-ab12-cd"),
-            ("DefaultEndpointsProtocol=https;AccountName=x;AccountKey=bWFkZS11cA0123==;", "bWFkZS11cA0123"),
-            ("PUT /b/o?X-Amz-Signature=abcdef0123&X-Amz-Date=1", "abcdef0123"),
+            (
+                "run.sh --api-key=k-0987-ab12-cd --verbose",
+                "k-0987-ab12-cd",
+            ),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=bWFkZS11cA0123==;",
+                "bWFkZS11cA0123",
+            ),
+            (
+                "PUT /b/o?X-Amz-Signature=abcdef0123&X-Amz-Date=1",
+                "abcdef0123",
+            ),
             ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123"),
-            ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6\n-----END RSA PRIVATE KEY-----", "MIIEow"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6\n-----END RSA PRIVATE KEY-----",
+                "MIIEow",
+            ),
             ("db_pass := \"hunter2hunter2\"", "hunter2hunter2"),
             ("<password>hunter2hunter2</password>", "hunter2hunter2"),
-            ("System.setProperty(\"DB_PASSWORD\", \"hunter2hunter2\")", "hunter2hunter2"),
+            (
+                "System.setProperty(\"DB_PASSWORD\", \"hunter2hunter2\")",
+                "hunter2hunter2",
+            ),
             ("curl -u elastic:P@ssw0rd https://es:9200", "P@ssw0rd"),
             ("x-bearer abcdefgh1234", "abcdefgh1234"),
             ("BASIC dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
@@ -1084,8 +1197,14 @@ mod tests {
 
     #[test]
     fn markers_name_the_rule_never_the_value() {
-        assert_eq!(scrub("db_pass := \"hunter2hunter2\""), "db_pass := \"[REDACTED:password]\"");
-        assert_eq!(scrub("key AKIAIOSFODNN7EXAMPLE used"), "key [REDACTED:aws-access-key-id] used");
+        assert_eq!(
+            scrub("db_pass := \"hunter2hunter2\""),
+            "db_pass := \"[REDACTED:password]\""
+        );
+        assert_eq!(
+            scrub("key AKIAIOSFODNN7EXAMPLE used"),
+            "key [REDACTED:aws-access-key-id] used"
+        );
         assert_eq!(
             scrub("token glpat-Xk3mP9qR2sT5vW8yZ1bC ok"),
             "token [REDACTED:gitlab-pat] ok"
@@ -1119,10 +1238,14 @@ mod tests {
     #[test]
     fn fields_are_cleaned_by_key_then_by_content() {
         let p = Policy::default();
-        assert_eq!(p.clean_field("pin", Value::Int(1234)).as_deref(), Some("[REDACTED]"));
+        assert_eq!(
+            p.clean_field("pin", Value::Int(1234)).as_deref(),
+            Some("[REDACTED]")
+        );
         assert_eq!(p.clean_field("password_set", Value::Bool(true)), None);
         assert_eq!(
-            p.clean_field("ref", Value::Int(4111111111111111)).as_deref(),
+            p.clean_field("ref", Value::Int(4111111111111111))
+                .as_deref(),
             Some("[REDACTED:card-number]")
         );
         assert_eq!(p.clean_field("amount", Value::Int(1999)), None);
@@ -1149,9 +1272,15 @@ mod tests {
             p.scrub("use acme_0123456789ab now").as_deref(),
             Some("use [REDACTED:acme-key] now")
         );
-        assert!(!p.scrub("pushed ghp_0123456789abcdefghijABCDEFGHIJ012345").unwrap_or_default().contains("github-pat"));
+        assert!(
+            !p.scrub("pushed ghp_0123456789abcdefghijABCDEFGHIJ012345")
+                .unwrap_or_default()
+                .contains("github-pat")
+        );
         assert!(RuleSet::builtin().disable(&["no-such-rule"]).is_err());
-        let p = Policy::default().disable(&["random-token", "password"]).unwrap();
+        let p = Policy::default()
+            .disable(&["random-token", "password"])
+            .unwrap();
         assert_eq!(p.scrub("db_pass := \"hunter2hunter2\""), None);
         assert!(!p.rule_ids().any(|id| id == "random-token"));
         assert!(Policy::default().disable(&["passwrd"]).is_err());

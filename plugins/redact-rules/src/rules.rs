@@ -51,7 +51,8 @@ impl Allowlist {
             Target::Match => whole,
             Target::Line => line,
         };
-        let by_regex = (!self.regexes.is_empty()).then(|| self.regexes.iter().any(|r| r.is_match(text)));
+        let by_regex =
+            (!self.regexes.is_empty()).then(|| self.regexes.iter().any(|r| r.is_match(text)));
         let by_word = (!self.stopwords.is_empty()).then(|| {
             let lower = secret.to_ascii_lowercase();
             self.stopwords
@@ -136,8 +137,14 @@ impl Rule {
 }
 
 fn line_around(text: &[u8], start: usize, end: usize) -> &[u8] {
-    let from = text[..start].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let to = text[end..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| p + end);
+    let from = text[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let to = text[end..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |p| p + end);
     &text[from..to]
 }
 
@@ -195,7 +202,11 @@ impl RuleSet {
         for rule in &self.rules {
             if rule.regex.get().is_none() {
                 let regex = compile(&rule.pattern).map_err(|e| {
-                    RuleError(format!("rule `{}`: field `regex` does not compile: {}", rule.id, one_line(&e.to_string())))
+                    RuleError(format!(
+                        "rule `{}`: field `regex` does not compile: {}",
+                        rule.id,
+                        one_line(&e.to_string())
+                    ))
                 })?;
                 let _ = rule.regex.set(regex);
             }
@@ -204,8 +215,8 @@ impl RuleSet {
     }
 
     fn parse(text: &str, eager: bool) -> Result<RuleSet, RuleError> {
-        let file: File =
-            toml::from_str(text).map_err(|e| RuleError(format!("rules: {}", one_line(&e.to_string()))))?;
+        let file: File = toml::from_str(text)
+            .map_err(|e| RuleError(format!("rules: {}", one_line(&e.to_string()))))?;
         let mut set = RuleSet::default();
         if let Some(extend) = file.extend {
             let _ = extend;
@@ -222,9 +233,9 @@ impl RuleSet {
                 .and_then(toml::Value::as_str)
                 .map(str::to_string)
                 .ok_or_else(|| RuleError(format!("rules[{index}]: field `id` is missing")))?;
-            let spec: RuleSpec = raw
-                .try_into()
-                .map_err(|e: toml::de::Error| RuleError(format!("rule `{id}`: {}", one_line(e.message()))))?;
+            let spec: RuleSpec = raw.try_into().map_err(|e: toml::de::Error| {
+                RuleError(format!("rule `{id}`: {}", one_line(e.message())))
+            })?;
             if set.rules.iter().any(|r| r.id == id) {
                 return Err(RuleError(format!("rule `{id}`: field `id` is used twice")));
             }
@@ -272,9 +283,9 @@ impl RuleSet {
 fn check_id(id: &str) -> Result<(), RuleError> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
     if ok {
         Ok(())
     } else {
@@ -335,7 +346,8 @@ struct RuleSpec {
 
 impl RuleSpec {
     fn build(self, id: &str, eager: bool) -> Result<Rule, RuleError> {
-        let err = |field: &str, why: String| RuleError(format!("rule `{id}`: field `{field}` {why}"));
+        let err =
+            |field: &str, why: String| RuleError(format!("rule `{id}`: field `{field}` {why}"));
         check_id(id)?;
         let pattern = self.regex.ok_or_else(|| err("regex", "is missing (rules matching only file paths are not supported: events have no paths)".into()))?;
         // The group count comes from the parse alone; compiling is left for first use when
@@ -346,15 +358,28 @@ impl RuleSpec {
             .build()
             .parse(&pattern)
             .map(|hir| hir.properties().explicit_captures_len())
-            .map_err(|e| err("regex", format!("does not compile: {}", one_line(&e.to_string()))))?;
+            .map_err(|e| {
+                err(
+                    "regex",
+                    format!("does not compile: {}", one_line(&e.to_string())),
+                )
+            })?;
         let regex = OnceCell::new();
         if eager {
-            let compiled = compile(&pattern).map_err(|e| err("regex", format!("does not compile: {}", one_line(&e.to_string()))))?;
+            let compiled = compile(&pattern).map_err(|e| {
+                err(
+                    "regex",
+                    format!("does not compile: {}", one_line(&e.to_string())),
+                )
+            })?;
             let _ = regex.set(compiled);
         }
         let secret_group = match self.secret_group {
             Some(g) if g > groups => {
-                return Err(err("secretGroup", format!("is {g}, but the regex has {groups} group(s)")));
+                return Err(err(
+                    "secretGroup",
+                    format!("is {g}, but the regex has {groups} group(s)"),
+                ));
             }
             Some(g) => g,
             None => usize::from(groups > 0),
@@ -367,7 +392,10 @@ impl RuleSpec {
         let mut keywords = Vec::new();
         for k in self.keywords {
             if k.is_empty() || !k.is_ascii() {
-                return Err(err("keywords", format!("has {k:?}: keywords are non-empty ASCII")));
+                return Err(err(
+                    "keywords",
+                    format!("has {k:?}: keywords are non-empty ASCII"),
+                ));
             }
             keywords.push(k.to_ascii_lowercase());
         }
@@ -410,7 +438,8 @@ struct AllowlistSpec {
 
 impl AllowlistSpec {
     fn build(self, whose: &str) -> Result<Allowlist, RuleError> {
-        let err = |field: &str, why: &str| RuleError(format!("{whose}: allowlist field `{field}` {why}"));
+        let err =
+            |field: &str, why: &str| RuleError(format!("{whose}: allowlist field `{field}` {why}"));
         if self.paths.is_some() {
             return Err(err("paths", "is not supported (events have no file paths)"));
         }
@@ -423,7 +452,12 @@ impl AllowlistSpec {
             Some("line") => Target::Line,
             Some(_) => return Err(err("regexTarget", "must be `secret`, `match` or `line`")),
         };
-        let all = match self.condition.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        let all = match self
+            .condition
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("OR") => false,
             Some("AND") => true,
             Some(_) => return Err(err("condition", "must be `OR` or `AND`")),
@@ -439,7 +473,11 @@ impl AllowlistSpec {
         }
         Ok(Allowlist {
             regexes,
-            stopwords: self.stopwords.iter().map(|w| w.to_ascii_lowercase()).collect(),
+            stopwords: self
+                .stopwords
+                .iter()
+                .map(|w| w.to_ascii_lowercase())
+                .collect(),
             target,
             all,
         })
@@ -477,15 +515,42 @@ regexes = ['''^acme_0{8}$''']
     #[test]
     fn bad_rules_are_refused_naming_the_rule_and_the_field() {
         for (text, expect) in [
-            ("[[rules]]\nid = \"x\"\nregex = \"(\"", "rule `x`: field `regex` does not compile"),
-            ("[[rules]]\nid = \"x\"\nregex = \"a\"\npath = \"y\"", "rule `x`: unknown field `path`"),
-            ("[[rules]]\nid = \"x\"\nregex = \"(a)\"\nsecretGroup = 2", "rule `x`: field `secretGroup` is 2"),
-            ("[[rules]]\nid = \"x\"\nregex = \"a\"\n[[rules.allowlists]]\npaths = [\"a\"]", "rule `x`: allowlist field `paths`"),
-            ("[[rules]]\nregex = \"a\"", "rules[0]: field `id` is missing"),
-            ("[[rules]]\nid = \"x\"", "rule `x`: field `regex` is missing"),
-            ("[[rules]]\nid = \"X Y\"\nregex = \"a\"", "rule `X Y`: field `id` must be"),
-            ("[[rules]]\nid = \"x\"\nregex = \"a\"\n[[rules]]\nid = \"x\"\nregex = \"b\"", "rule `x`: field `id` is used twice"),
-            ("[extend]\nuseDefault = true", "field `extend` is not supported"),
+            (
+                "[[rules]]\nid = \"x\"\nregex = \"(\"",
+                "rule `x`: field `regex` does not compile",
+            ),
+            (
+                "[[rules]]\nid = \"x\"\nregex = \"a\"\npath = \"y\"",
+                "rule `x`: unknown field `path`",
+            ),
+            (
+                "[[rules]]\nid = \"x\"\nregex = \"(a)\"\nsecretGroup = 2",
+                "rule `x`: field `secretGroup` is 2",
+            ),
+            (
+                "[[rules]]\nid = \"x\"\nregex = \"a\"\n[[rules.allowlists]]\npaths = [\"a\"]",
+                "rule `x`: allowlist field `paths`",
+            ),
+            (
+                "[[rules]]\nregex = \"a\"",
+                "rules[0]: field `id` is missing",
+            ),
+            (
+                "[[rules]]\nid = \"x\"",
+                "rule `x`: field `regex` is missing",
+            ),
+            (
+                "[[rules]]\nid = \"X Y\"\nregex = \"a\"",
+                "rule `X Y`: field `id` must be",
+            ),
+            (
+                "[[rules]]\nid = \"x\"\nregex = \"a\"\n[[rules]]\nid = \"x\"\nregex = \"b\"",
+                "rule `x`: field `id` is used twice",
+            ),
+            (
+                "[extend]\nuseDefault = true",
+                "field `extend` is not supported",
+            ),
         ] {
             let err = RuleSet::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text:?} -> {err}");

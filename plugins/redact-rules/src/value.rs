@@ -8,20 +8,98 @@ use crate::rules::entropy;
 
 /// Values that stand in for a secret; compared lowercase, as the whole value.
 const PLACEHOLDERS: &[&str] = &[
-    "changeme", "change_me", "change-me", "null", "nil", "none", "undefined", "true", "false",
-    "yes", "no", "on", "off", "required", "optional", "empty", "secret", "password", "passwd",
-    "token", "apikey", "api_key", "string", "str", "redacted", "masked", "hidden", "unset",
-    "notset", "not_set", "placeholder", "example", "sample", "test", "dummy", "default", "value",
-    "bearer", "basic", "token", "mytoken", "mypassword", "mysecret", "secretkey", "password123",
-    "pass", "pw", "pwd", "user", "username", "env", "environment", "vault", "keychain", "prompt", "ask", "stdin", "file", "inherit",
+    "changeme",
+    "change_me",
+    "change-me",
+    "null",
+    "nil",
+    "none",
+    "undefined",
+    "true",
+    "false",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "required",
+    "optional",
+    "empty",
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "apikey",
+    "api_key",
+    "string",
+    "str",
+    "redacted",
+    "masked",
+    "hidden",
+    "unset",
+    "notset",
+    "not_set",
+    "placeholder",
+    "example",
+    "sample",
+    "test",
+    "dummy",
+    "default",
+    "value",
+    "bearer",
+    "basic",
+    "token",
+    "mytoken",
+    "mypassword",
+    "mysecret",
+    "secretkey",
+    "password123",
+    "pass",
+    "pw",
+    "pwd",
+    "user",
+    "username",
+    "env",
+    "environment",
+    "vault",
+    "keychain",
+    "prompt",
+    "ask",
+    "stdin",
+    "file",
+    "inherit",
 ];
 
 /// Fragments that make a value a placeholder wherever they stand in it.
 const PLACEHOLDER_FRAGMENTS: &[&str] = &[
-    "your_", "your-", "yourapi", "yourtoken", "yoursecret", "yourpassword", "<", ">", "{{", "}}",
-    "${", "$(", "#{", "%(", "xxxx", "****", "...", "####", "…", "example", "placeholder", "changeme",
+    "your_",
+    "your-",
+    "yourapi",
+    "yourtoken",
+    "yoursecret",
+    "yourpassword",
+    "<",
+    ">",
+    "{{",
+    "}}",
+    "${",
+    "$(",
+    "#{",
+    "%(",
+    "xxxx",
+    "****",
+    "...",
+    "####",
+    "…",
+    "example",
+    "placeholder",
+    "changeme",
     "abcdefghij",
-    "redacted", "insert", "replace_me", "replaceme", "todo", "fixme",
+    "redacted",
+    "insert",
+    "replace_me",
+    "replaceme",
+    "todo",
+    "fixme",
 ];
 
 /// Whether a credential that follows an auth scheme (`Bearer …`) is a stand-in: a
@@ -43,9 +121,21 @@ pub fn is_stand_in(token: &[u8]) -> bool {
     let lower = String::from_utf8_lossy(token).to_ascii_lowercase();
     let run = |c: u8| token.windows(6).any(|w| w.iter().all(|&b| b == c));
     [b'x', b'X', b'*', b'#', b'.'].into_iter().any(run)
-        || ["randomstring", "tokenhere", "keyhere", "secrethere", "your_", "your-", "yourtoken", "<", ">", "{{", "${"]
-            .iter()
-            .any(|f| lower.contains(f))
+        || [
+            "randomstring",
+            "tokenhere",
+            "keyhere",
+            "secrethere",
+            "your_",
+            "your-",
+            "yourtoken",
+            "<",
+            ">",
+            "{{",
+            "${",
+        ]
+        .iter()
+        .any(|f| lower.contains(f))
         || lower.ends_with("here")
 }
 
@@ -114,12 +204,14 @@ fn is_repeated(value: &[u8]) -> bool {
 /// `SCREAMING_CASE_NAME`, `os.getenv("X")`, `config.db.password`, `secrets.API_TOKEN`.
 fn is_reference(text: &str) -> bool {
     let b = text.as_bytes();
-    let ident = |s: &[u8]| !s.is_empty() && s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
+    let ident =
+        |s: &[u8]| !s.is_empty() && s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_');
     if b[0] == b'$' && ident(&b[1..]) || b[0] == b'%' && b.ends_with(b"%") {
         return true;
     }
     // An environment variable's name: capitals and underscores, at least one underscore.
-    if b.iter().all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+    if b.iter()
+        .all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
         && b.contains(&b'_')
         && b[0].is_ascii_uppercase()
         && b.iter().filter(|c| c.is_ascii_digit()).count() * 4 <= b.len()
@@ -129,13 +221,21 @@ fn is_reference(text: &str) -> bool {
     // A call or a dotted path of identifiers: `getenv("X")`, `settings.secret_key`.
     if let Some(paren) = text.find('(') {
         let callee = &b[..paren];
-        if !callee.is_empty() && callee.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':')) && callee[0].is_ascii_alphabetic() {
+        if !callee.is_empty()
+            && callee
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':'))
+            && callee[0].is_ascii_alphabetic()
+        {
             return true;
         }
     }
     // `{SumoAccessKey}`, `[PASSWORD]`: a template's slot.
     if b[0] == b'{'
-        || b[0] == b'[' && b[1..].iter().all(|&c| c.is_ascii_uppercase() || matches!(c, b'_' | b']'))
+        || b[0] == b'['
+            && b[1..]
+                .iter()
+                .all(|&c| c.is_ascii_uppercase() || matches!(c, b'_' | b']'))
     {
         return true;
     }
@@ -158,14 +258,16 @@ fn is_reference(text: &str) -> bool {
                     // strewn among letters the way random tokens have them (`a0AfH6`).
                     p.len() <= 32
                         && p.split(|&c| c == b'_' || c == b'-').all(|w| {
-                            let first_digit = w.iter().position(u8::is_ascii_digit).unwrap_or(w.len());
+                            let first_digit =
+                                w.iter().position(u8::is_ascii_digit).unwrap_or(w.len());
                             !w.is_empty()
                                 && w[0].is_ascii_alphabetic()
                                 && w[first_digit..].iter().all(u8::is_ascii_digit)
                         })
                 }
         };
-        if parts.len() >= if sep == b'_' || sep == b'-' { 3 } else { 2 } && parts.iter().all(words) {
+        if parts.len() >= if sep == b'_' || sep == b'-' { 3 } else { 2 } && parts.iter().all(words)
+        {
             return true;
         }
     }
@@ -176,8 +278,15 @@ fn is_reference(text: &str) -> bool {
 fn is_url_or_path(text: &str) -> bool {
     if let Some(scheme_end) = text.find("://") {
         let scheme = &text[..scheme_end];
-        if !scheme.is_empty() && scheme.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) {
-            let authority = text[scheme_end + 3..].split(['/', '?', '#']).next().unwrap_or("");
+        if !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        {
+            let authority = text[scheme_end + 3..]
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or("");
             // `user:password@host` is a credential (its own rule takes the password).
             return !authority.contains('@');
         }
@@ -196,10 +305,24 @@ mod tests {
     #[test]
     fn placeholders_references_and_words_are_not_secrets() {
         for v in [
-            "", "changeme", "${DB_PASSWORD}", "$DB_PASSWORD", "<token>", "xxxxxxxx", "********",
-            "K8S_CRED", "$(cat ~/.ssh/id_rsa)", "os.getenv(\"TOKEN\")", "settings.secret_key",
-            "https://auth.example.com/oauth/token", "/run/secrets/db", "{{ .Values.token }}",
-            "your_api_key_here", "true", "%API_KEY%", "bearer",
+            "",
+            "changeme",
+            "${DB_PASSWORD}",
+            "$DB_PASSWORD",
+            "<token>",
+            "xxxxxxxx",
+            "********",
+            "K8S_CRED",
+            "$(cat ~/.ssh/id_rsa)",
+            "os.getenv(\"TOKEN\")",
+            "settings.secret_key",
+            "https://auth.example.com/oauth/token",
+            "/run/secrets/db",
+            "{{ .Values.token }}",
+            "your_api_key_here",
+            "true",
+            "%API_KEY%",
+            "bearer",
         ] {
             assert!(!looks_secret(v.as_bytes(), KeyClass::Credential), "{v}");
             assert!(!looks_secret(v.as_bytes(), KeyClass::Password), "{v}");
@@ -215,8 +338,11 @@ mod tests {
             assert!(looks_secret(v.as_bytes(), KeyClass::Password), "{v}");
         }
         for v in [
-            "43xz5gjhowrcp5kfknd8iyds8", "1530171703015049", "qw3crmiqesvocozy",
-            "Zm9vYmFyYmF6cXV4MTIzNA==", "s3cr3t-t0k3n-v4lue",
+            "43xz5gjhowrcp5kfknd8iyds8",
+            "1530171703015049",
+            "qw3crmiqesvocozy",
+            "Zm9vYmFyYmF6cXV4MTIzNA==",
+            "s3cr3t-t0k3n-v4lue",
         ] {
             assert!(looks_secret(v.as_bytes(), KeyClass::Credential), "{v}");
         }

@@ -40,16 +40,31 @@ const SECRETS: &[(&str, &str)] = &[
         "xapp-1-A5BM449ZBW2-3392362348713-fefa502a3ee18cf20f2fd908c5baad23dd77d903",
         "fefa502a3ee18cf20f2fd908c5baad23dd77d903",
     ),
-    ("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", "uFoEyGBXhOlRZshNQXCwxBKkVlcxTzQApq"),
-    ("28E2Q~4C2QKvFr14Pg-Pnv4wDn__ly41ARm65JJu", "4C2QKvFr14Pg-Pnv4wDn__ly41ARm65JJu"),
-    ("8849408084:A1By1aH8rGv5vyhFeyidRSFTdNfV6bRSLWW", "A1By1aH8rGv5vyhFeyidRSFTdNfV6bRSLWW"),
+    (
+        "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",
+        "uFoEyGBXhOlRZshNQXCwxBKkVlcxTzQApq",
+    ),
+    (
+        "28E2Q~4C2QKvFr14Pg-Pnv4wDn__ly41ARm65JJu",
+        "4C2QKvFr14Pg-Pnv4wDn__ly41ARm65JJu",
+    ),
+    (
+        "8849408084:A1By1aH8rGv5vyhFeyidRSFTdNfV6bRSLWW",
+        "A1By1aH8rGv5vyhFeyidRSFTdNfV6bRSLWW",
+    ),
     (
         "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",
         "0moDXgEHovjFtQSj0LlDeuKqSLdOiTiZQzCaVnEdxTZ",
     ),
     ("db_pass := \"hunter2hunter2\"", "hunter2hunter2"),
-    ("System.setProperty(\"API_TOKEN\", \"Zx8qLm2Pw4K9vT\")", "Zx8qLm2Pw4K9vT"),
-    ("<password>\n  hunter2hunter2\n</password>", "hunter2hunter2"),
+    (
+        "System.setProperty(\"API_TOKEN\", \"Zx8qLm2Pw4K9vT\")",
+        "Zx8qLm2Pw4K9vT",
+    ),
+    (
+        "<password>\n  hunter2hunter2\n</password>",
+        "hunter2hunter2",
+    ),
     ("curl -u elastic:P4ssw0rd-x https://es", "P4ssw0rd-x"),
 ];
 

@@ -43,7 +43,10 @@ fn operator_rules_in_gitleaks_format_run_beside_the_builtin_ones() {
         vec![
             Event::new("deploy")
                 .field("note", "key acme_0123456789abcdefghij0123456789ab used")
-                .field("sample", "key acme_example0123456789abcdefghij01234 in the docs")
+                .field(
+                    "sample",
+                    "key acme_example0123456789abcdefghij01234 in the docs",
+                )
                 .field("gh", "pushed ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
         ],
     );
@@ -91,7 +94,11 @@ fn a_bad_rule_refuses_the_load_naming_the_rule_and_the_field() {
             "",
             "rule `grouped`: field `secretGroup` is 3",
         ),
-        ("", "disabled_rules = \"no-such-rule\"", "no rule `no-such-rule`"),
+        (
+            "",
+            "disabled_rules = \"no-such-rule\"",
+            "no rule `no-such-rule`",
+        ),
     ] {
         let err = WasmSanitizer::from_manifest(&runtime, &manifest(extra, more), REDACT)
             .err()
@@ -109,5 +116,8 @@ fn a_bad_rule_refuses_the_load_naming_the_rule_and_the_field() {
     )
     .err()
     .unwrap();
-    assert!(err.to_string().contains("rules[0]: field `id` is missing"), "{err}");
+    assert!(
+        err.to_string().contains("rules[0]: field `id` is missing"),
+        "{err}"
+    );
 }
