@@ -7,7 +7,10 @@
 //! TCP connection, bind a UDP socket, resolve a name) and write what happened into the event's
 //! `probe` field (`denied: …` or `ESCAPED: …`); `test.clock` writes the wall clock it reads.
 //! `test.mark` replaces each `mark` field with its own value, so a test chooses exactly which
-//! redaction markers the host is handed, however hostile. Any other batch passes through
+//! redaction markers the host is handed, however hostile. `test.sleep` sleeps (a WASI clock
+//! wait, `std::thread::sleep`) for its `ms` field (default 3000) and then writes `slept` into
+//! its `probe` field; `test.stdin` reads stdin (`probe`: what the read gave). The config key
+//! `sleep_init_ms` makes `init` sleep that long first. Any other batch passes through
 //! unchanged — which is exactly what a sanitizer must never do with secrets, so a leak in a
 //! test shows up at once.
 
@@ -47,6 +50,14 @@ fn probe(kind: &str) -> Option<String> {
             Ok(_) => "ESCAPED: resolved a name".to_string(),
             Err(e) => format!("denied: {e}"),
         },
+        "test.stdin" => {
+            let mut buf = [0u8; 64];
+            match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                Ok(0) => "denied: stdin is empty".to_string(),
+                Ok(n) => format!("ESCAPED: read {n} bytes of stdin"),
+                Err(e) => format!("denied: {e}"),
+            }
+        }
         "test.dir" => match std::fs::read_dir("/").or_else(|_| std::fs::read_dir(".")) {
             Ok(_) => "ESCAPED: listed a directory".to_string(),
             Err(e) => format!("denied: {e}"),
@@ -69,6 +80,10 @@ impl Guest for Misbehave {
         if lookout_plugin_sdk::config_value(&config, "fail_init").is_some() {
             return Err("init failed on purpose (fail_init is set)".to_string());
         }
+        if let Some(ms) = lookout_plugin_sdk::config_value(&config, "sleep_init_ms") {
+            let ms = ms.parse::<u64>().map_err(|e| format!("sleep_init_ms: {e}"))?;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         Ok(())
     }
 
@@ -86,6 +101,16 @@ impl Guest for Misbehave {
                 if let FieldValue::Str(value) = field.value {
                     verdict.replace(field.index, value);
                 }
+            }
+        }
+        for event in batch.events().filter(|e| e.kind() == "test.sleep") {
+            let ms = match event.get("ms") {
+                Some(FieldValue::Int(ms)) => ms.max(0) as u64,
+                _ => 3000,
+            };
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            for field in event.fields().filter(|f| f.key == "probe") {
+                verdict.replace(field.index, "slept".to_string());
             }
         }
         for event in batch.events() {

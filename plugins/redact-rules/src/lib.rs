@@ -203,6 +203,21 @@ pub struct Policy {
     scratch: RefCell<Scratch>,
     /// Rules written in code that the operator turned off (`builtin::ALL`).
     off: Vec<&'static str>,
+    /// Short values already found clean, direct-mapped by hash: field values repeat from
+    /// event to event (pools, commands, hosts, users), and a repeat costs a hash and a compare
+    /// instead of the keyword pass. Only clean verdicts are kept, so a hit can only say
+    /// "nothing here" about exactly this text.
+    clean: RefCell<Vec<Option<Box<str>>>>,
+}
+
+/// Slots of the clean-value memory, and the longest value it keeps.
+const CLEAN_SLOTS: usize = 1024;
+const CLEAN_MAX_LEN: usize = 64;
+
+fn slot_of(text: &str) -> usize {
+    let mut hasher = KeyHasher::default();
+    hasher.write(text.as_bytes());
+    (hasher.finish() >> 32) as usize % CLEAN_SLOTS
 }
 
 /// A fast hasher for the verdict memo (FxHash's mixing). The memo is bounded, so flooding it
@@ -254,6 +269,7 @@ impl Policy {
             verdicts: RefCell::new(HashMap::default()),
             scratch: RefCell::new(Scratch::default()),
             off: Vec::new(),
+            clean: RefCell::new(vec![None; CLEAN_SLOTS]),
         }
     }
 
@@ -267,6 +283,7 @@ impl Policy {
             .extend(builtin::ALL.iter().filter(|b| code.contains(b)));
         // The keyword pass indexes rules by position: build it again for what is left.
         self.scanner = Scanner::new(&self.rules, &self.extra_keys);
+        self.clean.borrow_mut().iter_mut().for_each(|slot| *slot = None);
         Ok(self)
     }
 
@@ -354,6 +371,22 @@ impl Policy {
         if text.len() < 6 {
             return None;
         }
+        let slot = (text.len() <= CLEAN_MAX_LEN).then(|| slot_of(text));
+        if let Some(slot) = slot
+            && self.clean.borrow()[slot].as_deref() == Some(text)
+        {
+            return None;
+        }
+        let found = self.scrub_uncached(text);
+        if found.is_none()
+            && let Some(slot) = slot
+        {
+            self.clean.borrow_mut()[slot] = Some(text.into());
+        }
+        found
+    }
+
+    fn scrub_uncached(&self, text: &str) -> Option<String> {
         let mut spans: Vec<Span<'_>> = Vec::new();
         let mut scratch = self.scratch.borrow_mut();
         let scratch = &mut *scratch;
@@ -1284,6 +1317,20 @@ mod tests {
         assert_eq!(p.scrub("db_pass := \"hunter2hunter2\""), None);
         assert!(!p.rule_ids().any(|id| id == "random-token"));
         assert!(Policy::default().disable(&["passwrd"]).is_err());
+    }
+
+    /// The clean-value memory only ever answers for exactly the text it saw.
+    #[test]
+    fn remembered_clean_values_never_hide_a_secret() {
+        let p = Policy::default();
+        for round in 0..3 {
+            for i in 0..5000 {
+                let clean = format!("worker-{i} started");
+                assert_eq!(p.scrub(&clean), None, "round {round}");
+                let dirty = format!("worker-{i} password=hunter{i}x");
+                assert!(p.scrub(&dirty).is_some(), "round {round}: {dirty}");
+            }
+        }
     }
 
     #[test]
