@@ -188,7 +188,6 @@ struct Scratch {
     rules_hit: Vec<usize>,
     ranges: Vec<(usize, usize)>,
     found: Vec<context::Found>,
-    words: Vec<String>,
 }
 
 /// The configured policy.
@@ -200,6 +199,9 @@ pub struct Policy {
     scanner: Scanner,
     /// Classes of keys already seen: field keys repeat from event to event.
     verdicts: RefCell<HashMap<Box<str>, KeyClass, BuildHasherDefault<KeyHasher>>>,
+    /// The words of the key being classified (apart from `scratch`: keys found inside text
+    /// are classified while a scan holds that).
+    key_words: RefCell<Vec<String>>,
     scratch: RefCell<Scratch>,
     /// Rules written in code that the operator turned off (`builtin::ALL`).
     off: Vec<&'static str>,
@@ -267,6 +269,7 @@ impl Policy {
             rules,
             scanner,
             verdicts: RefCell::new(HashMap::default()),
+            key_words: RefCell::new(Vec::new()),
             scratch: RefCell::new(Scratch::default()),
             off: Vec::new(),
             clean: RefCell::new(vec![None; CLEAN_SLOTS]),
@@ -283,7 +286,10 @@ impl Policy {
             .extend(builtin::ALL.iter().filter(|b| code.contains(b)));
         // The keyword pass indexes rules by position: build it again for what is left.
         self.scanner = Scanner::new(&self.rules, &self.extra_keys);
-        self.clean.borrow_mut().iter_mut().for_each(|slot| *slot = None);
+        self.clean
+            .borrow_mut()
+            .iter_mut()
+            .for_each(|slot| *slot = None);
         Ok(self)
     }
 
@@ -309,10 +315,7 @@ impl Policy {
         if let Some(&class) = self.verdicts.borrow().get(key) {
             return class;
         }
-        let class = {
-            let mut scratch = self.scratch.borrow_mut();
-            keys::classify(key, &self.extra_keys, &mut scratch.words)
-        };
+        let class = keys::classify(key, &self.extra_keys, &mut self.key_words.borrow_mut());
         let mut verdicts = self.verdicts.borrow_mut();
         if verdicts.len() >= VERDICTS {
             verdicts.clear();
@@ -438,8 +441,7 @@ impl Policy {
         }
         if context && (self.on(builtin::PASSWORD) || self.on(builtin::CREDENTIAL)) {
             scratch.found.clear();
-            let words = &mut scratch.words;
-            let mut classify = |key: &str| keys::classify(key, &self.extra_keys, words);
+            let mut classify = |key: &str| self.key_class(key);
             context::find(text, &mut classify, &mut scratch.found);
             for found in &scratch.found {
                 let rule = if found.class == KeyClass::Password {
@@ -485,8 +487,7 @@ impl Policy {
             // SOPS-encrypted values are ciphertext, and say so.
             && !text.contains("ENC[AES256_GCM,")
         {
-            let words = &mut scratch.words;
-            let mut classify = |key: &str| keys::classify(key, &self.extra_keys, words);
+            let mut classify = |key: &str| self.key_class(key);
             find_random_tokens(bytes, &mut classify, &mut spans);
         }
         if spans.is_empty() {

@@ -3,6 +3,10 @@
 //! environment variable's name, `$(cat file)`, `os.getenv(…)`, a path, a URL without
 //! credentials) and ordinary words stay; what is left and looks like a secret goes.
 
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
 use crate::keys::KeyClass;
 use crate::rules::entropy;
 
@@ -102,13 +106,25 @@ const PLACEHOLDER_FRAGMENTS: &[&str] = &[
     "fixme",
 ];
 
+/// One case-insensitive search for every placeholder fragment (built once).
+fn fragments() -> &'static AhoCorasick {
+    static FRAGMENTS: OnceLock<AhoCorasick> = OnceLock::new();
+    FRAGMENTS.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(PLACEHOLDER_FRAGMENTS)
+            .expect("plain strings")
+    })
+}
+
 /// Whether a credential that follows an auth scheme (`Bearer …`) is a stand-in: a
 /// placeholder or a template slot rather than a credential.
 pub fn is_placeholder(value: &[u8]) -> bool {
-    let lower = String::from_utf8_lossy(value).to_ascii_lowercase();
     value.is_empty()
-        || PLACEHOLDERS.contains(&lower.as_str())
-        || PLACEHOLDER_FRAGMENTS.iter().any(|f| lower.contains(f))
+        || PLACEHOLDERS
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(value))
+        || fragments().is_match(value)
         || is_repeated(value)
         || value[0] == b'$'
         || value[0] == b'{'
@@ -152,9 +168,8 @@ pub fn looks_secret(value: &[u8], class: KeyClass) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
         return true;
     };
-    let lower = text.to_ascii_lowercase();
-    if PLACEHOLDERS.contains(&lower.as_str())
-        || PLACEHOLDER_FRAGMENTS.iter().any(|f| lower.contains(f))
+    if PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(text))
+        || fragments().is_match(value)
         || is_repeated(value)
         || is_reference(text)
         || is_url_or_path(text)
@@ -246,7 +261,10 @@ fn is_reference(text: &str) -> bool {
     // A dotted or slashed path of names (`settings.secret_key`, `Ed25519.Signatures`,
     // `secret/mysecret`), or words joined by `_` (`DOC_Vector_5_32`).
     for sep in [b'.', b'/', b'_', b'-'] {
-        let parts: Vec<&[u8]> = b.split(|&c| c == sep).collect();
+        if !b.contains(&sep) {
+            continue;
+        }
+        let parts = b.split(|&c| c == sep);
         let words = |p: &&[u8]| {
             let digits = p.iter().filter(|c| c.is_ascii_digit()).count();
             !p.is_empty()
@@ -266,8 +284,8 @@ fn is_reference(text: &str) -> bool {
                         })
                 }
         };
-        if parts.len() >= if sep == b'_' || sep == b'-' { 3 } else { 2 } && parts.iter().all(words)
-        {
+        let needed = if sep == b'_' || sep == b'-' { 3 } else { 2 };
+        if parts.clone().count() >= needed && parts.clone().all(|p| words(&p)) {
             return true;
         }
     }
