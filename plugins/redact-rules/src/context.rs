@@ -130,13 +130,27 @@ pub fn find(text: &str, classify: &mut dyn FnMut(&str) -> KeyClass, out: &mut Ve
                 }
             }
         }
+        if user_flag && b[ve - 1] == b':' && ve < n && is_quote(b[ve]) {
+            // `--user kevin:'pRf7…'`: the password is quoted on its own.
+            if let Some((_, end)) = value(b, ve, Form::Assign, false) {
+                ve = (end + 1).min(n);
+            }
+        }
         let secret = if user_flag {
             // `user:password`: the pair goes whole (the user is half of the credential),
-            // unless the password is a placeholder or a reference (`$USER:$PASS`).
+            // unless the password is a placeholder or a reference (`$USER:$PASS`);
+            // `TOKEN:` (an API token as the user, no password) is a secret too.
             let pair = &b[vs..ve];
-            pair.iter()
-                .position(|&c| c == b':')
-                .is_some_and(|at| looks_secret(&pair[at + 1..], KeyClass::Password))
+            pair.iter().position(|&c| c == b':').is_some_and(|at| {
+                let password = pair[at + 1..].trim_ascii_start();
+                let password = password.strip_prefix(b"'").unwrap_or(password);
+                let password = password.strip_suffix(b"'").unwrap_or(password);
+                if password.is_empty() {
+                    looks_secret(&pair[..at], KeyClass::Credential)
+                } else {
+                    looks_secret(password, KeyClass::Password)
+                }
+            })
         } else if is_header_key(key) {
             ve - vs >= 6 && !crate::value::is_placeholder(&b[vs..ve])
         } else {
@@ -408,6 +422,15 @@ mod tests {
             secrets("curl -u elastic:P@ssw0rd https://x"),
             ["elastic:P@ssw0rd"]
         );
+        assert_eq!(
+            secrets("curl --user kevin:'pRf7vG2h1L8n' -X GET"),
+            ["kevin:'pRf7vG2h1L8n'"]
+        );
+        assert_eq!(
+            secrets("curl -u sk_test_4eC39HqLyjWD: https://x"),
+            ["sk_test_4eC39HqLyjWD:"]
+        );
+        assert!(secrets("curl -u \"$USER:$PASS\" https://x").is_empty());
         assert_eq!(
             secrets("Authorization: Bearer abcdef123456"),
             ["abcdef123456"]
