@@ -205,6 +205,23 @@ async fn main() {
             )
             .await,
         );
+        // LOOKOUT_BENCH_BASELINE_REDACT=<file.wasm>: an earlier build of `redact`, measured
+        // in the same run (before/after figures in docs/performance.md).
+        if let Ok(path) = std::env::var("LOOKOUT_BENCH_BASELINE_REDACT") {
+            let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let baseline =
+                WasmSanitizer::load(&runtime, "redact", &wasm, Vec::new(), Limits::default())
+                    .unwrap();
+            runs.push(
+                run(
+                    "with the baseline redact WASM sanitizer",
+                    Box::new(baseline),
+                    false,
+                    events,
+                )
+                .await,
+            );
+        }
         runs.push(
             run(
                 "redact WASM sanitizer + digest WASM consumer",

@@ -118,12 +118,49 @@ fn main() {
     let only = std::env::var("LOOKOUT_BENCH_ONLY").ok();
     let mut native = Vec::new();
     let mut redact_ns_256 = 0.0;
-    for (name, batch_size) in [
+    // What loading `redact` costs: compiling it, then — from the compile cache, so that
+    // instantiating and `init` (parsing the rule set, building the keyword pass) is most of
+    // it — loading it again.
+    let cache = std::env::temp_dir().join(format!("lookout-bench-cache-{}", std::process::id()));
+    let cached = Runtime::with_cache(&Registry::new(), Some(&cache)).unwrap();
+    let load = |runtime: &Runtime| {
+        let started = Instant::now();
+        WasmSanitizer::load(
+            runtime,
+            "redact",
+            &redact_wasm,
+            Vec::new(),
+            Limits::default(),
+        )
+        .unwrap();
+        started.elapsed().as_secs_f64() * 1e3
+    };
+    let (first, again) = (load(&cached), load(&cached));
+    let _ = std::fs::remove_dir_all(&cache);
+    println!(
+        "`redact` ({} bytes): loaded in {first:.0} ms compiling, {again:.1} ms from the compile cache (instantiate + `init`)\n",
+        redact_wasm.len()
+    );
+
+    // LOOKOUT_BENCH_BASELINE_REDACT=<file.wasm>: an earlier build of `redact`, measured in
+    // the same run (its output may differ: it is another policy).
+    let baseline = std::env::var("LOOKOUT_BENCH_BASELINE_REDACT")
+        .ok()
+        .map(|path| {
+            let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            WasmSanitizer::load(&runtime, "redact", &wasm, Vec::new(), Limits::default()).unwrap()
+        });
+    let rows: Vec<(&str, usize)> = [
         ("native Rust rules (redact-rules)", 0),
         ("`redact` WASM component", 1),
+        ("`redact` WASM component, baseline build", 4),
         ("`allowlist` WASM component (a set lookup per field)", 2),
         ("pass-through WASM component (the boundary alone)", 3),
-    ] {
+    ]
+    .into_iter()
+    .filter(|&(_, kind)| kind != 4 || baseline.is_some())
+    .collect();
+    for (name, batch_size) in rows {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }
@@ -134,6 +171,10 @@ fn main() {
                 0 => measure(&batch, rounds, |b| redact_native(&policy, b)),
                 1 => measure(&batch, rounds, |b| redact.sanitize(b).unwrap()),
                 2 => measure(&batch, rounds, |b| allowlist.sanitize(b).unwrap()),
+                4 => {
+                    let baseline = baseline.as_ref().expect("filtered above");
+                    measure(&batch, rounds, |b| baseline.sanitize(b).unwrap())
+                }
                 _ => measure(&batch, rounds, |b| noop.sanitize(b).unwrap()),
             };
             results.push(ns);
