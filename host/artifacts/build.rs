@@ -15,6 +15,8 @@ const PLUGINS: &[&str] = &[
     "slo",
     "misbehave",
     "flaky",
+    "chatty",
+    "chatty_consumer",
 ];
 
 fn main() {

@@ -40,6 +40,16 @@ pub mod plugins {
 
     /// `flaky`, a consumer that traps on batches holding a given kind (tests only).
     pub const FLAKY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flaky.wasm"));
+
+    /// `chatty`, a sanitizer that says too much: logs the raw fields it sees, fails `init`
+    /// with a huge message holding a secret, or answers with a verdict the host refuses
+    /// (tests only).
+    pub const CHATTY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/chatty.wasm"));
+
+    /// `chatty-consumer`, a consumer that says too much: huge error results holding a
+    /// secret, huge label values, the fields it sees in its log (tests only).
+    pub const CHATTY_CONSUMER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/chatty_consumer.wasm"));
 }
 
 /// The dashboard's files, served by the host; each also gzipped (`*_GZ`, best compression,

@@ -76,6 +76,8 @@ pub enum Published {
 
 struct ConsumerSlot {
     id: u64,
+    /// The name its counters are kept under.
+    name: Arc<str>,
     tx: tmpsc::Sender<Batch>,
     counters: ConsumerCounters,
     /// Events queued for this consumer and not yet handled.
@@ -121,6 +123,21 @@ impl std::fmt::Debug for Bus {
         f.debug_struct("Bus").finish_non_exhaustive()
     }
 }
+
+/// The name of the live stream's bus consumers (one per SSE client).
+pub const LIVE_STREAM_CONSUMER: &str = "live_stream";
+/// The name of the consumer that keeps the dashboard's recent errors.
+pub const RECENT_ERRORS_CONSUMER: &str = "recent_errors";
+/// The name of the NATS sink's consumer.
+pub const NATS_SINK_CONSUMER: &str = "nats_sink";
+/// Every name lookout's own consumers register under, whether or not they run now (a live
+/// stream consumer exists only while a client is connected). Consumers' books and health
+/// checks are kept by name, so a plugin may not take one of these.
+pub const BUILT_IN_CONSUMERS: [&str; 3] = [
+    LIVE_STREAM_CONSUMER,
+    RECENT_ERRORS_CONSUMER,
+    NATS_SINK_CONSUMER,
+];
 
 /// A registered consumer; dropping it leaves the consumer registered.
 #[derive(Debug)]
@@ -222,6 +239,7 @@ impl Bus {
         let in_flight = Arc::new(AtomicU64::new(0));
         let slot = Arc::new(ConsumerSlot {
             id,
+            name: name.into(),
             tx,
             counters: counters.clone(),
             in_flight: in_flight.clone(),
@@ -266,6 +284,20 @@ impl Bus {
             bus: self.clone(),
             id,
         })
+    }
+
+    /// The names of the consumers registered now (a name appears once however many use it).
+    pub fn consumer_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .consumers
+            .load()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     fn remove_consumer(&self, id: u64) {

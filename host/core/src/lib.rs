@@ -20,7 +20,10 @@ mod event;
 mod metrics;
 mod sanitize;
 
-pub use bus::{Batch, Bus, Consumer, ConsumerError, ConsumerHandle, Published, ShutdownReport};
+pub use bus::{
+    BUILT_IN_CONSUMERS, Batch, Bus, Consumer, ConsumerError, ConsumerHandle, LIVE_STREAM_CONSUMER,
+    NATS_SINK_CONSUMER, Published, RECENT_ERRORS_CONSUMER, ShutdownReport,
+};
 pub use config::{
     BusConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONSUMER_CAPACITY, DEFAULT_INGRESS_CAPACITY, RateLimit,
     SamplingConfig,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use lookout_core::{BusConfig, FailurePolicy};
-use lookout_wasm::{Limits, Manifest, World};
+use lookout_wasm::{Budget, Limits, Manifest, World};
 use serde::{Deserialize, Serialize};
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
@@ -67,6 +67,10 @@ pub struct PluginsConfig {
     /// Keep the plugins installed through the API (and the version before each) here, so a
     /// restart brings them back; without it they last until the host stops.
     pub state_dir: Option<PathBuf>,
+    /// What all plugins together may take from the host, and the most a manifest may ask for
+    /// in the fields that act on the whole host (changeable while running; a change the
+    /// running plugins do not fit is refused, saying by how much).
+    pub budget: Budget,
 }
 
 impl Default for PluginsConfig {
@@ -77,6 +81,7 @@ impl Default for PluginsConfig {
             dir: None,
             disabled: Vec::new(),
             state_dir: None,
+            budget: Budget::default(),
         }
     }
 }
@@ -303,6 +308,28 @@ impl Config {
                 "plugins.disabled",
                 &format!(
                     "`{sanitizer}` is the sanitizer and cannot be turned off (events would go out unsanitized); choose another with `sanitizer.plugin`"
+                ),
+            );
+        }
+        for (key, reason) in self.plugins.budget.problems() {
+            bad(&format!("plugins.budget.{key}"), &reason);
+        }
+        let budget = &self.plugins.budget;
+        if self.sanitizer.limits.call_timeout_ms > budget.max_sanitizer_timeout_ms {
+            bad(
+                "sanitizer.limits.call_timeout_ms",
+                &format!(
+                    "at most {} (plugins.budget.max_sanitizer_timeout_ms): every publisher waits on the sanitizer",
+                    budget.max_sanitizer_timeout_ms
+                ),
+            );
+        }
+        if self.sanitizer.limits.max_memory_mib > budget.total_memory_mib {
+            bad(
+                "sanitizer.limits.max_memory_mib",
+                &format!(
+                    "at most {} (plugins.budget.total_memory_mib)",
+                    budget.total_memory_mib
                 ),
             );
         }

@@ -268,6 +268,21 @@ impl LiveConfig {
                 changed,
             });
         }
+        // The plugin budget first: a push below (a plugin turned on, the sanitizer) is checked
+        // against the new one. Refused if the running plugins do not fit it; put back if a
+        // later step fails.
+        let old_budget = self.plugins.budget();
+        if changed
+            .iter()
+            .any(|c| c.field.starts_with("plugins.budget."))
+        {
+            self.plugins
+                .set_budget(new.plugins.budget)
+                .map_err(|reason| vec![invalid("plugins.budget", reason)])?;
+        }
+        let undo_budget = || {
+            let _ = self.plugins.set_budget(old_budget);
+        };
         // Plugins turned on again are loaded from the folder (a failure undoes it), then the
         // newly turned off are removed. Undone if the sanitizer below fails to load.
         let mut undo_plugins: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
@@ -275,7 +290,10 @@ impl LiveConfig {
             let new_off: BTreeSet<String> = new.plugins.disabled.iter().cloned().collect();
             let old_off: BTreeSet<String> = old.plugins.disabled.iter().cloned().collect();
             let turned_on: BTreeSet<String> = old_off.difference(&new_off).cloned().collect();
-            let fail = |e: String| vec![invalid("plugins.disabled", e)];
+            let fail = |e: String| {
+                undo_budget();
+                vec![invalid("plugins.disabled", e)]
+            };
             self.plugins
                 .set_disabled(old_off.intersection(&new_off).cloned().collect(), source)
                 .map_err(|e| fail(e.to_string()))?;
@@ -318,6 +336,7 @@ impl LiveConfig {
                         let _ = dir.install_named(&removed, source);
                     }
                 }
+                undo_budget();
                 return Err(problems);
             }
         }

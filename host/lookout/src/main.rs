@@ -215,7 +215,9 @@ fn main() -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(&file)?;
             let (manifest, wasm) = config.sanitizer()?;
-            WasmSanitizer::from_manifest(&Runtime::new(&Registry::new())?, &manifest, &wasm)?;
+            let runtime = Runtime::new(&Registry::new())?;
+            runtime.set_budget(config.plugins.budget);
+            WasmSanitizer::from_manifest(&runtime, &manifest, &wasm)?;
             println!("{}: ok", file.display());
             Ok(())
         }
@@ -280,6 +282,9 @@ async fn serve(
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;
     let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
+    plugins
+        .set_budget(config.plugins.budget)
+        .map_err(anyhow::Error::msg)?;
     plugins.set_disabled(config.plugins.disabled.iter().cloned().collect(), "startup")?;
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
@@ -290,7 +295,8 @@ async fn serve(
         .map(Arc::new);
     let recent_errors = lookout_server::RecentErrors::default();
     // Held for the host's life: dropping the registration would unregister it.
-    let _recent_errors = bus.register("recent_errors", recent_errors.clone())?;
+    let _recent_errors =
+        bus.register(lookout_core::RECENT_ERRORS_CONSUMER, recent_errors.clone())?;
     let health = lookout_server::Health::new(config.health.settings());
     health.spawn(pools.clone(), plugins.clone(), bus.clone());
     let metric_groups = Arc::new(parking_lot::RwLock::new(config.metrics));

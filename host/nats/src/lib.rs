@@ -161,7 +161,7 @@ impl Nats {
             });
             let registration = bus
                 .register(
-                    "nats_sink",
+                    lookout_core::NATS_SINK_CONSUMER,
                     SinkConsumer {
                         sink: sink.clone(),
                         host: host.clone(),

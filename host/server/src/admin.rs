@@ -34,6 +34,7 @@ impl From<PluginError> for ApiError {
             | PluginError::Init { .. }
             | PluginError::Trap { .. }
             | PluginError::Manifest { .. }
+            | PluginError::Budget { .. }
             | PluginError::Fixture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())

@@ -277,7 +277,7 @@ async fn stream_events(
     // next send fails, it answers `Closed` and the bus unregisters it.
     state
         .bus
-        .register("live_stream", StreamClient { tx })
+        .register(lookout_core::LIVE_STREAM_CONSUMER, StreamClient { tx })
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let prefix = query.kind.unwrap_or_default();
     let origin = query.origin;

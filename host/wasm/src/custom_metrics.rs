@@ -4,10 +4,16 @@
 //! `metrics` world, through `describe()`. Each metric is exposed as
 //! `lookout_plugin_<plugin>_<name>` with exactly the declared label names; each has a series
 //! cap (its cardinality budget): updates that would create a series past it are refused and
-//! counted. Undeclared names, wrong label counts, negative counter adds and non-finite values
-//! are refused with a reason the plugin gets back, and counted by reason.
+//! counted. Undeclared names, wrong label counts, negative counter adds, non-finite values,
+//! label values over [`MAX_LABEL_VALUE_BYTES`] and new series past the plugin's
+//! [`MAX_LABEL_BYTES_PER_PLUGIN`] are refused with a reason the plugin gets back, and counted
+//! by reason: a plugin cannot make `/metrics` big, only as wide as its budget.
+//!
+//! The names a set exposes ([`PluginMetricSet::exposed_names`]) are checked against lookout's
+//! own metrics and other plugins' by the registry before a plugin goes live.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use prometheus::core::Collector;
@@ -23,6 +29,13 @@ use crate::error::{Error, Result};
 pub const MAX_METRICS_PER_PLUGIN: usize = 32;
 /// Most labels one metric may have.
 pub const MAX_LABELS: usize = 8;
+/// Longest label value a plugin may set, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
+/// Most bytes of label values one plugin's series may hold together (over all its metrics
+/// and versions): with the series cap, what bounds the size of its part of `/metrics`.
+pub const MAX_LABEL_BYTES_PER_PLUGIN: usize = 256 * 1024;
+/// Longest metric or label name, in bytes.
+const MAX_NAME_LEN: usize = 64;
 
 /// Counter, gauge or histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +68,9 @@ enum Handle {
 }
 
 struct Declared {
+    /// `lookout_plugin_<plugin>_<name>`.
+    full: String,
+    kind: MetricKind,
     labels: usize,
     handle: Handle,
     series: Mutex<HashSet<Vec<String>>>,
@@ -71,7 +87,7 @@ impl RejectionCounters {
         let rejected = IntCounterVec::new(
             Opts::new(
                 "lookout_plugin_metric_rejections_total",
-                "Custom-metric updates refused, by plugin and reason (undeclared, labels, value, series_cap).",
+                "Custom-metric updates refused, by plugin and reason (undeclared, labels, value, series_cap, label_length, label_bytes).",
             ),
             &["plugin", "reason"],
         )
@@ -91,6 +107,8 @@ pub struct PluginMetricSet {
     metrics: HashMap<String, Declared>,
     registry: Registry,
     max_series: usize,
+    /// Bytes of label values held by its series, against [`MAX_LABEL_BYTES_PER_PLUGIN`].
+    label_bytes: AtomicUsize,
     rejections: RejectionCounters,
 }
 
@@ -131,7 +149,7 @@ impl PluginMetricSet {
         let mut metrics = HashMap::new();
         let prefix = format!("lookout_plugin_{}_", plugin.replace('-', "_"));
         for decl in decls {
-            if !valid_ident(&decl.name) || decl.name.len() > 64 {
+            if !valid_ident(&decl.name) || decl.name.len() > MAX_NAME_LEN {
                 return Err(bad(
                     &decl.name,
                     "names are [a-z_][a-z0-9_]*, at most 64 characters".into(),
@@ -145,10 +163,18 @@ impl PluginMetricSet {
             }
             let mut seen = HashSet::new();
             for label in &decl.labels {
-                if !valid_ident(label) || label.starts_with("__") || !seen.insert(label) {
+                if !valid_ident(label)
+                    || label.len() > MAX_NAME_LEN
+                    || label.starts_with("__")
+                    || !seen.insert(label)
+                {
+                    let shown = crate::plugin_text::cut_to(label, MAX_NAME_LEN);
                     return Err(bad(
                         &decl.name,
-                        format!("label `{label}` is not a valid, unique label name"),
+                        format!(
+                            "label `{shown}` is not a valid, unique label name \
+                             ([a-z_][a-z0-9_]*, at most {MAX_NAME_LEN} characters)"
+                        ),
                     ));
                 }
             }
@@ -165,10 +191,11 @@ impl PluginMetricSet {
             }
             let full = format!("{prefix}{}", decl.name);
             let labels: Vec<&str> = decl.labels.iter().map(String::as_str).collect();
+            // Shown on `/metrics`: cut and scrubbed like anything else a plugin says.
             let help = if decl.help.trim().is_empty() {
                 format!("{} (plugin {plugin})", decl.name)
             } else {
-                decl.help.clone()
+                crate::plugin_text::admit(&decl.help)
             };
             let prom = |e: prometheus::Error| bad(&decl.name, e.to_string());
             let (handle, collector): (Handle, Box<dyn Collector>) = match decl.kind {
@@ -193,6 +220,8 @@ impl PluginMetricSet {
             metrics.insert(
                 decl.name.clone(),
                 Declared {
+                    full,
+                    kind: decl.kind,
                     labels: labels.len(),
                     handle,
                     series: Mutex::new(HashSet::new()),
@@ -205,7 +234,54 @@ impl PluginMetricSet {
             metrics,
             registry,
             max_series,
+            label_bytes: AtomicUsize::new(0),
             rejections,
+        })
+    }
+
+    /// Every name its metrics put on `/metrics`: each family's, and a histogram's
+    /// `_bucket`, `_sum` and `_count` series. Two sets whose names meet would break the
+    /// exposition (two HELP lines, or a series in the wrong family).
+    pub(crate) fn exposed_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for metric in self.metrics.values() {
+            names.insert(metric.full.clone());
+            if metric.kind == MetricKind::Histogram {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{}{suffix}", metric.full));
+                }
+            }
+        }
+        names
+    }
+
+    /// The first of lookout's own metrics in `host` that one of this set's names would
+    /// collide with, if any. Asked of the registry itself (a probe registered under each name
+    /// and removed again), so a family with no series yet — absent from `gather()` — counts
+    /// too; a name ending in `_bucket`, `_sum` or `_count` also probes its stem (the host's
+    /// histogram of that name exposes it).
+    pub(crate) fn collision_with(&self, host: &Registry) -> Option<String> {
+        let mut probes = BTreeSet::new();
+        for name in self.exposed_names() {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(stem) = name.strip_suffix(suffix) {
+                    probes.insert(stem.to_string());
+                }
+            }
+            probes.insert(name);
+        }
+        probes.into_iter().find(|name| {
+            // Always the same shape, so a probe never disagrees with an earlier probe's.
+            let Ok(probe) = prometheus::IntGauge::new(name.as_str(), "lookout name probe") else {
+                return false;
+            };
+            match host.register(Box::new(probe.clone())) {
+                Ok(()) => {
+                    let _ = host.unregister(Box::new(probe));
+                    false
+                }
+                Err(_) => true,
+            }
         })
     }
 
@@ -256,6 +332,20 @@ impl PluginMetricSet {
                 format!("counter `{name}` cannot go down (add {value})"),
             );
         }
+        if let Some((i, long)) = label_values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.len() > MAX_LABEL_VALUE_BYTES)
+        {
+            return reject(
+                "label_length",
+                format!(
+                    "metric `{name}`: label value {i} is {} bytes, over the limit of \
+                     {MAX_LABEL_VALUE_BYTES} bytes a label value",
+                    long.len()
+                ),
+            );
+        }
         {
             let mut series = metric.series.lock();
             if !series.contains(label_values) {
@@ -265,6 +355,22 @@ impl PluginMetricSet {
                         format!(
                             "metric `{name}` is at its cap of {} series",
                             self.max_series
+                        ),
+                    );
+                }
+                let bytes: usize = label_values.iter().map(String::len).sum();
+                let budget =
+                    self.label_bytes
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                            (held + bytes <= MAX_LABEL_BYTES_PER_PLUGIN).then_some(held + bytes)
+                        });
+                if let Err(held) = budget {
+                    return reject(
+                        "label_bytes",
+                        format!(
+                            "metric `{name}`: a new series of {bytes} label bytes would pass \
+                             this plugin's limit of {MAX_LABEL_BYTES_PER_PLUGIN} label bytes \
+                             over all its series ({held} held)"
                         ),
                     );
                 }

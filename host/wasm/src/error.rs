@@ -25,6 +25,9 @@ pub enum Error {
     /// The manifest or limits are invalid.
     #[error("plugin `{plugin}`: invalid manifest: {reason}")]
     Manifest { plugin: String, reason: String },
+    /// The plugin asks for more than this host's budget (`[plugins.budget]`) allows.
+    #[error("plugin `{plugin}`: over this host's plugin budget: {reason}")]
+    Budget { plugin: String, reason: String },
     /// A manifest fixture did not give the output it expects.
     #[error("plugin `{plugin}`: {reason}")]
     Fixture { plugin: String, reason: String },

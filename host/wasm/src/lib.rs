@@ -7,9 +7,11 @@
 mod batch;
 mod bindings;
 mod breaker;
+mod budget;
 mod custom_metrics;
 mod error;
 mod manifest;
+mod plugin_text;
 mod redactions;
 mod registry;
 mod runner;
@@ -18,17 +20,20 @@ mod sanitizer;
 mod store;
 
 pub use breaker::{BreakerStatus, QuarantinePolicy};
+pub use budget::Budget;
 pub use custom_metrics::{
-    MAX_LABELS, MAX_METRICS_PER_PLUGIN, MetricDecl, MetricKind, PluginMetricSet,
+    MAX_LABEL_BYTES_PER_PLUGIN, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_METRICS_PER_PLUGIN,
+    MetricDecl, MetricKind, PluginMetricSet,
 };
 pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
+pub use plugin_text::MAX_PLUGIN_TEXT_BYTES;
 pub use redactions::{MAX_RULES_PER_PLUGIN, OTHER_RULE, SENSITIVE_KEY_RULE};
 pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
 pub use runner::Runner;
 pub use runtime::{
-    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, PluginCounters, Runtime,
-    WIT_VERSION,
+    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, MAX_MEMORIES, MAX_TABLES,
+    PluginCounters, Runtime, WIT_VERSION,
 };
 pub use sanitizer::{PluginConfig, WasmSanitizer};
 pub use store::{KeptSlot, KeptVersion, PluginStore};

@@ -11,13 +11,24 @@
 //!
 //! There is one sanitizer slot (swapping a policy replaces it, whatever its name) and one slot
 //! per `consumer`/`metrics` plugin name.
+//!
+//! Names are one namespace. A plugin's calls, events and quarantines are counted by its name
+//! over all its versions, and consumers' books and health checks by consumer name, so a name
+//! belongs to the world it was first pushed in for the host's life, and the names of
+//! lookout's own consumers and placeholder sanitizers are never a plugin's. The metric names
+//! a plugin would expose must be free too: not one of lookout's own (asked of the host's
+//! registry) nor another plugin's. A push that breaks either rule is refused, naming what it
+//! collides with.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use lookout_core::{Bus, ConsumerHandle, Event, FailurePolicy, SanitizeError, Sanitizer};
+use lookout_core::{
+    BUILT_IN_CONSUMERS, Bus, ConsumerHandle, Event, FailurePolicy, PassThrough, RedactAll,
+    SanitizeError, Sanitizer,
+};
 use parking_lot::Mutex;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -25,6 +36,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::breaker::BreakerStatus;
+use crate::budget::Budget;
 use crate::custom_metrics::RejectionCounters;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
@@ -176,6 +188,8 @@ struct State {
     history: VecDeque<SwapRecord>,
     /// Names turned off by configuration (`plugins.disabled`): not installed from anywhere.
     disabled: BTreeSet<String>,
+    /// The world each name was first pushed in: its counters are kept under that name.
+    claims: BTreeMap<String, World>,
 }
 
 /// The plugins loaded into one host.
@@ -186,6 +200,8 @@ pub struct PluginRegistry {
     swaps: IntCounterVec,
     info: IntGaugeVec,
     rejections: RejectionCounters,
+    /// The host's own metrics, which plugins' metric names must not collide with.
+    host_metrics: Registry,
     /// Where what the API installs is kept across restarts (`plugins.state_dir`), if anywhere.
     store: std::sync::OnceLock<PluginStore>,
 }
@@ -207,6 +223,15 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The current version of every running plugin, the sanitizer first.
+fn running(state: &State) -> impl Iterator<Item = &Installed> {
+    state
+        .sanitizer
+        .iter()
+        .map(|s| &*s.current)
+        .chain(state.runners.values().map(|r| &*r.slot.current))
 }
 
 impl Installed {
@@ -274,10 +299,12 @@ impl PluginRegistry {
                 next_version: 1,
                 history: VecDeque::new(),
                 disabled: BTreeSet::new(),
+                claims: BTreeMap::new(),
             }),
             swaps,
             info,
             rejections,
+            host_metrics: registry.clone(),
             store: std::sync::OnceLock::new(),
         })
     }
@@ -334,6 +361,19 @@ impl PluginRegistry {
                 reason: "turned off by the configuration (`plugins.disabled`)".into(),
             });
         }
+        {
+            let mut state = self.state.lock();
+            if let Some(reason) = self.name_conflict(&state, &name, manifest.world) {
+                return Err(self.refuse(&mut state, &name, &sha256, source, reason));
+            }
+            // Before compiling: a push that cannot fit costs nothing.
+            if let Err(e) = self.fits_memory(&state, &manifest) {
+                return Err(self.reject(&mut state, &sha256, source, e));
+            }
+            // From here calls may be counted under the name (a sanitizer's fixtures): it is
+            // this world's now, whether or not the push goes through.
+            state.claims.insert(name.clone(), manifest.world);
+        }
         // The slow part — compile, instantiate, init, fixtures — runs outside the lock.
         let loaded = match manifest.world {
             World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm)
@@ -368,6 +408,15 @@ impl PluginRegistry {
         };
 
         let mut state = self.state.lock();
+        if let Loaded::Runner(runner) = &loaded
+            && let Some(reason) = self.metric_conflict(&state, &name, runner)
+        {
+            return Err(self.refuse(&mut state, &name, &sha256, source, reason));
+        }
+        // Again at the switch: another push may have been installed meanwhile.
+        if let Err(e) = self.fits_memory(&state, &manifest) {
+            return Err(self.reject(&mut state, &sha256, source, e));
+        }
         let version = state.next_version;
         state.next_version += 1;
         let installed = Arc::new(Installed {
@@ -455,6 +504,15 @@ impl PluginRegistry {
             plugin: name.into(),
             reason: "there is no previous version to roll back to".into(),
         };
+        let back_to = state
+            .sanitizer
+            .as_ref()
+            .filter(|s| s.current.manifest.name == name)
+            .and_then(|s| s.previous.clone())
+            .or_else(|| state.runners.get(name)?.slot.previous.clone());
+        if let Some(back_to) = back_to {
+            self.fits_memory(&state, &back_to.manifest)?;
+        }
         let (from, to) = if let Some(slot) = state
             .sanitizer
             .as_mut()
@@ -503,10 +561,13 @@ impl PluginRegistry {
     /// removed: events would go out unsanitized.
     pub fn remove(&self, name: &str, source: &str) -> Result<()> {
         let mut state = self.state.lock();
-        if state
-            .sanitizer
-            .as_ref()
-            .is_some_and(|s| s.current.manifest.name == name)
+        // A consumer or metrics plugin of that name is what is meant (names are one
+        // namespace, so it is never also the sanitizer's).
+        if !state.runners.contains_key(name)
+            && state
+                .sanitizer
+                .as_ref()
+                .is_some_and(|s| s.current.manifest.name == name)
         {
             return Err(Error::Conflict {
                 plugin: name.into(),
@@ -601,6 +662,174 @@ impl PluginRegistry {
             .filter_map(|r| r.slot.current.runner()?.metric_set().cloned())
             .flat_map(|set| set.gather())
             .collect()
+    }
+
+    /// Why `name` may not be used for a plugin of `world`, if it may not.
+    fn name_conflict(&self, state: &State, name: &str, world: World) -> Option<String> {
+        if BUILT_IN_CONSUMERS.contains(&name) {
+            return Some(format!(
+                "`{name}` is the name of one of lookout's own consumers ({}): its books and \
+                 health check are kept under that name; choose another name",
+                BUILT_IN_CONSUMERS.join(", ")
+            ));
+        }
+        let placeholders = [RedactAll.name(), PassThrough.name()];
+        if placeholders.contains(&name) {
+            return Some(format!(
+                "`{name}` is the name of one of lookout's own sanitizers ({}); choose another \
+                 name",
+                placeholders.join(", ")
+            ));
+        }
+        if !state.runners.contains_key(name) && self.bus.consumer_names().iter().any(|c| c == name)
+        {
+            return Some(format!(
+                "a consumer of this host that is not a plugin runs under the name `{name}`: \
+                 its books are kept under that name; choose another name"
+            ));
+        }
+        match state.claims.get(name) {
+            Some(&claimed) if claimed != world => Some(format!(
+                "the name `{name}` belongs to a {} plugin in this host (its calls and events \
+                 are counted under it, over all its versions, until the host restarts): \
+                 plugin names are one namespace across worlds; choose another name for this \
+                 {} plugin",
+                claimed.as_str(),
+                world.as_str()
+            )),
+            _ => None,
+        }
+    }
+
+    /// Why the metrics `runner` declares may not be exposed, if they may not: one of its
+    /// names is lookout's own, or another plugin's (its running or its rollback version).
+    fn metric_conflict(&self, state: &State, name: &str, runner: &Runner) -> Option<String> {
+        let set = runner.metric_set()?;
+        if let Some(ours) = set.collision_with(&self.host_metrics) {
+            return Some(format!(
+                "its metrics would collide with lookout's own metric `{ours}` on /metrics; \
+                 rename the metric or the plugin"
+            ));
+        }
+        let mine = set.exposed_names();
+        for (other, slot) in state.runners.iter().filter(|(other, _)| *other != name) {
+            let versions = std::iter::once(&slot.slot.current).chain(&slot.slot.previous);
+            for installed in versions {
+                let Some(theirs) = installed.runner().and_then(|r| r.metric_set()) else {
+                    continue;
+                };
+                if let Some(both) = mine.intersection(&theirs.exposed_names()).next() {
+                    return Some(format!(
+                        "its metric `{both}` would collide with the same name of plugin \
+                         `{other}` on /metrics; rename the metric or the plugin"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Records a refused push and says why.
+    /// Records a refused push with its error as it is.
+    fn reject(&self, state: &mut State, sha256: &str, source: &str, error: Error) -> Error {
+        let plugin = match &error {
+            Error::Budget { plugin, .. } => plugin.clone(),
+            _ => String::new(),
+        };
+        let record = SwapRecord {
+            at_ms: now_ms(),
+            plugin: plugin.clone(),
+            version: None,
+            sha256: sha256.into(),
+            outcome: "rejected",
+            source: source.into(),
+            error: Some(error.to_string()),
+        };
+        self.push_history(state, record);
+        tracing::warn!(target: "lookout::plugin", plugin = %plugin, error = %error, "plugin swap rejected; the running version stays");
+        error
+    }
+
+    /// Whether `manifest` fits the budget's memory of all plugins together, in the place of
+    /// the version it would replace (the sanitizer's slot, or the slot of its name).
+    fn fits_memory(&self, state: &State, manifest: &Manifest) -> Result<()> {
+        let budget = self.runtime.budget();
+        let others: u64 = running(state)
+            .filter(|i| match manifest.world {
+                World::Sanitizer => i.manifest.world != World::Sanitizer,
+                _ => i.manifest.world == World::Sanitizer || i.manifest.name != manifest.name,
+            })
+            .map(|i| u64::from(i.manifest.limits.max_memory_mib))
+            .sum();
+        let asked = u64::from(manifest.limits.max_memory_mib);
+        let total = u64::from(budget.total_memory_mib);
+        if others + asked <= total {
+            return Ok(());
+        }
+        Err(Error::Budget {
+            plugin: manifest.name.clone(),
+            reason: format!(
+                "its limits.max_memory_mib = {asked} and the running plugins' {others} MiB come to \
+                 {} MiB, {} MiB over plugins.budget.total_memory_mib ({total} MiB)",
+                others + asked,
+                others + asked - total
+            ),
+        })
+    }
+
+    /// Sets the host-wide budget (`[plugins.budget]`) for every push from now on — after
+    /// checking that the running plugins fit it; if they do not, nothing changes.
+    pub fn set_budget(&self, budget: Budget) -> std::result::Result<(), String> {
+        let state = self.state.lock();
+        for installed in running(&state) {
+            budget
+                .admit(&installed.manifest)
+                .map_err(|e| e.to_string())?;
+        }
+        let total: u64 = running(&state)
+            .map(|i| u64::from(i.manifest.limits.max_memory_mib))
+            .sum();
+        let budgeted = u64::from(budget.total_memory_mib);
+        if total > budgeted {
+            return Err(format!(
+                "the running plugins' limits.max_memory_mib come to {total} MiB, {} MiB over \
+                 total_memory_mib ({budgeted} MiB)",
+                total - budgeted
+            ));
+        }
+        self.runtime.set_budget(budget);
+        Ok(())
+    }
+
+    /// The host-wide budget pushes are checked against.
+    pub fn budget(&self) -> Budget {
+        self.runtime.budget()
+    }
+
+    fn refuse(
+        &self,
+        state: &mut State,
+        name: &str,
+        sha256: &str,
+        source: &str,
+        reason: String,
+    ) -> Error {
+        let error = Error::Conflict {
+            plugin: name.into(),
+            reason,
+        };
+        let record = SwapRecord {
+            at_ms: now_ms(),
+            plugin: name.into(),
+            version: None,
+            sha256: sha256.into(),
+            outcome: "rejected",
+            source: source.into(),
+            error: Some(error.to_string()),
+        };
+        self.push_history(state, record);
+        tracing::warn!(target: "lookout::plugin", plugin = %name, error = %error, "plugin swap rejected; the running version stays");
+        error
     }
 
     fn push_history(&self, state: &mut State, record: SwapRecord) {

@@ -20,6 +20,7 @@ use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
+use crate::plugin_text::admit;
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
 
 enum Bindings {
@@ -83,6 +84,7 @@ impl Runner {
         reuse: Option<Arc<PluginMetricSet>>,
     ) -> Result<Runner> {
         manifest.validate()?;
+        runtime.budget().admit(manifest)?;
         let name = manifest.name.as_str();
         // Checked before any compiling: a manifest mistake needs no component to find.
         if manifest.world == World::Metrics && !manifest.metrics.is_empty() {
@@ -156,10 +158,10 @@ impl Runner {
         self.metrics.as_ref()
     }
 
-    fn trap(&self, store: &Store<PluginState>, e: &wasmtime::Error) -> Error {
+    fn trap(&self, store: &Store<PluginState>, function: &str, e: &wasmtime::Error) -> Error {
         Error::Trap {
             plugin: self.name.to_string(),
-            reason: describe_trap(store, &self.limits, e).1,
+            reason: describe_trap(store, &self.limits, function, e).1,
         }
     }
 
@@ -171,16 +173,17 @@ impl Runner {
         let mut store = self.runtime.new_store(&self.name, &self.limits, None);
         let bindings = pre
             .instantiate(&mut store)
-            .map_err(|e| self.trap(&store, &e))?;
+            .map_err(|e| self.trap(&store, "instantiate", &e))?;
         arm(&mut store, &self.limits);
         let specs = bindings
             .call_describe(&mut store)
-            .map_err(|e| self.trap(&store, &e))?;
+            .map_err(|e| self.trap(&store, "describe", &e))?;
         Ok(specs
             .into_iter()
             .map(|s| MetricDecl {
                 name: s.name,
-                help: s.help,
+                // Shown on `/metrics`, which anyone may read: cut and scrubbed.
+                help: admit(&s.help),
                 kind: match s.kind {
                     wit::MetricKind::Counter => MetricKind::Counter,
                     wit::MetricKind::Gauge => MetricKind::Gauge,
@@ -205,15 +208,15 @@ impl Runner {
             Pre::Consumer(pre) => pre.instantiate(&mut store).map(Bindings::Consumer),
             Pre::Metrics(pre) => pre.instantiate(&mut store).map(Bindings::Metrics),
         }
-        .map_err(|e| self.trap(&store, &e))?;
+        .map_err(|e| self.trap(&store, "instantiate", &e))?;
         arm(&mut store, &self.limits);
         match init(&mut store, &bindings) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
                 plugin: self.name.to_string(),
-                reason,
+                reason: admit(&reason),
             }),
-            Err(e) => Err(self.trap(&store, &e)),
+            Err(e) => Err(self.trap(&store, "init", &e)),
         }
     }
 
@@ -260,10 +263,11 @@ impl Runner {
             }
             Ok(Err(reason)) => {
                 metrics.record(&self.name, function, started, "error");
-                Err(reason)
+                // It reaches the log, the breaker's status and the API: cut and scrubbed.
+                Err(admit(&format!("in `{function}`: {reason}")))
             }
             Err(e) => {
-                let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
+                let (outcome, reason) = describe_trap(&live.store, &self.limits, function, &e);
                 metrics.record(&self.name, function, started, outcome);
                 *guard = None;
                 Err(reason)

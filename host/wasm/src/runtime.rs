@@ -5,18 +5,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime::component::{Component, InstancePre, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, Trap};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{host, types};
+use crate::budget::Budget;
 use crate::custom_metrics::PluginMetricSet;
 use crate::error::{Error, Result};
 use crate::manifest::World;
@@ -29,7 +31,8 @@ pub const WIT_VERSION: &str = "0.2.0";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct PluginCounters {
     pub calls: u64,
-    /// Calls that trapped, timed out, ran out of memory or returned an error.
+    /// Calls that trapped, timed out, ran out of memory, returned an error or answered with a
+    /// verdict the host refused.
     pub failures: u64,
     pub events_in: u64,
     /// Time spent in the plugin's calls.
@@ -49,8 +52,6 @@ pub const DEFAULT_MAX_SERIES_PER_METRIC: u32 = 1000;
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 100;
 /// Most log lines a plugin may write per call; more are counted and discarded.
 const MAX_LOG_LINES_PER_CALL: u32 = 64;
-/// Longest log message kept from a plugin, in bytes.
-const MAX_LOG_MESSAGE: usize = 2048;
 
 /// Resource limits of one plugin.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,39 +95,87 @@ impl Limits {
         Ok(())
     }
 
+    /// How long one call may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
     /// The call deadline in epoch ticks (at least one).
     pub(crate) fn deadline_ticks(&self) -> u64 {
         (self.call_timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
     }
 }
 
-/// Caps memory and records that it did, so an out-of-memory trap can be named as such.
+/// Most linear memories one plugin instance may have (all its core instances together).
+pub const MAX_MEMORIES: usize = 4;
+/// Most tables one plugin instance may have.
+pub const MAX_TABLES: usize = 16;
+/// What one table element costs the host (a pointer), counted against the memory cap.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Caps what one plugin instance holds — all its linear memories and tables *together*, so
+/// a component with many memories gets no more than one with one — and records that it did,
+/// so an out-of-memory trap can be named as such.
 pub(crate) struct Sandbox {
-    max_memory: usize,
+    /// Bytes the instance may hold in memories and tables (`limits.max_memory_mib`).
+    max_bytes: usize,
+    /// Bytes granted so far, over every memory and table it created or grew.
+    granted: usize,
     pub memory_denied: bool,
+}
+
+impl Sandbox {
+    fn new(limits: &Limits) -> Sandbox {
+        Sandbox {
+            max_bytes: limits.max_memory_mib as usize * (1 << 20),
+            granted: 0,
+            memory_denied: false,
+        }
+    }
+
+    /// Grants growing one memory or table from `current` to `desired` bytes if the total
+    /// stays within the cap. wasmtime reports a new memory or table as growing from 0.
+    fn grant(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> bool {
+        if maximum.is_some_and(|max| desired > max) {
+            // Past the type's own maximum: wasmtime refuses it anyway; not ours to count.
+            return false;
+        }
+        let total = self.granted.saturating_add(desired.saturating_sub(current));
+        if total > self.max_bytes {
+            self.memory_denied = true;
+            return false;
+        }
+        self.granted = total;
+        true
+    }
 }
 
 impl ResourceLimiter for Sandbox {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.memory_denied = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grant(current, desired, maximum))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.grant(bytes(current), bytes(desired), maximum.map(bytes)))
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -136,6 +185,9 @@ pub(crate) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub sandbox: Sandbox,
+    /// When the current call must be over: a wait in WASI (`poll`, `pollable.block`) is cut
+    /// there, as epoch interruption cuts guest code.
+    deadline: Instant,
     logs_this_call: u32,
     /// What `update-metric` may touch.
     metrics: Option<Arc<PluginMetricSet>>,
@@ -161,14 +213,19 @@ impl host::Host for PluginState {
         if self.logs_this_call > MAX_LOG_LINES_PER_CALL {
             return;
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+        use tracing::{Level, enabled};
+        let wanted = match level {
+            types::Severity::Error => enabled!(target: "lookout::plugin", Level::ERROR),
+            types::Severity::Warn => enabled!(target: "lookout::plugin", Level::WARN),
+            types::Severity::Info => enabled!(target: "lookout::plugin", Level::INFO),
+            types::Severity::Debug => enabled!(target: "lookout::plugin", Level::DEBUG),
+            types::Severity::Trace => enabled!(target: "lookout::plugin", Level::TRACE),
+        };
+        if !wanted {
+            return;
         }
+        // Cut and scrubbed before it is written: a sanitizer may quote the raw events it saw.
+        let message = crate::plugin_text::admit(&message);
         let plugin = &*self.plugin;
         match level {
             types::Severity::Error => {
@@ -218,7 +275,7 @@ impl PluginMetrics {
     pub(crate) fn counters(&self, plugin: &str) -> PluginCounters {
         let mut counters = PluginCounters::default();
         for function in ["sanitize", "handle", "observe"] {
-            for outcome in ["ok", "error", "trap", "timeout", "out_of_memory"] {
+            for outcome in ["ok", "error", "refused", "trap", "timeout", "out_of_memory"] {
                 let n = self
                     .calls
                     .get_metric_with_label_values(&[plugin, function, outcome])
@@ -264,7 +321,7 @@ impl PluginMetrics {
     fn new(registry: &Registry) -> Result<Self> {
         let err = |e: prometheus::Error| Error::Runtime(format!("plugin metrics: {e}"));
         let calls = IntCounterVec::new(
-            Opts::new("lookout_plugin_calls_total", "Calls into WASM plugins by plugin, function and outcome (ok, trap, timeout, out_of_memory)."),
+            Opts::new("lookout_plugin_calls_total", "Calls into WASM plugins by plugin, function and outcome (ok, error, refused, trap, timeout, out_of_memory)."),
             &["plugin", "function", "outcome"],
         )
         .map_err(err)?;
@@ -343,6 +400,11 @@ pub struct Runtime {
     pub(crate) metrics: PluginMetrics,
     /// Compiled components by content hash: a re-swap of a known plugin skips compilation.
     compiled: Arc<parking_lot::Mutex<HashMap<[u8; 32], Component>>>,
+    /// The host-wide budget (`[plugins.budget]`), changeable while running.
+    budget: Arc<parking_lot::RwLock<Budget>>,
+    /// Compiles given up on for taking too long that are still running (they cannot be
+    /// cancelled): while there is one, no new component is compiled.
+    abandoned_compiles: Arc<AtomicUsize>,
     _ticker: Arc<Ticker>,
 }
 
@@ -386,6 +448,7 @@ impl Runtime {
         // uses none; they are linked against an empty context (see `new_store`).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Runtime(e.to_string()))?;
+        bound_waits(&mut linker).map_err(|e| Error::Runtime(e.to_string()))?;
         crate::bindings::sanitizer::Sanitizer::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -410,11 +473,26 @@ impl Runtime {
             linker: Arc::new(linker),
             metrics: PluginMetrics::new(registry)?,
             compiled: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            budget: Arc::default(),
+            abandoned_compiles: Arc::default(),
             _ticker: Arc::new(Ticker { stop }),
         })
     }
 
-    /// Compiles a component; the error says why the bytes are not one.
+    /// The host-wide budget every push is checked against.
+    pub fn budget(&self) -> Budget {
+        *self.budget.read()
+    }
+
+    /// Sets the budget for what is loaded from now on (see `PluginRegistry::set_budget`,
+    /// which checks the running plugins first).
+    pub fn set_budget(&self, budget: Budget) {
+        *self.budget.write() = budget;
+    }
+
+    /// Compiles a component within the budget — its size and function count are checked
+    /// before compiling, the compile has a deadline, and its memories and tables are counted
+    /// after; the error says which limit, or why the bytes are not a component.
     pub(crate) fn compile(&self, plugin: &str, wasm: &[u8]) -> Result<Component> {
         if !wasm.starts_with(b"\0asm") {
             return Err(Error::InvalidComponent {
@@ -422,21 +500,118 @@ impl Runtime {
                 reason: "the file does not start with the WASM magic bytes".into(),
             });
         }
-        let key: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(component) = self.compiled.lock().get(&key) {
-            return Ok(component.clone());
+        let budget = self.budget();
+        let over = |reason: String| Error::Budget {
+            plugin: plugin.into(),
+            reason,
+        };
+        if wasm.len() > budget.max_component_bytes() {
+            return Err(over(format!(
+                "the component is {} bytes, {} over plugins.budget.max_component_mib ({} MiB)",
+                wasm.len(),
+                wasm.len() - budget.max_component_bytes(),
+                budget.max_component_mib
+            )));
         }
-        let component =
-            Component::from_binary(&self.engine, wasm).map_err(|e| Error::InvalidComponent {
+        let key: [u8; 32] = Sha256::digest(wasm).into();
+        let known = self.compiled.lock().get(&key).cloned();
+        let component = match known {
+            Some(component) => component,
+            None => {
+                let functions = count_functions(wasm);
+                if functions > budget.max_functions as usize {
+                    return Err(over(format!(
+                        "the component defines {functions} functions, {} over \
+                         plugins.budget.max_functions ({})",
+                        functions - budget.max_functions as usize,
+                        budget.max_functions
+                    )));
+                }
+                let component = self.compile_within(plugin, wasm, &budget)?;
+                let mut compiled = self.compiled.lock();
+                if compiled.len() >= COMPILED_IN_MEMORY {
+                    compiled.clear();
+                }
+                compiled.insert(key, component.clone());
+                component
+            }
+        };
+        // Counted over every core instance the component makes (a module instantiated
+        // twice counts twice); the limiter enforces the same counts at instantiation.
+        if let Some(needs) = component.resources_required() {
+            for (what, n, max) in [
+                ("linear memories", needs.num_memories as usize, MAX_MEMORIES),
+                ("tables", needs.num_tables as usize, MAX_TABLES),
+            ] {
+                if n > max {
+                    return Err(Error::InvalidComponent {
+                        plugin: plugin.into(),
+                        reason: format!(
+                            "it has {n} {what}; a plugin may have at most {max} (its \
+                             limits.max_memory_mib covers them all together)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(component)
+    }
+
+    /// `Component::from_binary` on its own thread, given up on after the budget's
+    /// `compile_timeout_ms`. A compile cannot be cancelled: the abandoned one runs to its end
+    /// (its result dropped), and until it does no other is started.
+    fn compile_within(&self, plugin: &str, wasm: &[u8], budget: &Budget) -> Result<Component> {
+        let busy = self.abandoned_compiles.load(Ordering::SeqCst);
+        if busy > 0 {
+            return Err(Error::Budget {
+                plugin: plugin.into(),
+                reason: "a compile that ran past plugins.budget.compile_timeout_ms is still \
+                         running; try again when it has ended"
+                    .into(),
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        let bytes = wasm.to_vec();
+        let abandoned = self.abandoned_compiles.clone();
+        // Set, under its lock, when the wait gives up: the compile then only counts itself out.
+        let given_up = Arc::new(parking_lot::Mutex::new(false));
+        let given_up_there = given_up.clone();
+        std::thread::Builder::new()
+            .name("lookout-wasm-compile".into())
+            .spawn(move || {
+                let result = Component::from_binary(&engine, &bytes);
+                let given_up = given_up_there.lock();
+                if *given_up {
+                    abandoned.fetch_sub(1, Ordering::SeqCst);
+                } else {
+                    let _ = tx.send(result);
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("cannot start a compile: {e}")))?;
+        let timeout = Duration::from_millis(budget.compile_timeout_ms);
+        let result = rx.recv_timeout(timeout).or_else(|_| {
+            let mut given_up = given_up.lock();
+            // It may have finished just now.
+            rx.try_recv().map_err(|_| {
+                *given_up = true;
+                self.abandoned_compiles.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        match result {
+            Ok(result) => result.map_err(|e| Error::InvalidComponent {
                 plugin: plugin.into(),
                 reason: format!("{e:#}"),
-            })?;
-        let mut compiled = self.compiled.lock();
-        if compiled.len() >= COMPILED_IN_MEMORY {
-            compiled.clear();
+            }),
+            Err(()) => Err(Error::Budget {
+                plugin: plugin.into(),
+                reason: format!(
+                    "compiling it took longer than plugins.budget.compile_timeout_ms ({} ms) \
+                     and was given up",
+                    budget.compile_timeout_ms
+                ),
+            }),
         }
-        compiled.insert(key, component.clone());
-        Ok(component)
     }
 
     /// Links a compiled component and checks it against `world` (`typed` is the world's
@@ -506,10 +681,8 @@ impl Runtime {
             plugin: plugin.clone(),
             wasi,
             table: ResourceTable::new(),
-            sandbox: Sandbox {
-                max_memory: limits.max_memory_mib as usize * (1 << 20),
-                memory_denied: false,
-            },
+            sandbox: Sandbox::new(limits),
+            deadline: Instant::now() + limits.timeout(),
             logs_this_call: 0,
             metrics,
             stderr,
@@ -542,6 +715,7 @@ pub(crate) fn forward_stderr(store: &mut Store<PluginState>) {
         .lines()
         .filter(|l| !l.trim().is_empty())
     {
+        let line = crate::plugin_text::admit(line);
         tracing::warn!(target: "lookout::plugin", plugin, stream = "stderr", "{line}");
     }
     if new.len() > shown.len() {
@@ -552,11 +726,105 @@ pub(crate) fn forward_stderr(store: &mut Store<PluginState>) {
 /// Before a call: a fresh deadline and log budget.
 pub(crate) fn arm(store: &mut Store<PluginState>, limits: &Limits) {
     store.set_epoch_deadline(limits.deadline_ticks());
-    store.data_mut().logs_this_call = 0;
+    let state = store.data_mut();
+    state.logs_this_call = 0;
+    state.deadline = Instant::now() + limits.timeout();
 }
 
-/// What went wrong in a call, in words for the operator, and the outcome label.
+/// The `wasi:io/poll` wasmtime-wasi links (its version is the WASI it implements); its
+/// waits are replaced by `bound_waits`. A test sleeps in a plugin to prove it still is.
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// A guest blocked in a WASI wait (a clock's pollable through `poll` or `pollable.block`:
+/// `sleep` in most languages) until its call's deadline.
+#[derive(Debug)]
+pub(crate) struct WaitPastDeadline;
+
+impl std::fmt::Display for WaitPastDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("blocked in a WASI wait (a sleep or poll) past the call's deadline")
+    }
+}
+
+impl std::error::Error for WaitPastDeadline {}
+
+/// Epoch interruption only reaches guest code, not a guest blocked in a host call: so the
+/// only two WASI calls that wait — `poll` and `[method]pollable.block` — are replaced by the
+/// same waits cut at the call's deadline (a wait that ends in time returns as before, so
+/// zero-timeout polls and short sleeps still work). The streams the sandbox hands out —
+/// closed stdin, discarded stdout, captured stderr — are always ready, so their `blocking-*`
+/// calls return at once; no file, socket or name lookup is reachable.
+fn bound_waits(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::io::poll::{Host, HostPollable};
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_IO_POLL)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, PluginState>,
+         (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let state = store.data_mut();
+            let ready = wait_until(state.deadline, Host::poll(&mut state.table, pollables))?;
+            Ok((ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, PluginState>, (pollable,): (Resource<DynPollable>,)| {
+            let state = store.data_mut();
+            wait_until(
+                state.deadline,
+                HostPollable::block(&mut state.table, pollable),
+            )
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Runs a WASI wait, cut at `deadline` with [`WaitPastDeadline`].
+fn wait_until<T>(
+    deadline: Instant,
+    wait: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    wasmtime_wasi::runtime::in_tokio(async move {
+        tokio::time::timeout(left, wait)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::new(WaitPastDeadline)))
+    })
+}
+
+/// Functions a component's core modules define (their code entries), counted without
+/// compiling. What does not parse is left for the compiler to name.
+fn count_functions(wasm: &[u8]) -> usize {
+    let mut functions = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::CodeSectionStart { count, .. }) => {
+                functions = functions.saturating_add(count as usize);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    functions
+}
+
+/// What went wrong in a call to `function` (`sanitize`, `handle`, `observe`, `describe`,
+/// `init`, `instantiate`), in words for the operator that name the call, and the outcome label.
 pub(crate) fn describe_trap(
+    store: &Store<PluginState>,
+    limits: &Limits,
+    function: &str,
+    err: &wasmtime::Error,
+) -> (&'static str, String) {
+    let (outcome, reason) = trap_reason(store, limits, err);
+    // A root cause may quote what the guest handed over: cut and scrubbed like its own words.
+    let reason = crate::plugin_text::admit(&format!("in `{function}`: {reason}"));
+    (outcome, reason)
+}
+
+fn trap_reason(
     store: &Store<PluginState>,
     limits: &Limits,
     err: &wasmtime::Error,
@@ -564,7 +832,20 @@ pub(crate) fn describe_trap(
     if store.data().sandbox.memory_denied {
         return (
             "out_of_memory",
-            format!("ran out of memory (limit {} MiB)", limits.max_memory_mib),
+            format!(
+                "ran out of memory (limit {} MiB, all its memories and tables together)",
+                limits.max_memory_mib
+            ),
+        );
+    }
+    if err.downcast_ref::<WaitPastDeadline>().is_some() {
+        return (
+            "timeout",
+            format!(
+                "call exceeded its {} ms deadline blocked in a WASI wait (a sleep or poll) and \
+                 was cut",
+                limits.call_timeout_ms
+            ),
         );
     }
     match err.downcast_ref::<Trap>() {

@@ -15,6 +15,7 @@ use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
 use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
 use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
+use crate::plugin_text::admit;
 use crate::redactions::RuleBook;
 use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
 
@@ -71,6 +72,9 @@ impl WasmSanitizer {
         limits: Limits,
     ) -> Result<WasmSanitizer> {
         limits.validate(name)?;
+        runtime
+            .budget()
+            .admit_limits(name, World::Sanitizer, &limits)?;
         let component = runtime.compile(name, wasm)?;
         let pre = runtime.link(name, World::Sanitizer, &component, SanitizerPre::new)?;
         let sanitizer = WasmSanitizer {
@@ -97,6 +101,7 @@ impl WasmSanitizer {
         wasm: &[u8],
     ) -> Result<WasmSanitizer> {
         manifest.validate()?;
+        runtime.budget().admit(manifest)?;
         if manifest.world != World::Sanitizer {
             return Err(Error::WrongWorld {
                 plugin: manifest.name.clone(),
@@ -125,9 +130,10 @@ impl WasmSanitizer {
             } else {
                 format!("fixture `{}`", fixture.name)
             };
+            // What came out is the plugin's: it may hold a secret the fixture expected gone.
             let fail = |reason: String| Error::Fixture {
                 plugin: self.name.to_string(),
-                reason: format!("{label}: {reason}"),
+                reason: admit(&format!("{label}: {reason}")),
             };
             let mut batch: Vec<Event> = fixture
                 .input
@@ -158,22 +164,22 @@ impl WasmSanitizer {
     /// A fresh instance with `init` run on the plugin's config.
     fn instantiate(&self) -> Result<Live> {
         let mut store = self.runtime.new_store(&self.name, &self.limits, None);
-        let trap = |store: &Store<PluginState>, e: wasmtime::Error| Error::Trap {
+        let trap = |store: &Store<PluginState>, function: &str, e: wasmtime::Error| Error::Trap {
             plugin: self.name.to_string(),
-            reason: describe_trap(store, &self.limits, &e).1,
+            reason: describe_trap(store, &self.limits, function, &e).1,
         };
         let bindings = match self.pre.instantiate(&mut store) {
             Ok(b) => b,
-            Err(e) => return Err(trap(&store, e)),
+            Err(e) => return Err(trap(&store, "instantiate", e)),
         };
         arm(&mut store, &self.limits);
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
                 plugin: self.name.to_string(),
-                reason,
+                reason: admit(&reason),
             }),
-            Err(e) => Err(trap(&store, e)),
+            Err(e) => Err(trap(&store, "init", e)),
         }
     }
 
@@ -228,11 +234,14 @@ impl WasmSanitizer {
         // gets the events as they were and fails them closed.
         match live.bindings.call_sanitize(&mut live.store, view) {
             Ok(verdict) => {
-                metrics.record(&self.name, "sanitize", started, "ok");
-                scratch.apply(verdict, batch, |value| self.redactions.count(value))
+                let applied = scratch.apply(verdict, batch, |value| self.redactions.count(value));
+                // A verdict the host refuses is a failed call: counted so, and in the status.
+                let outcome = if applied.is_ok() { "ok" } else { "refused" };
+                metrics.record(&self.name, "sanitize", started, outcome);
+                applied.map_err(|reason| format!("in `sanitize`: {reason}"))
             }
             Err(e) => {
-                let (outcome, reason) = describe_trap(&live.store, &self.limits, &e);
+                let (outcome, reason) = describe_trap(&live.store, &self.limits, "sanitize", &e);
                 metrics.record(&self.name, "sanitize", started, outcome);
                 *guard = None;
                 Err(reason)

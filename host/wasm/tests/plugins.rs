@@ -12,10 +12,14 @@ use lookout_testkit::{Collect, counter};
 use lookout_wasm::{Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer, World};
 use prometheus::Registry;
 
+#[path = "plugins/hostile_names.rs"]
+mod hostile_names;
 #[path = "plugins/redactions.rs"]
 mod redactions;
 #[path = "plugins/rules.rs"]
 mod rules;
+#[path = "plugins/sandbox_limits.rs"]
+mod sandbox_limits;
 
 fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -964,8 +968,9 @@ async fn metrics_plugin_judges_requests_against_its_threshold() {
     // A metrics plugin may not also declare [[metrics]] in its manifest.
     let both = Manifest::parse("name = \"slo\"\nworld = \"metrics\"\n[[metrics]]\nname = \"x\"\nhelp = \"\"\nkind = \"gauge\"\n").unwrap();
     assert!(plugins.install(both, SLO, "test").is_err());
-    // A component of another world is refused for this one.
-    let wrong = Manifest::parse("name = \"slo\"\nworld = \"consumer\"\n").unwrap();
+    // A component of another world is refused for this one (under a name of its own: `slo`
+    // is a metrics plugin's now, and names are one namespace).
+    let wrong = Manifest::parse("name = \"slo-consumer\"\nworld = \"consumer\"\n").unwrap();
     let err = plugins.install(wrong, SLO, "test").unwrap_err();
     assert!(matches!(err, Error::WrongWorld { .. }), "{err}");
 }

@@ -63,9 +63,8 @@ impl Guest for ChattyConsumer {
                 let secret = SECRET.with(|s| s.borrow().clone());
                 let mut message =
                     format!("handle failed: password={secret} aws AKIAIOSFODNN7EXAMPLE and then ");
-                while message.len() < bytes {
-                    message.push_str("more words ");
-                }
+                let filler = bytes.saturating_sub(message.len()) / 11 + 1;
+                message.push_str(&"more words ".repeat(filler));
                 Err(message)
             }
             "long-labels" => {

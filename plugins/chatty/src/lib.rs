@@ -37,9 +37,8 @@ impl Guest for Chatty {
                     .map_err(|e| format!("config `bytes`: {e}"))?;
                 let mut message =
                     format!("init failed: password={secret} aws AKIAIOSFODNN7EXAMPLE and then ");
-                while message.len() < bytes {
-                    message.push_str("more words ");
-                }
+                let filler = bytes.saturating_sub(message.len()) / 11 + 1;
+                message.push_str(&"more words ".repeat(filler));
                 return Err(message);
             }
             other => return Err(format!("config `mode`: unknown mode `{other}`")),

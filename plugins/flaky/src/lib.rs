@@ -1,8 +1,8 @@
 //! `flaky` (tests only): a consumer that traps — panics, which the host sees as a trap and
 //! answers with a fresh instance — on any batch holding an event of kind `trap_on` (default
 //! `soak.trap`), and otherwise counts what it is given and reports the count on stderr every
-//! `every` events (default 10000). On a batch holding an event of kind `sleep_on` (default
-//! `soak.sleep`) it first sleeps `sleep_ms` (default 1000; a WASI clock wait, which the host
+//! `every` events (default 10000). On a batch holding an event of kind `sleep_on` (none by
+//! default) it first sleeps `sleep_ms` (default 1000; a WASI clock wait, which the host
 //! cuts at the call's deadline). The soak test uses it to show that a consumer's traps and
 //! sleeps cost only that consumer's deliveries.
 
@@ -14,7 +14,7 @@ use lookout_plugin_sdk::{Batch, Config, config_value, reject_unknown_keys};
 thread_local! {
     static TRAP_ON: std::cell::RefCell<String> = std::cell::RefCell::new("soak.trap".into());
     static EVERY: Cell<u64> = const { Cell::new(10_000) };
-    static SLEEP_ON: std::cell::RefCell<String> = std::cell::RefCell::new("soak.sleep".into());
+    static SLEEP_ON: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     static SLEEP_MS: Cell<u64> = const { Cell::new(1_000) };
     static SEEN: Cell<u64> = const { Cell::new(0) };
 }

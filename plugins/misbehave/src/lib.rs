@@ -81,7 +81,9 @@ impl Guest for Misbehave {
             return Err("init failed on purpose (fail_init is set)".to_string());
         }
         if let Some(ms) = lookout_plugin_sdk::config_value(&config, "sleep_init_ms") {
-            let ms = ms.parse::<u64>().map_err(|e| format!("sleep_init_ms: {e}"))?;
+            let ms = ms
+                .parse::<u64>()
+                .map_err(|e| format!("sleep_init_ms: {e}"))?;
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         Ok(())

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod dashboard;
 mod health;
+mod hostile_plugins;
 mod ingest;
 mod integrations;
 mod load;

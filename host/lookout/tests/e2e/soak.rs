@@ -1,8 +1,8 @@
 //! The soak test (issue 10): steady HTTP load on ingest and execute while the host is
 //! attacked from every side at once — a worker killed every few seconds, the sanitizer
 //! swapped every few seconds (between `redact` and `allowlist`), a consumer plugin that traps
-//! now and then, the sampling rate changed at runtime, and a live-stream client that reads
-//! slowly. Then, at rest: every event and every request is accounted for, no secret got out,
+//! now and then, one that sleeps 3 s against its 100 ms deadline now and then, the sampling
+//! rate changed at runtime, and a live-stream client that reads slowly. Then, at rest: every event and every request is accounted for, no secret got out,
 //! memory did not grow, readiness answered throughout and told the truth, and the host is
 //! ready again once the faults stop.
 //!
@@ -27,6 +27,7 @@ use crate::plugins::put_plugin;
 const POOL: &str = "soak";
 const EXECUTE_TASKS: usize = 4;
 const TRAP_KIND: &str = "soak.trap";
+const SLEEP_KIND: &str = "soak.sleep";
 
 fn soak_secs() -> u64 {
     std::env::var("LOOKOUT_SOAK_SECS")
@@ -36,15 +37,23 @@ fn soak_secs() -> u64 {
 }
 
 /// Three workers, four waiting; besides digest, the `flaky` consumer that traps on
-/// `TRAP_KIND`.
+/// `TRAP_KIND`, and `sleepy` (the same component) that sleeps 3 s on `SLEEP_KIND` against a
+/// 100 ms deadline.
 fn start_host() -> Host {
-    let flaky =
-        format!("name = \"flaky\"\nworld = \"consumer\"\n[config]\ntrap_on = \"{TRAP_KIND}\"\n");
+    let flaky = format!(
+        "name = \"flaky\"\nworld = \"consumer\"\n[config]\ntrap_on = \"{TRAP_KIND}\"\n\
+         sleep_on = \"none\"\n"
+    );
+    let sleepy = format!(
+        "name = \"sleepy\"\nworld = \"consumer\"\n[config]\ntrap_on = \"none\"\n\
+         sleep_on = \"{SLEEP_KIND}\"\nsleep_ms = \"3000\"\n[limits]\ncall_timeout_ms = 100\n"
+    );
+    let flaky_wasm = lookout_artifacts::plugins::FLAKY;
     start_load_host(
         POOL,
         3,
         4,
-        &[("flaky", flaky, lookout_artifacts::plugins::FLAKY)],
+        &[("flaky", flaky, flaky_wasm), ("sleepy", sleepy, flaky_wasm)],
     )
 }
 
@@ -54,6 +63,7 @@ struct Faults {
     kills: AtomicU64,
     swaps: AtomicU64,
     traps_posted: AtomicU64,
+    sleeps_posted: AtomicU64,
     config_changes: AtomicU64,
     ready_polls: AtomicU64,
     not_ready: AtomicU64,
@@ -218,7 +228,7 @@ async fn slow_reader(mut stream: LiveStream, seen: Arc<Seen>) {
 async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
     let secs = soak_secs();
     let host = Arc::new(start_host());
-    ready_for_load(&host, POOL, 3, &["digest", "flaky"]).await;
+    ready_for_load(&host, POOL, 3, &["digest", "flaky", "sleepy"]).await;
     let seen = Arc::new(Seen::default());
     let faults = Faults::default();
     let stream = LiveStream::open(&host, "").await.unwrap();
@@ -243,6 +253,12 @@ async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
                 .post_events(&json!([{ "kind": TRAP_KIND, "fields": { "password": SECRET } }]))
                 .await;
             faults_.traps_posted.fetch_add(1, Ordering::Relaxed);
+        }),
+        every(ms(700), until, |_| async {
+            host_
+                .post_events(&json!([{ "kind": SLEEP_KIND, "fields": { "password": SECRET } }]))
+                .await;
+            faults_.sleeps_posted.fetch_add(1, Ordering::Relaxed);
         }),
         every(ms(3000), until, |round| change_the_config(
             host_, seen_, faults_, round
@@ -279,6 +295,14 @@ async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
     reader.abort();
 
     let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+    let sleeps_cut = || {
+        delta(
+            &after,
+            &base.before,
+            "lookout_plugin_calls_total",
+            &[("plugin", "sleepy"), ("outcome", "timeout")],
+        )
+    };
     let consumer_outcome = |c: &str, o: &str| {
         delta(
             &after,
@@ -288,18 +312,20 @@ async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
         )
     };
     println!(
-        "soak: {secs} s; faults: {} workers killed, {} sanitizer swaps, {} trap events, {} config changes; \
-         readiness polled {} times, not ready {}",
+        "soak: {secs} s; faults: {} workers killed, {} sanitizer swaps, {} trap events, {} sleep events, \
+         {} config changes; readiness polled {} times, not ready {}",
         load(&faults.kills),
         load(&faults.swaps),
         load(&faults.traps_posted),
+        load(&faults.sleeps_posted),
         load(&faults.config_changes),
         load(&faults.ready_polls),
         load(&faults.not_ready),
     );
     println!(
         "soak: {} events accepted by HTTP; {} executes ({} ok, {} failed in the worker, {} crashed under a kill, {} refused); \
-         {} events read by the slow stream client ({} dropped for it); flaky consumer: {} delivered, {} failed",
+         {} events read by the slow stream client ({} dropped for it); flaky consumer: {} delivered, {} failed; \
+         sleepy consumer: {} delivered, {} failed, {} calls cut at the deadline",
         load(&seen.accepted),
         load(&seen.executes),
         load(&seen.ok),
@@ -310,6 +336,9 @@ async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
         consumer_outcome("live_stream", "dropped"),
         consumer_outcome("flaky", "delivered"),
         consumer_outcome("flaky", "failed"),
+        consumer_outcome("sleepy", "delivered"),
+        consumer_outcome("sleepy", "failed"),
+        sleeps_cut(),
     );
     // Memory levels off: no leak across swaps, traps and restarts.
     check_rss("soak", base.rss, &rss);
@@ -336,12 +365,25 @@ async fn under_faults_nothing_is_lost_or_leaked_and_the_host_recovers() {
         consumer_outcome("flaky", "failed") > 0,
         "the flaky consumer trapped"
     );
+    // Its sleeps were cut at the deadline (or, once quarantined, not called): its queue kept
+    // moving, and every batch it was handed is counted.
+    assert!(sleeps_cut() > 0, "the sleepy consumer's sleeps were cut");
+    assert!(
+        consumer_outcome("sleepy", "failed") >= sleeps_cut()
+            && consumer_outcome("sleepy", "delivered") > 0,
+        "sleepy: {} delivered, {} failed, {} cut",
+        consumer_outcome("sleepy", "delivered"),
+        consumer_outcome("sleepy", "failed"),
+        sleeps_cut()
+    );
     assert!(load(&seen.accepted) > 0 && load(&seen.ok) > 0);
 
     // Every event accounted for, by every consumer there throughout — the trapping one and
     // the slow stream included.
     assert!(
-        base.consumers.contains("flaky") && base.consumers.contains("live_stream"),
+        base.consumers.contains("flaky")
+            && base.consumers.contains("sleepy")
+            && base.consumers.contains("live_stream"),
         "{:?}",
         base.consumers
     );
