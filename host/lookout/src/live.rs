@@ -281,7 +281,9 @@ impl LiveConfig {
                 .map_err(|reason| vec![invalid("plugins.budget", reason)])?;
         }
         let undo_budget = || {
-            let _ = self.plugins.set_budget(old_budget);
+            if let Err(reason) = self.plugins.set_budget(old_budget) {
+                tracing::error!(%reason, "the plugin budget could not be put back after a refused change");
+            }
         };
         // Plugins turned on again are loaded from the folder (a failure undoes it), then the
         // newly turned off are removed. Undone if the sanitizer below fails to load.
@@ -349,6 +351,7 @@ impl LiveConfig {
                 for name in started {
                     self.pools.remove(name, "configuration refused");
                 }
+                undo_budget();
                 return Err(vec![invalid(format!("pools.{}", pool.name), reason)]);
             }
             started.push(&pool.name);

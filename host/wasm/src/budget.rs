@@ -180,9 +180,23 @@ impl Budget {
                 return over(field, value, backoff, "max_quarantine_backoff_ms");
             }
         }
+        // A window too short to hold `after_failures` failures never trips (a plugin failing
+        // once a second with `window_ms = 1` would never be quarantined).
+        if policy.window_ms < MIN_QUARANTINE_WINDOW_MS {
+            return Err(Error::Budget {
+                plugin: plugin.into(),
+                reason: format!(
+                    "quarantine.window_ms = {} is under the least this host allows,                      {MIN_QUARANTINE_WINDOW_MS} ms (a shorter window never gathers enough                      failures to quarantine)",
+                    policy.window_ms
+                ),
+            });
+        }
         Ok(())
     }
 }
+
+/// The shortest quarantine window a manifest may set.
+pub const MIN_QUARANTINE_WINDOW_MS: u64 = 1_000;
 
 #[cfg(test)]
 mod tests {

@@ -135,9 +135,13 @@ impl PluginMetricSet {
         max_series: usize,
         rejections: RejectionCounters,
     ) -> Result<Self> {
+        // A declared name is plugin text: cut and scrubbed before it is quoted anywhere.
         let bad = |metric: &str, reason: String| Error::Manifest {
             plugin: plugin.to_string(),
-            reason: format!("metric `{metric}`: {reason}"),
+            reason: crate::plugin_text::admit(&format!(
+                "metric `{}`: {reason}",
+                crate::plugin_text::cut_to(metric, MAX_NAME_LEN * 2)
+            )),
         };
         if decls.len() > MAX_METRICS_PER_PLUGIN {
             return Err(Error::Manifest {

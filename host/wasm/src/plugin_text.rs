@@ -9,25 +9,43 @@
 //! a call that succeeded: only what a plugin says is scrubbed, not the events it handles.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use redact_rules::Policy;
 
-/// The longest string the host keeps from a plugin, in bytes: longer ones are cut (at a word
-/// boundary) and end in `… (N bytes cut)`. One place, so a host-wide budget can set it.
+/// The longest string the host keeps from a plugin by default, in bytes: longer ones are cut
+/// (at a word boundary) and end in `… (N bytes cut)`; `plugins.budget.max_message_bytes`
+/// sets it.
 pub const MAX_PLUGIN_TEXT_BYTES: usize = 4096;
 
 /// How far back from the cut a partial word is dropped: a secret cut in half must not leave
 /// its first half (which the rules may no longer recognise) behind.
 const WORD_BACKTRACK: usize = 256;
 
-/// Built once (a few ms) and shared: plugin text is rare (failures, log lines), so one lock
-/// costs nothing and keeps one copy of the compiled rules rather than one per thread.
+/// Built once, when the runtime starts ([`warm`]), never inside a plugin's call (building
+/// takes milliseconds — more in a debug build — and a call has a deadline). Shared behind a
+/// lock taken per line: a line is scrubbed in microseconds, so one plugin's chatter holds
+/// another back by that much at most.
 static POLICY: LazyLock<Mutex<Policy>> = LazyLock::new(|| Mutex::new(Policy::default()));
 
-/// `text` cut to [`MAX_PLUGIN_TEXT_BYTES`] (see [`cut_to`]).
+/// Builds the shared policy now (the runtime calls it when it starts).
+pub(crate) fn warm() {
+    LazyLock::force(&POLICY);
+}
+
+/// The cut in force: `plugins.budget.max_message_bytes` (default
+/// [`MAX_PLUGIN_TEXT_BYTES`]), host-wide like the budget it comes from.
+static MAX_BYTES: AtomicUsize = AtomicUsize::new(MAX_PLUGIN_TEXT_BYTES);
+
+/// Sets the cut (the budget's `max_message_bytes`, checked there to lie in 256 B–1 MiB).
+pub(crate) fn set_max_bytes(bytes: usize) {
+    MAX_BYTES.store(bytes.max(64), Ordering::Relaxed);
+}
+
+/// `text` cut to the budget's `max_message_bytes` (see [`cut_to`]).
 pub(crate) fn cut(text: &str) -> std::borrow::Cow<'_, str> {
-    cut_to(text, MAX_PLUGIN_TEXT_BYTES)
+    cut_to(text, MAX_BYTES.load(Ordering::Relaxed))
 }
 
 /// `text` if it fits in `max` bytes; otherwise its first `max` bytes or fewer — on a char
@@ -40,7 +58,11 @@ pub(crate) fn cut_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let floor = end.saturating_sub(WORD_BACKTRACK);
+    let mut floor = end.saturating_sub(WORD_BACKTRACK);
+    // Multi-byte text: the floor must sit on a character too, or slicing it panics.
+    while !text.is_char_boundary(floor) {
+        floor += 1;
+    }
     let mid_word = !text[end..].starts_with(char::is_whitespace);
     if mid_word && let Some(space) = text[floor..end].rfind(char::is_whitespace) {
         end = floor + space;
@@ -59,7 +81,8 @@ pub(crate) fn cut_to(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// What the host keeps of a string a plugin handed it: cut, then scrubbed of secrets.
 pub(crate) fn admit(text: &str) -> String {
     let cut = cut(text);
-    match POLICY.lock().scrub(&cut) {
+    let scrubbed = POLICY.lock().scrub(&cut);
+    match scrubbed {
         Some(scrubbed) => scrubbed,
         None => cut.into_owned(),
     }
@@ -68,6 +91,21 @@ pub(crate) fn admit(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Text of 3- and 4-byte characters with no spaces is cut on a character, not in one.
+    #[test]
+    fn long_multibyte_text_is_cut_without_panicking() {
+        for text in [
+            "日".repeat(2000),
+            "🔑".repeat(1500),
+            format!("a{}", "日".repeat(2000)),
+        ] {
+            let cut = cut_to(&text, MAX_PLUGIN_TEXT_BYTES);
+            assert!(cut.len() <= MAX_PLUGIN_TEXT_BYTES + 40, "{}", cut.len());
+            assert!(cut.contains("bytes cut"));
+            let _ = admit(&text);
+        }
+    }
 
     #[test]
     fn long_text_is_cut_at_a_word_and_says_how_much() {

@@ -511,6 +511,8 @@ impl PluginRegistry {
             .and_then(|s| s.previous.clone())
             .or_else(|| state.runners.get(name)?.slot.previous.clone());
         if let Some(back_to) = back_to {
+            // The budget may have been lowered since that version ran: it is checked again.
+            self.runtime.budget().admit(&back_to.manifest)?;
             self.fits_memory(&state, &back_to.manifest)?;
         }
         let (from, to) = if let Some(slot) = state

@@ -427,6 +427,8 @@ impl Runtime {
     /// content hash and the engine's configuration (wasmtime's own cache) — so a restart does
     /// not recompile a known plugin.
     pub fn with_cache(registry: &Registry, cache_dir: Option<&Path>) -> Result<Runtime> {
+        // What plugins say is scrubbed by the built-in rules: build them now, not in a call.
+        crate::plugin_text::warm();
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         // `perf` can name plugin functions when this is set (writes /tmp/perf-<pid>.map).
@@ -487,6 +489,7 @@ impl Runtime {
     /// Sets the budget for what is loaded from now on (see `PluginRegistry::set_budget`,
     /// which checks the running plugins first).
     pub fn set_budget(&self, budget: Budget) {
+        crate::plugin_text::set_max_bytes(budget.max_message_bytes as usize);
         *self.budget.write() = budget;
     }
 
@@ -580,7 +583,12 @@ impl Runtime {
         std::thread::Builder::new()
             .name("lookout-wasm-compile".into())
             .spawn(move || {
-                let result = Component::from_binary(&engine, &bytes);
+                // A panicking compiler must not leave the count of running compiles up
+                // (every later compile would be refused): it becomes an error.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Component::from_binary(&engine, &bytes)
+                }))
+                .unwrap_or_else(|_| Err(wasmtime::Error::msg("the compiler panicked")));
                 let given_up = given_up_there.lock();
                 if *given_up {
                     abandoned.fetch_sub(1, Ordering::SeqCst);
@@ -709,7 +717,14 @@ pub(crate) fn forward_stderr(store: &mut Store<PluginState>) {
     }
     let new = &contents[state.stderr_seen..];
     state.stderr_seen = contents.len();
-    let shown = &new[..new.len().min(MAX_STDERR_PER_CALL)];
+    let mut shown = &new[..new.len().min(MAX_STDERR_PER_CALL)];
+    if shown.len() < new.len()
+        && let Some(last_newline) = shown.iter().rposition(|&b| b == b'\n')
+    {
+        // The last line was cut mid-way: half a secret is no longer a shape the rules know,
+        // so the partial line goes whole.
+        shown = &shown[..last_newline];
+    }
     let plugin = &*state.plugin;
     for line in String::from_utf8_lossy(shown)
         .lines()

@@ -223,7 +223,6 @@ async fn colliding_names_are_refused_and_metrics_stay_valid() {
                 &[("plugin", "chatty-consumer"), ("reason", "label_length")],
             );
             let counted = m.sum("lookout_plugin_x_errors_total", &[("command", "render")]);
-            eprintln!("DEBUG {refused} {counted}");
             (refused >= 1.0 && counted == 20.0).then_some(text)
         },
     )
