@@ -1,6 +1,7 @@
 //! End-to-end: the real `lookout` binary on a free port, real HTTP, the real embedded WASM
 //! sanitizer, a real browser. One test binary; each module guards one surface.
 
+mod budget;
 mod cli;
 mod config;
 mod dashboard;
