@@ -284,7 +284,11 @@ fn rss_mib() -> u64 {
 fn a_plugin_s_memories_share_one_cap() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
     let before = rss_mib();
-    let err = lookout_wasm::check(&runtime, &consumer("mems", 64), &many_memories(3, 480))
+    // `init` fills 60 MiB: on a busy 2-core machine that can take longer than the default
+    // 100 ms deadline, which would refuse the plugin for the wrong reason.
+    let mut roomy = consumer("mems", 64);
+    roomy.limits.call_timeout_ms = 10_000;
+    let err = lookout_wasm::check(&runtime, &roomy, &many_memories(3, 480))
         .unwrap_err()
         .to_string();
     let grown = rss_mib().saturating_sub(before);
