@@ -368,7 +368,7 @@ impl PluginRegistry {
             }
             // Before compiling: a push that cannot fit costs nothing.
             if let Err(e) = self.fits_memory(&state, &manifest) {
-                return Err(self.reject(&mut state, &sha256, source, e));
+                return Err(self.reject(&mut state, &name, &sha256, source, e));
             }
             // From here calls may be counted under the name (a sanitizer's fixtures): it is
             // this world's now, whether or not the push goes through.
@@ -391,20 +391,7 @@ impl PluginRegistry {
         };
         let loaded = match loaded {
             Ok(loaded) => loaded,
-            Err(e) => {
-                let record = SwapRecord {
-                    at_ms: now_ms(),
-                    plugin: name.clone(),
-                    version: None,
-                    sha256,
-                    outcome: "rejected",
-                    source: source.into(),
-                    error: Some(e.to_string()),
-                };
-                self.push_history(&mut self.state.lock(), record);
-                tracing::warn!(target: "lookout::plugin", plugin = %name, error = %e, "plugin swap rejected; the running version stays");
-                return Err(e);
-            }
+            Err(e) => return Err(self.reject(&mut self.state.lock(), &name, &sha256, source, e)),
         };
 
         let mut state = self.state.lock();
@@ -415,7 +402,7 @@ impl PluginRegistry {
         }
         // Again at the switch: another push may have been installed meanwhile.
         if let Err(e) = self.fits_memory(&state, &manifest) {
-            return Err(self.reject(&mut state, &sha256, source, e));
+            return Err(self.reject(&mut state, &name, &sha256, source, e));
         }
         let version = state.next_version;
         state.next_version += 1;
@@ -731,16 +718,18 @@ impl PluginRegistry {
         None
     }
 
-    /// Records a refused push and says why.
-    /// Records a refused push with its error as it is.
-    fn reject(&self, state: &mut State, sha256: &str, source: &str, error: Error) -> Error {
-        let plugin = match &error {
-            Error::Budget { plugin, .. } => plugin.clone(),
-            _ => String::new(),
-        };
+    /// Records a refused push of `plugin` in the history and the log, and hands back why.
+    fn reject(
+        &self,
+        state: &mut State,
+        plugin: &str,
+        sha256: &str,
+        source: &str,
+        error: Error,
+    ) -> Error {
         let record = SwapRecord {
             at_ms: now_ms(),
-            plugin: plugin.clone(),
+            plugin: plugin.into(),
             version: None,
             sha256: sha256.into(),
             outcome: "rejected",
@@ -808,6 +797,7 @@ impl PluginRegistry {
         self.runtime.budget()
     }
 
+    /// A push refused for its name (a collision): recorded like any refusal.
     fn refuse(
         &self,
         state: &mut State,
@@ -820,18 +810,7 @@ impl PluginRegistry {
             plugin: name.into(),
             reason,
         };
-        let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: name.into(),
-            version: None,
-            sha256: sha256.into(),
-            outcome: "rejected",
-            source: source.into(),
-            error: Some(error.to_string()),
-        };
-        self.push_history(state, record);
-        tracing::warn!(target: "lookout::plugin", plugin = %name, error = %error, "plugin swap rejected; the running version stays");
-        error
+        self.reject(state, name, sha256, source, error)
     }
 
     fn push_history(&self, state: &mut State, record: SwapRecord) {

@@ -343,14 +343,7 @@ async fn misbehaving_sanitizer_fails_closed_and_recovers() {
 #[test]
 fn sandbox_denies_files_environment_and_network() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let s = WasmSanitizer::load(
-        &runtime,
-        "misbehave",
-        MISBEHAVE,
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap();
+    let s = misbehave(&runtime);
     let out = sanitize(
         &s,
         vec![
@@ -487,6 +480,37 @@ fn allowlist_manifest(allow: &str, fixture_expect_user: &str) -> Manifest {
         "#
     ))
     .unwrap()
+}
+
+/// `misbehave` loaded as a sanitizer with no config: ordinary events pass, `test.*` kinds
+/// do what their name says.
+fn misbehave(runtime: &Runtime) -> WasmSanitizer {
+    WasmSanitizer::load(
+        runtime,
+        "misbehave",
+        MISBEHAVE,
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+/// A bus handing consumers one event a batch, with `RedactAll` until a test installs a
+/// sanitizer, and its plugin registry.
+fn start_bus_batch_of_one() -> (Bus, Registry, PluginRegistry) {
+    let registry = Registry::new();
+    let runtime = Runtime::new(&registry).unwrap();
+    let bus = Bus::start(
+        BusConfig {
+            batch_size: 1,
+            ..BusConfig::default()
+        },
+        &registry,
+        Box::new(RedactAll),
+    )
+    .unwrap();
+    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+    (bus, registry, plugins)
 }
 
 fn start_bus_with_registry() -> (Bus, Registry, PluginRegistry) {
@@ -980,18 +1004,7 @@ async fn metrics_plugin_judges_requests_against_its_threshold() {
 /// succeeds lifts the quarantine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_quarantine_then_recover() {
-    let registry = Registry::new();
-    let runtime = Runtime::new(&registry).unwrap();
-    let bus = Bus::start(
-        BusConfig {
-            batch_size: 1,
-            ..BusConfig::default()
-        },
-        &registry,
-        Box::new(RedactAll),
-    )
-    .unwrap();
-    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+    let (bus, registry, plugins) = start_bus_batch_of_one();
     let manifest = Manifest::parse(
         "name = \"misbehave\"\nworld = \"sanitizer\"\n[quarantine]\nafter_failures = 2\nbackoff_ms = 300\n",
     )

@@ -7,16 +7,10 @@ use std::process::Command;
 
 use lookout_artifacts::plugins::ERROR_COUNTER;
 use lookout_testkit::Host;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::LOOKOUT;
 use crate::plugins::put_plugin;
-
-fn host_with_config(name: &str, text: &str) -> Host {
-    let path = lookout_testkit::artifacts_dir().join(name);
-    std::fs::write(&path, text).unwrap();
-    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
-}
+use crate::{LOOKOUT, host_with_config};
 
 fn consumer_manifest(name: &str, memory_mib: u32) -> String {
     format!(
@@ -25,24 +19,13 @@ fn consumer_manifest(name: &str, memory_mib: u32) -> String {
 }
 
 async fn plugin_names(host: &Host) -> Vec<String> {
-    let body: Value = host
-        .http
-        .get(host.url("/api/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = host.get_json("/api/v1/plugins").await.unwrap_or_default();
     let list = body.get("plugins").unwrap_or(&body);
     list.as_array()
-        .map(|plugins| {
-            plugins
-                .iter()
-                .filter_map(|p| p["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 #[test]

@@ -37,6 +37,13 @@ pub fn quiet_host() -> Host {
     Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
 }
 
+/// A host started with `text` as its config file (written as `name` in the artifacts dir).
+pub fn host_with_config(name: &str, text: &str) -> Host {
+    let path = lookout_testkit::artifacts_dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
+}
+
 /// Debian's Prometheus on a free loopback port, reading `dir/prometheus.yml` and keeping its
 /// data in `dir/data`; killed when dropped.
 pub struct Prometheus {

@@ -6,13 +6,7 @@ use std::time::Duration;
 use lookout_testkit::{Host, LiveStream, eventually};
 use serde_json::{Value, json};
 
-use crate::{LOOKOUT, default_host};
-
-fn host_with_config(name: &str, text: &str) -> Host {
-    let path = lookout_testkit::artifacts_dir().join(name);
-    std::fs::write(&path, text).unwrap();
-    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
-}
+use crate::{default_host, host_with_config};
 
 async fn execute(host: &Host, pool: &str, body: Value, cid: Option<&str>) -> reqwest::Response {
     let mut request = host

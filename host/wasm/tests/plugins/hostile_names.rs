@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lookout_artifacts::plugins::{CHATTY, CHATTY_CONSUMER, ERROR_COUNTER, MISBEHAVE, REDACT};
-use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
+use lookout_core::{Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
 use lookout_wasm::{
     Error, Limits, MAX_LABEL_BYTES_PER_PLUGIN, MAX_LABEL_VALUE_BYTES, MAX_PLUGIN_TEXT_BYTES,
@@ -17,7 +17,7 @@ use lookout_wasm::{
 };
 use prometheus::Registry;
 
-use super::{config, start_bus_with_registry};
+use super::{config, start_bus_batch_of_one, start_bus_with_registry};
 
 /// The secrets chatty quotes.
 const CANARY: &str = "CANARY-chatty-7f3a9c";
@@ -426,18 +426,7 @@ async fn label_values_are_capped_by_length_and_by_bytes_per_plugin() {
 /// in its status (not `failures: 0`), they quarantine it, and the reason names the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_verdicts_are_failures_and_failure_reasons_name_the_call() {
-    let registry = Registry::new();
-    let runtime = Runtime::new(&registry).unwrap();
-    let bus = Bus::start(
-        BusConfig {
-            batch_size: 1,
-            ..BusConfig::default()
-        },
-        &registry,
-        Box::new(RedactAll),
-    )
-    .unwrap();
-    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
+    let (bus, registry, plugins) = start_bus_batch_of_one();
     let seen = Collect::default();
     let _collect = bus.register("collect", seen.clone()).unwrap();
     let manifest = Manifest::parse(

@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lookout_artifacts::plugins::MISBEHAVE;
 use lookout_core::{Event, FAILED_CLOSED, Sanitizer};
-use lookout_wasm::{
-    Limits, MAX_RULES_PER_PLUGIN, OTHER_RULE, Runtime, SENSITIVE_KEY_RULE, WasmSanitizer,
-};
+use lookout_wasm::{MAX_RULES_PER_PLUGIN, OTHER_RULE, Runtime, SENSITIVE_KEY_RULE};
 use prometheus::Registry;
 
-use super::start_bus_with_registry;
+use super::{misbehave, start_bus_with_registry};
 
 /// The series of `lookout_redactions_total` for `plugin`, by rule.
 fn redactions(registry: &Registry, plugin: &str) -> BTreeMap<String, u64> {
@@ -69,14 +66,7 @@ async fn the_default_policy_counts_its_redactions_by_rule() {
 fn hostile_markers_are_bounded_and_counted_as_other() {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry).unwrap();
-    let s = WasmSanitizer::load(
-        &runtime,
-        "misbehave",
-        MISBEHAVE,
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap();
+    let s = misbehave(&runtime);
     let mark = |value: &str| {
         Event::new("test.mark")
             .field("mark", value)

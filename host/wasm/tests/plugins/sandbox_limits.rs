@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use lookout_artifacts::plugins::{FLAKY, MISBEHAVE, REDACT};
 use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{Budget, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer};
+use lookout_wasm::{Budget, Error, Manifest, PluginRegistry, Runtime};
 use prometheus::Registry;
+
+use super::misbehave;
 
 fn start(batch_size: usize) -> (Bus, Registry, PluginRegistry) {
     let registry = Registry::new();
@@ -176,14 +178,7 @@ async fn a_sleeping_consumer_does_not_stall_its_queue() {
 #[test]
 fn blocking_stream_reads_return_at_once() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let s = WasmSanitizer::load(
-        &runtime,
-        "misbehave",
-        MISBEHAVE,
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap();
+    let s = misbehave(&runtime);
     let mut batch = vec![Event::new("test.stdin").field("probe", "")];
     batch[0].id = 1;
     s.sanitize(&mut batch).unwrap();
