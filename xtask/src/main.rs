@@ -268,9 +268,13 @@ fn test(root: &Path) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo()
-        .current_dir(root)
-        .args(["test", "--workspace", "--all-targets"]))?;
+    // Every test binary runs even after one fails, so one CI run shows every failure.
+    run(cargo().current_dir(root).args([
+        "test",
+        "--workspace",
+        "--all-targets",
+        "--no-fail-fast",
+    ]))?;
     // The native telemetry handler example checks what it saw and fails if it is wrong.
     run(cargo().current_dir(root).args([
         "run",

@@ -180,19 +180,29 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
     until(&host, 200, "ready once the replacement is up").await;
 
     // Each episode: one transition to not_ready and one back, nothing in between.
-    let transitions: Vec<String> = host
-        .logs()
-        .iter()
-        .filter(|l| l.contains("\"health changed\""))
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["fields"]["to"].as_str().unwrap().to_string()
-        })
-        .collect();
+    // The last line can still be in the pipe from lookout's stderr when the
+    // response that saw the change arrives, so wait for the count first.
+    let transitions = || -> Vec<String> {
+        host.logs()
+            .iter()
+            .filter(|l| l.contains("\"health changed\""))
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["fields"]["to"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
     // Starting (the workers not up yet) is the first episode.
     let expected: Vec<&str> = std::iter::repeat_n(["not_ready", "ready"], 5)
         .flatten()
         .collect();
+    eventually(
+        "every transition logged",
+        Duration::from_secs(10),
+        || async { (transitions().len() >= expected.len()).then_some(()) },
+    )
+    .await;
+    let transitions = transitions();
     assert_eq!(
         transitions, expected,
         "one log line per transition, no flapping"
