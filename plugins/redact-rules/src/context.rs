@@ -130,7 +130,14 @@ pub fn find(text: &str, classify: &mut dyn FnMut(&str) -> KeyClass, out: &mut Ve
                 }
             }
         }
-        if user_flag && b[ve - 1] == b':' && ve < n && is_quote(b[ve]) {
+        // (Not when the pair itself was quoted: `-u ":"` is an empty pair, and the quote
+        // after it closes it.)
+        if user_flag
+            && b[ve - 1] == b':'
+            && ve < n
+            && is_quote(b[ve])
+            && !is_quote(b[vs.saturating_sub(1)])
+        {
             // `--user kevin:'pRf7…'`: the password is quoted on its own.
             if let Some((_, end)) = value(b, ve, Form::Assign, false) {
                 ve = (end + 1).min(n);
@@ -431,6 +438,7 @@ mod tests {
             ["sk_test_4eC39HqLyjWD:"]
         );
         assert!(secrets("curl -u \"$USER:$PASS\" https://x").is_empty());
+        assert!(secrets("curl -u \":\" https://localhost:9200").is_empty());
         assert_eq!(
             secrets("Authorization: Bearer abcdef123456"),
             ["abcdef123456"]

@@ -428,8 +428,13 @@ impl Policy {
             rule.find(bytes, global, &mut scratch.ranges);
             for &(start, end) in &scratch.ranges {
                 let (start, end) = widen_to_token(bytes, start, end);
-                // `ghp_xxxx…`, `xoxe.xoxp-1-RANDOMSTRINGHERE`: the documentation's stand-ins.
-                if value::is_stand_in(&bytes[start..end]) {
+                // `ghp_xxxx…`, `xoxe.xoxp-1-RANDOMSTRINGHERE`, `xoxp-…-####`: the
+                // documentation's stand-ins (the masked tail is read with the token).
+                let masked = bytes[end..]
+                    .iter()
+                    .take_while(|&&c| c == b'#' || c == b'*')
+                    .count();
+                if value::is_stand_in(&bytes[start..end + masked]) {
                     continue;
                 }
                 spans.push(Span {

@@ -173,6 +173,7 @@ pub fn looks_secret(value: &[u8], class: KeyClass) -> bool {
         || is_repeated(value)
         || is_reference(text)
         || is_url_or_path(text)
+        || is_versioned_name(value)
     {
         return false;
     }
@@ -208,6 +209,23 @@ pub fn looks_secret(value: &[u8], class: KeyClass) -> bool {
             entropy(value) >= 2.8
         }
     }
+}
+
+/// `jjwt-jackson-0.11.2`, `nginx-1.25.3`: lowercase words and a dotted version, the way
+/// packages and images are named (Maven's `io.jsonwebtoken:jjwt-…` puts one after a key-like
+/// word and a colon).
+fn is_versioned_name(value: &[u8]) -> bool {
+    let Some(dash) = value.iter().rposition(|&c| c == b'-') else {
+        return false;
+    };
+    let (name, version) = (&value[..dash], &value[dash + 1..]);
+    let parts = version.split(|&c| c == b'.').count();
+    parts >= 2
+        && version.split(|&c| c == b'.').all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        && name.split(|&c| c == b'-').all(|w| {
+            w.len() >= 2 && w.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && name.iter().filter(|c| c.is_ascii_digit()).count() * 4 <= name.len()
 }
 
 /// `aaaa`, `0000`, `----`.
