@@ -63,6 +63,13 @@ def pid(args, ctx):
 
 
 @command
+def env(args, ctx):
+    """The value of the environment variable `name` in this worker (None when unset), and
+    the worker's pid: a configuration change to `env` is visible through it."""
+    return {"value": os.environ.get((args or {}).get("name", "")), "pid": os.getpid()}
+
+
+@command
 def count(args, ctx):
     """Counts calls within the session (state kept on the worker the session is pinned to)."""
     ctx.session["n"] = ctx.session.get("n", 0) + 1

@@ -91,55 +91,67 @@ fn check_pattern(field: &str, pattern: &str) -> Result<()> {
 impl BusConfig {
     /// Checks every setting; the error names the first wrong field and why.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| {
-            Err(Error::Config {
-                field: field.to_string(),
-                reason,
-            })
-        };
+        match self.problems().into_iter().next() {
+            Some((field, reason)) => Err(Error::Config { field, reason }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every wrong setting, as the field and why.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, reason: String| problems.push((field.to_string(), reason));
         if self.ingress_capacity == 0 || self.ingress_capacity > 16 << 20 {
-            return bad(
+            bad(
                 "bus.ingress_capacity",
                 "must be between 1 and 16777216".into(),
             );
         }
         if self.batch_size == 0 || self.batch_size > 65_536 {
-            return bad("bus.batch_size", "must be between 1 and 65536".into());
+            bad("bus.batch_size", "must be between 1 and 65536".into());
         }
         if self.consumer_capacity == 0 || self.consumer_capacity > 1 << 20 {
-            return bad(
+            bad(
                 "bus.consumer_capacity",
                 "must be between 1 and 1048576".into(),
             );
         }
         let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
         if !rate_ok(self.sampling.default_rate) {
-            return bad(
+            bad(
                 "bus.sampling.default_rate",
                 format!("{} is not between 0.0 and 1.0", self.sampling.default_rate),
             );
         }
+        let pattern_problem = |field: &str, pattern: &str| match check_pattern(field, pattern) {
+            Err(Error::Config { reason, .. }) => Some(reason),
+            _ => None,
+        };
         for (pattern, rate) in &self.sampling.rates {
             let field = format!("bus.sampling.rates.\"{pattern}\"");
-            check_pattern(&field, pattern)?;
+            if let Some(reason) = pattern_problem(&field, pattern) {
+                bad(&field, reason);
+            }
             if !rate_ok(*rate) {
-                return bad(&field, format!("{rate} is not between 0.0 and 1.0"));
+                bad(&field, format!("{rate} is not between 0.0 and 1.0"));
             }
         }
         for (pattern, limit) in &self.rate_limits {
             let field = format!("bus.rate_limits.\"{pattern}\"");
-            check_pattern(&field, pattern)?;
+            if let Some(reason) = pattern_problem(&field, pattern) {
+                bad(&field, reason);
+            }
             if limit.per_second == 0 {
-                return bad(
+                bad(
                     &field,
                     "per_second must be at least 1 (use sampling rate 0.0 to drop a kind)".into(),
                 );
             }
             if limit.burst == Some(0) {
-                return bad(&field, "burst must be at least 1".into());
+                bad(&field, "burst must be at least 1".into());
             }
         }
-        Ok(())
+        problems
     }
 }
 
@@ -161,6 +173,27 @@ pub(crate) fn lookup<'a, T>(map: &'a BTreeMap<String, T>, kind: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_invalid_setting_is_named_at_once() {
+        let mut c = BusConfig {
+            batch_size: 0,
+            consumer_capacity: 0,
+            ..BusConfig::default()
+        };
+        c.sampling.default_rate = 2.0;
+        c.sampling.rates.insert("Bad Kind".into(), 0.5);
+        let fields: Vec<String> = c.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "bus.batch_size",
+                "bus.consumer_capacity",
+                "bus.sampling.default_rate",
+                "bus.sampling.rates.\"Bad Kind\""
+            ]
+        );
+    }
 
     #[test]
     fn invalid_settings_are_named() {

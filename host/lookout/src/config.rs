@@ -365,7 +365,7 @@ impl Config {
         {
             bad("server.admin_token", "use at least 16 characters");
         }
-        if let Err(lookout_core::Error::Config { field, reason }) = self.bus.validate() {
+        for (field, reason) in self.bus.problems() {
             bad(&field, &reason);
         }
         if self.health.interval_ms == 0 || self.health.interval_ms > 60_000 {

@@ -4,6 +4,7 @@
 //! of its own.
 
 pub mod config;
+pub mod diff;
 pub mod kept;
 pub mod live;
 pub mod logging;

@@ -11,12 +11,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lookout_core::{Bus, Event};
-use lookout_server::{Applied, Change, ConfigControl, Health, Invalid, MetricGroups};
+use lookout_server::{Applied, ConfigControl, Health, Invalid, MetricGroups};
 use lookout_wasm::PluginRegistry;
 use parking_lot::Mutex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Config;
+use crate::diff::{ConfigDiff, masked};
 use crate::logging::LogLevel;
 
 /// What the command line and the environment set over the file.
@@ -70,103 +71,6 @@ impl std::fmt::Debug for LiveConfig {
             .field("version", &self.current.lock().0)
             .finish_non_exhaustive()
     }
-}
-
-/// Settings read only at start: changing them needs a restart, and a change says so.
-const AT_START: &[&str] = &[
-    "server.listen",
-    "server.max_body_bytes",
-    "server.max_plugin_bytes",
-    "server.admin_token",
-    "bus.ingress_capacity",
-    "plugins.cache",
-    "plugins.cache_dir",
-    "plugins.dir",
-    "plugins.state_dir",
-    "log.format",
-    "nats",
-];
-
-/// Keys whose values are secrets: shown as `***`.
-fn is_secret(path: &str) -> bool {
-    let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
-    path.contains(".env.")
-        || ["token", "secret", "password", "hash_key", "key"]
-            .iter()
-            .any(|s| last.contains(s) && last != "keep_numbers")
-}
-
-/// `config` as dotted paths → values, secrets masked.
-fn flatten(config: &Config) -> Map<String, Value> {
-    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
-        match value {
-            Value::Object(map) if !map.is_empty() => {
-                for (k, v) in map {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&path, v, out);
-                }
-            }
-            // Tables in arrays (`[[pools]]`) by name (`pools.demo.size`), so a pool added,
-            // removed or moved changes only its own fields; by position when nameless.
-            Value::Array(items) if items.iter().any(Value::is_object) => {
-                for (i, v) in items.iter().enumerate() {
-                    let key = v["name"]
-                        .as_str()
-                        .map_or_else(|| i.to_string(), str::to_string);
-                    walk(&format!("{prefix}.{key}"), v, out);
-                }
-            }
-            other => {
-                let shown = if is_secret(prefix) && !other.is_null() {
-                    Value::String("***".into())
-                } else {
-                    other.clone()
-                };
-                out.insert(prefix.to_string(), shown);
-            }
-        }
-    }
-    let mut out = Map::new();
-    walk(
-        "",
-        &serde_json::to_value(config).unwrap_or_default(),
-        &mut out,
-    );
-    out
-}
-
-/// `config` as JSON with secrets masked.
-fn masked(config: &Config) -> Value {
-    fn walk(prefix: &str, value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map.iter_mut() {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&path, v);
-                }
-            }
-            Value::Array(items) => {
-                for (i, v) in items.iter_mut().enumerate() {
-                    walk(&format!("{prefix}.{i}"), v);
-                }
-            }
-            other if is_secret(prefix) && !other.is_null() => {
-                *other = Value::String("***".into());
-            }
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(config).unwrap_or_default();
-    walk("", &mut value);
-    value
 }
 
 /// RFC 7396: `patch` merged into `target`.
@@ -229,91 +133,58 @@ impl LiveConfig {
             .into_iter()
             .map(|(field, reason)| invalid(field, reason))
             .collect();
-        let (before, after) = (flatten(old), flatten(&new));
-        let mut changed: Vec<Change> = Vec::new();
-        for field in before
-            .keys()
-            .chain(after.keys().filter(|k| !before.contains_key(*k)))
-        {
-            let (from, to) = (
-                before.get(field).cloned().unwrap_or(Value::Null),
-                after.get(field).cloned().unwrap_or(Value::Null),
-            );
-            // Masked values compare equal: compare the real ones for secrets.
-            if from != to || (is_secret(field) && self.secret_changed(old, &new, field)) {
-                changed.push(Change {
-                    field: field.clone(),
-                    from,
-                    to,
-                });
-            }
-        }
-        for change in &changed {
-            if AT_START
-                .iter()
-                .any(|p| change.field == *p || change.field.starts_with(&format!("{p}.")))
-            {
-                problems.push(invalid(
-                    change.field.clone(),
-                    "takes effect only at start: restart lookout to change it",
-                ));
-            }
+        let diff = ConfigDiff::between(old, &new);
+        for field in &diff.at_start {
+            problems.push(invalid(
+                field.clone(),
+                "takes effect only at start: restart lookout to change it",
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        if changed.is_empty() {
+        if diff.is_empty() {
             return Ok(Applied {
                 version: current.0,
-                changed,
+                changed: Vec::new(),
             });
         }
-        // The plugin budget first: a push below (a plugin turned on, the sanitizer) is checked
-        // against the new one. Refused if the running plugins do not fit it; put back if a
-        // later step fails.
-        let old_budget = self.plugins.budget();
-        if changed
-            .iter()
-            .any(|c| c.field.starts_with("plugins.budget."))
-        {
+        let sections = diff.sections;
+        // Every step that can still fail runs first, each undone (in reverse) if a later one
+        // fails: the plugin budget, new pools, plugins turned on and off, the sanitizer.
+        // What follows them was checked above and cannot fail.
+        let mut undo = Undo::default();
+        if sections.plugins_budget {
+            // First: a push below (a plugin turned on, the sanitizer) is checked against the
+            // new budget. Refused if the running plugins do not fit it.
+            let old_budget = self.plugins.budget();
             self.plugins
                 .set_budget(new.plugins.budget)
                 .map_err(|reason| vec![invalid("plugins.budget", reason)])?;
+            undo.push(move || {
+                if let Err(reason) = self.plugins.set_budget(old_budget) {
+                    tracing::error!(%reason, "the plugin budget could not be put back after a refused change");
+                }
+            });
         }
-        let undo_budget = || {
-            if let Err(reason) = self.plugins.set_budget(old_budget) {
-                tracing::error!(%reason, "the plugin budget could not be put back after a refused change");
+        for pool in &diff.pools.added {
+            if let Err(reason) = self.pools.add((*pool).clone()) {
+                undo.run();
+                return Err(vec![invalid(format!("pools.{}", pool.name), reason)]);
             }
-        };
-        // Plugins turned on again are loaded from the folder (a failure undoes it), then the
-        // newly turned off are removed. Undone if the sanitizer below fails to load.
-        let mut undo_plugins: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
-        if changed.iter().any(|c| c.field == "plugins.disabled") {
-            let new_off: BTreeSet<String> = new.plugins.disabled.iter().cloned().collect();
-            let old_off: BTreeSet<String> = old.plugins.disabled.iter().cloned().collect();
-            let turned_on: BTreeSet<String> = old_off.difference(&new_off).cloned().collect();
-            let fail = |e: String| {
-                undo_budget();
-                vec![invalid("plugins.disabled", e)]
-            };
-            self.plugins
-                .set_disabled(old_off.intersection(&new_off).cloned().collect(), source)
-                .map_err(|e| fail(e.to_string()))?;
-            if let Some(dir) = &self.plugin_dir
-                && let Err(e) = dir.install_named(&turned_on, &format!("config:{source}"))
-            {
-                let _ = self.plugins.set_disabled(old_off, source);
-                return Err(fail(format!("{e:#}")));
-            }
-            let removed = self
-                .plugins
-                .set_disabled(new_off, &format!("config:{source}"))
-                .map_err(|e| fail(e.to_string()))?;
-            undo_plugins = Some((old_off, removed.into_iter().collect()));
+            let name = pool.name.clone();
+            undo.push(move || {
+                self.pools.remove(&name, "configuration refused");
+            });
         }
-        // The sanitizer next: loading it is the last step that can still fail, and a failure
-        // leaves everything as it was.
-        if changed.iter().any(|c| c.field.starts_with("sanitizer.")) {
+        if sections.plugins_disabled
+            && let Err(problems) = self.apply_disabled(old, &new, source, &mut undo)
+        {
+            undo.run();
+            return Err(problems);
+        }
+        if sections.sanitizer {
+            // Last of the steps that can fail: nothing is left to undo it.
             let loaded = new
                 .sanitizer()
                 .map_err(|e| vec![invalid("sanitizer.plugin", format!("{e:#}"))])
@@ -322,78 +193,54 @@ impl LiveConfig {
                         .install(manifest, &wasm, &format!("config:{source}"))
                         .map_err(|e| vec![invalid("sanitizer", e.to_string())])
                 });
-            if loaded.is_ok()
-                && let Some(store) = self.plugins.store()
+            if let Err(problems) = loaded {
+                undo.run();
+                return Err(problems);
+            }
+            if let Some(store) = self.plugins.store()
                 && let Err(e) = store.forget(lookout_wasm::World::Sanitizer, "")
             {
                 // The configuration now names the sanitizer; one the API pushed before is
                 // superseded.
                 tracing::warn!(target: "lookout::plugin", error = %e, "cannot drop the API-pushed sanitizer kept on disk; it may come back at the next start");
             }
-            if let Err(problems) = loaded {
-                if let Some((old_off, removed)) = undo_plugins {
-                    // Back as they were: the turned-on removed again, the turned-off reloaded.
-                    let _ = self.plugins.set_disabled(old_off, source);
-                    if let Some(dir) = &self.plugin_dir {
-                        let _ = dir.install_named(&removed, source);
-                    }
-                }
-                undo_budget();
-                return Err(problems);
-            }
         }
-        // New pools next (starting one can still fail: then those just started are removed
-        // again), then changed ones; removed ones last, once nothing can fail any more.
-        let running = |name: &str| old.pools.iter().any(|p| p.name == name);
-        let mut started: Vec<&str> = Vec::new();
-        for pool in new.pools.iter().filter(|p| !running(&p.name)) {
-            if let Err(reason) = self.pools.add(pool.clone()) {
-                for name in started {
-                    self.pools.remove(name, "configuration refused");
-                }
-                undo_budget();
-                return Err(vec![invalid(format!("pools.{}", pool.name), reason)]);
-            }
-            started.push(&pool.name);
-        }
-        for pool in new.pools.iter().filter(|p| running(&p.name)) {
-            let prefix = format!("pools.{}.", pool.name);
-            if changed.iter().any(|c| c.field.starts_with(&prefix))
-                && let Some(running) = self.pools.get(&pool.name)
+        undo.forget();
+        for pool in &diff.pools.changed {
+            if let Some(running) = self.pools.get(&pool.name)
+                && let Err(reason) = running.reconfigure((*pool).clone())
             {
-                running
-                    .reconfigure(pool.clone())
-                    .map_err(|reason| vec![invalid(format!("pools.{}", pool.name), reason)])?;
+                // `problems()` checked the same as `reconfigure` does.
+                tracing::error!(target: "lookout::config", pool = %pool.name, %reason, "a checked pool configuration was refused");
             }
         }
-        for pool in &old.pools {
-            if !new.pools.iter().any(|p| p.name == pool.name) {
-                self.pools.remove(
-                    &pool.name,
-                    &format!("removed from the configuration ({source})"),
-                );
-            }
+        for name in &diff.pools.removed {
+            self.pools
+                .remove(name, &format!("removed from the configuration ({source})"));
         }
-        if changed.iter().any(|c| c.field == "server.dashboard") {
+        if sections.dashboard {
             self.dashboard
                 .store(new.server.dashboard, std::sync::atomic::Ordering::Relaxed);
         }
-        if changed.iter().any(|c| c.field.starts_with("bus.")) {
-            self.bus
-                .set_config(new.bus.clone())
-                .map_err(|e| vec![invalid("bus", e.to_string())])?;
+        if sections.bus
+            && let Err(e) = self.bus.set_config(new.bus.clone())
+        {
+            tracing::error!(target: "lookout::config", error = %e, "a checked bus configuration was refused");
         }
-        if changed.iter().any(|c| c.field == "log.level") {
-            self.log
-                .set_level(&new.log.level)
-                .map_err(|reason| vec![invalid("log.level", reason)])?;
+        if sections.log_level
+            && let Err(reason) = self.log.set_level(&new.log.level)
+        {
+            tracing::error!(target: "lookout::config", %reason, "a checked log level was refused");
         }
-        if changed.iter().any(|c| c.field.starts_with("health.")) {
+        if sections.health {
             self.health.set_settings(new.health.settings());
         }
-        if changed.iter().any(|c| c.field.starts_with("metrics.")) {
-            *self.metric_groups.write() = new.metrics;
+        if sections.metrics {
+            *self.metric_groups.write() = new.metrics.clone();
         }
+        // `server.shutdown_grace_ms` is read from the stored configuration when the host
+        // stops (`shutdown_grace`).
+        let changed = diff.changes;
         current.0 += 1;
         current.1 = new;
         let version = current.0;
@@ -412,21 +259,75 @@ impl LiveConfig {
         Ok(Applied { version, changed })
     }
 
-    fn secret_changed(&self, old: &Config, new: &Config, field: &str) -> bool {
-        let value = |c: &Config| {
-            let mut v = serde_json::to_value(c).unwrap_or_default();
-            for part in field.split('.') {
-                v = v.get(part).cloned().unwrap_or_default();
+    /// `plugins.disabled`: plugins turned on again are loaded from the folder, then the newly
+    /// turned off are removed; the undo puts both back.
+    fn apply_disabled<'s>(
+        &'s self,
+        old: &Config,
+        new: &Config,
+        source: &str,
+        undo: &mut Undo<'s>,
+    ) -> Result<(), Vec<Invalid>> {
+        let new_off: BTreeSet<String> = new.plugins.disabled.iter().cloned().collect();
+        let old_off: BTreeSet<String> = old.plugins.disabled.iter().cloned().collect();
+        let turned_on: BTreeSet<String> = old_off.difference(&new_off).cloned().collect();
+        let fail = |e: String| vec![invalid("plugins.disabled", e)];
+        self.plugins
+            .set_disabled(old_off.intersection(&new_off).cloned().collect(), source)
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(dir) = &self.plugin_dir
+            && let Err(e) = dir.install_named(&turned_on, &format!("config:{source}"))
+        {
+            let _ = self.plugins.set_disabled(old_off, source);
+            return Err(fail(format!("{e:#}")));
+        }
+        let removed: BTreeSet<String> = self
+            .plugins
+            .set_disabled(new_off, &format!("config:{source}"))
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .collect();
+        let source = source.to_string();
+        undo.push(move || {
+            // Back as they were: the turned-on removed again, the turned-off reloaded.
+            let _ = self.plugins.set_disabled(old_off, &source);
+            if let Some(dir) = &self.plugin_dir {
+                let _ = dir.install_named(&removed, &source);
             }
-            v
-        };
-        value(old) != value(new)
+        });
+        Ok(())
+    }
+
+    /// `server.shutdown_grace_ms` of the running configuration.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.current.lock().1.server.shutdown_grace_ms)
     }
 
     /// Applies a config file's text (for the watched file).
     pub fn apply_toml(&self, text: &str, source: &str) -> Result<Applied, Vec<Invalid>> {
         let new = Config::from_toml(text).map_err(parse_error)?;
         self.apply(new, source)
+    }
+}
+
+/// Steps done so far, to be undone in reverse if a later one fails.
+#[derive(Default)]
+struct Undo<'a>(Vec<Box<dyn FnOnce() + 'a>>);
+
+impl<'a> Undo<'a> {
+    fn push(&mut self, step: impl FnOnce() + 'a) {
+        self.0.push(Box::new(step));
+    }
+
+    fn run(&mut self) {
+        while let Some(step) = self.0.pop() {
+            step();
+        }
+    }
+
+    /// Everything that could fail has succeeded: nothing is to be undone.
+    fn forget(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -460,24 +361,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_masked_and_patches_merge() {
-        let mut config = Config::default();
-        config.server.admin_token = Some("a-very-long-admin-token".into());
-        config
-            .sanitizer
-            .config
-            .insert("hash_key".into(), "0123456789abcdef".into());
-        config.pools[0]
-            .env
-            .insert("DB_PASSWORD".into(), "hunter2".into());
-        let shown = masked(&config).to_string();
-        assert!(!shown.contains("a-very-long-admin-token"), "{shown}");
-        assert!(!shown.contains("0123456789abcdef"), "{shown}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        let flat = flatten(&config);
-        assert_eq!(flat["server.admin_token"], "***");
-        assert_eq!(flat["log.level"], "info");
-
+    fn patches_merge() {
         let mut value = serde_json::json!({"a": {"b": 1, "c": 2}, "d": 3});
         merge(
             &mut value,

@@ -175,7 +175,8 @@ struct Job {
 enum Assignment {
     Run(Job, Duration),
     EndSession(String),
-    Recycle,
+    /// Replace the worker once it is idle, for this reason (`manual`, `config_changed`).
+    Recycle(&'static str),
     /// The pool shrank: stop this worker gracefully and leave the slot empty.
     Retire,
 }
@@ -634,6 +635,23 @@ impl Pool {
                 let _ = slot.tx.try_send(Assignment::Retire);
             }
         }
+        // A worker is started with its command, app, environment and folder: the running
+        // ones are replaced once idle, so a rotated credential in `env` reaches every worker
+        // (not only those started after some other failure).
+        if old.command != new.command
+            || old.app != new.app
+            || old.env != new.env
+            || old.cwd != new.cwd
+        {
+            // Slots that existed before (one still starting replaces its worker once up);
+            // the ones just added start with the new settings.
+            for &index in &active {
+                let slot = &state.slots[index];
+                if !slot.retired {
+                    let _ = slot.tx.try_send(Assignment::Recycle("config_changed"));
+                }
+            }
+        }
         inner.dispatch(&mut state);
         drop(state);
         tracing::info!(target: "lookout::pool", pool = %inner.name, size_from = old.size, size_to = new.size, "pool reconfigured");
@@ -654,7 +672,7 @@ impl Pool {
             .slots
             .iter()
             .find(|s| s.worker.as_ref().is_some_and(|w| w.id == worker))
-            .is_some_and(|s| s.tx.try_send(Assignment::Recycle).is_ok())
+            .is_some_and(|s| s.tx.try_send(Assignment::Recycle("manual")).is_ok())
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
@@ -1252,7 +1270,7 @@ async fn serve(
         };
         let (job, remaining) = match assignment {
             None => return End::Stop,
-            Some(Assignment::Recycle) => return End::Recycle("manual"),
+            Some(Assignment::Recycle(reason)) => return End::Recycle(reason),
             Some(Assignment::Retire) => return End::Retire,
             Some(Assignment::EndSession(session)) => {
                 process.end_session(&session).await;

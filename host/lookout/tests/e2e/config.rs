@@ -418,3 +418,283 @@ async fn a_configmap_style_symlink_swap_is_applied() {
     .await;
     assert_eq!(version, 2);
 }
+
+/// A setting as the path of keys that reaches it (map keys may hold dots: `x.*`).
+type Path = Vec<String>;
+
+fn dotted(path: &Path) -> String {
+    path.join(".")
+}
+
+/// Every leaf of a configuration as JSON: objects by key (an empty one is a leaf), arrays of
+/// tables by their `name`, anything else a leaf.
+fn leaves(value: &Value, path: &mut Path, out: &mut Vec<(Path, Value)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                path.push(k.clone());
+                leaves(v, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for item in items {
+                path.push(item["name"].as_str().unwrap().to_string());
+                leaves(item, path, out);
+                path.pop();
+            }
+        }
+        other => out.push((path.clone(), other.clone())),
+    }
+}
+
+/// The value at `path` (tables in arrays by name).
+fn read(value: &Value, path: &[String]) -> Value {
+    path.iter()
+        .fold(value, |v, k| match v {
+            Value::Array(items) => items.iter().find(|i| i["name"] == k.as_str()).unwrap(),
+            other => &other[k.as_str()],
+        })
+        .clone()
+}
+
+fn at<'v>(value: &'v mut Value, path: &[String]) -> &'v mut Value {
+    path.iter().fold(value, |v, k| &mut v[k.as_str()])
+}
+
+/// The merge patch that sets `path` to `to` in `config` (pools go whole: an array is
+/// replaced by a merge patch).
+fn patch_for(config: &Value, changes: &[(Path, Value)]) -> Value {
+    let mut patch = json!({});
+    for (path, to) in changes {
+        if path[0] == "pools" {
+            if patch.get("pools").is_none() {
+                patch["pools"] = config["pools"].clone();
+            }
+            let pool = patch["pools"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|p| p["name"] == path[1].as_str())
+                .unwrap();
+            *at(pool, &path[2..]) = to.clone();
+        } else {
+            *at(&mut patch, path) = to.clone();
+        }
+    }
+    patch
+}
+
+/// Settings read only at start.
+const AT_START: &[&str] = &[
+    "server.listen",
+    "server.max_body_bytes",
+    "server.max_plugin_bytes",
+    "server.admin_token",
+    "bus.ingress_capacity",
+    "plugins.cache",
+    "plugins.cache_dir",
+    "plugins.dir",
+    "plugins.state_dir",
+    "log.format",
+    "nats",
+];
+
+/// A new valid value for a setting: chosen where the type alone cannot say, derived from
+/// the current value otherwise.
+fn new_value(field: &str, from: &Value) -> Value {
+    match field {
+        "log.level" => json!("debug"),
+        "sanitizer.plugin" => json!("allowlist"),
+        "sanitizer.on_failure" => json!("drop"),
+        "sanitizer.config.extra_keys" => json!("ssn,iban"),
+        "plugins.disabled" => json!(["digest"]),
+        "server.listen" => json!("127.0.0.1:1"),
+        "server.admin_token" => json!("a-new-admin-token-of-length"),
+        "plugins.cache_dir" | "plugins.dir" | "plugins.state_dir" => json!("/tmp/lookout-x"),
+        "log.format" => json!("pretty"),
+        "pools.t.cwd" => json!("/tmp"),
+        // The embedded demo app instead of the command (see `also`).
+        "pools.t.app" => json!("demo"),
+        "pools.t.env.MODE" => json!("b"),
+        "pools.t.env.DB_PASSWORD" => json!("rotated-password"),
+        "pools.t.health.max_queue_length" => json!(7),
+        "bus.rate_limits.x.*.burst" => json!(20),
+        _ => match from {
+            Value::Bool(b) => json!(!b),
+            Value::Number(n) if n.is_u64() => json!(n.as_u64().unwrap() + 1),
+            Value::Number(n) => {
+                let f = n.as_f64().unwrap();
+                json!(if f == 0.0 { 0.1 } else { f / 2.0 })
+            }
+            Value::String(s) => json!(format!("{s}x")),
+            Value::Null => json!("x"),
+            Value::Array(a) if a.is_empty() => json!(["x"]),
+            Value::Array(_) => json!([]),
+            Value::Object(_) => json!({"x": "y"}),
+        },
+    }
+}
+
+/// Settings that change together with `field` (a pool runs a command or an app, not both).
+fn also(field: &str, config: &Value) -> Vec<(Path, Value)> {
+    match field {
+        "pools.t.app" => vec![(
+            vec!["pools".into(), "t".into(), "command".into()],
+            json!([]),
+        )],
+        "pools.t.command" => {
+            let mut command = read(config, &["pools".into(), "t".into(), "command".into()]);
+            command.as_array_mut().unwrap().insert(1, json!("-u"));
+            vec![(vec!["pools".into(), "t".into(), "command".into()], command)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Every setting of the configuration, changed one at a time through `PATCH`, and back: each
+/// is either applied (the only field the answer names, the new value in `GET` — masked where
+/// secret — and a `config.changed` event) or refused naming it (a setting read only at start)
+/// with nothing changed. A setting added to the configuration is covered by being a leaf of
+/// `GET /api/v1/config`; one whose new value needs choosing gets a line in `new_value`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_is_applied_or_refused_by_name() {
+    let app = lookout_testkit::repo_root().join("examples/workers/app.py");
+    let file = lookout_testkit::artifacts_dir().join(format!("every-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[bus.sampling.rates]
+"noise.*" = 0.5
+[bus.rate_limits."x.*"]
+per_second = 100
+[sanitizer.config]
+extra_keys = "ssn"
+
+[[pools]]
+name = "t"
+command = ["python3", {app:?}]
+size = 1
+[pools.env]
+MODE = "a"
+DB_PASSWORD = "old-password"
+"#
+        ),
+    )
+    .unwrap();
+    let host = Host::start(LOOKOUT, &["--config", file.to_str().unwrap()]).unwrap();
+    let (_, shown) = get(&host).await;
+    // The running configuration with the real values where `GET` masks them.
+    let mut config = shown.clone();
+    config["pools"][0]["env"] = json!({"MODE": "a", "DB_PASSWORD": "old-password"});
+    let mut all = Vec::new();
+    leaves(&shown, &mut Vec::new(), &mut all);
+    assert!(all.len() > 60, "{} settings: {shown}", all.len());
+
+    let env_mode = || async {
+        let response = host
+            .http
+            .post(host.url("/api/v1/pools/t/execute"))
+            .json(&json!({"command": "env", "args": {"name": "MODE"}}))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = response.json().await.ok()?;
+        body["result"]["value"].as_str().map(str::to_string)
+    };
+    let changed_events = || async {
+        host.metrics().await.sum(
+            "lookout_events_published_total",
+            &[("kind", "config.changed")],
+        )
+    };
+    let mut refused = 0;
+    for (path, _) in &all {
+        let field = dotted(path);
+        let from = read(&config, path);
+        let mut to = new_value(&field, &from);
+        let mut changes = vec![(path.clone(), to.clone())];
+        let mut undo = vec![(path.clone(), from.clone())];
+        for (other, value) in also(&field, &config) {
+            if other == *path {
+                to = value.clone();
+                changes[0].1 = value;
+            } else {
+                undo.push((other.clone(), read(&config, &other)));
+                changes.push((other, value));
+            }
+        }
+        let mut expected: Vec<String> = changes.iter().map(|(p, _)| dotted(p)).collect();
+        expected.sort();
+        let (version, _) = get(&host).await;
+        let events = changed_events().await;
+        let (status, body) = patch(&host, patch_for(&config, &changes)).await;
+        let start_only = AT_START
+            .iter()
+            .any(|p| field == *p || field.starts_with(&format!("{p}.")));
+        if start_only {
+            assert_eq!(status, 422, "{field} → {to}: {body}");
+            let named = body["invalid"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["field"] == field.as_str());
+            assert!(named, "{field} is not named: {body}");
+            assert_eq!(get(&host).await.0, version, "{field}: refused yet changed");
+            refused += 1;
+            continue;
+        }
+        assert_eq!(status, 200, "{field} → {to}: {body}");
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        if field == "pools.t.name" {
+            // A rename is a removal and an addition: every field of both.
+            let changed = fields(&body, "changed");
+            for name in ["pools.t.name", "pools.tx.name"] {
+                assert!(changed.iter().any(|f| f == name), "{body}");
+            }
+            let (status, body) = patch(&host, patch_for(&config, &undo)).await;
+            assert_eq!(status, 200, "{field} back: {body}");
+            continue;
+        }
+        assert_eq!(sorted(fields(&body, "changed")), expected, "{body}");
+        assert_eq!(body["version"], version + 1, "{body}");
+        let (_, now) = get(&host).await;
+        let seen = read(&now, path);
+        let secret = field.contains(".env.") || field.ends_with("token");
+        assert_eq!(
+            seen,
+            if secret { json!("***") } else { to.clone() },
+            "{field} in GET"
+        );
+        if field == "pools.t.env.MODE" {
+            // The effect: the running worker is replaced with the new environment.
+            eventually(
+                "the worker sees MODE=b",
+                Duration::from_secs(20),
+                || async { (env_mode().await.as_deref() == Some("b")).then_some(()) },
+            )
+            .await;
+        }
+        // And back.
+        let (status, body) = patch(&host, patch_for(&config, &undo)).await;
+        assert_eq!(status, 200, "{field} back to {from}: {body}");
+        assert_eq!(sorted(fields(&body, "changed")), expected, "{body}");
+        eventually(
+            &format!("config.changed published for {field}"),
+            Duration::from_secs(10),
+            || async { (changed_events().await > events).then_some(()) },
+        )
+        .await;
+    }
+    assert!(refused >= AT_START.len(), "{refused} refused");
+    eventually(
+        "the worker sees MODE=a again",
+        Duration::from_secs(20),
+        || async { (env_mode().await.as_deref() == Some("a")).then_some(()) },
+    )
+    .await;
+}
