@@ -221,9 +221,13 @@ fn is_versioned_name(value: &[u8]) -> bool {
     let (name, version) = (&value[..dash], &value[dash + 1..]);
     let parts = version.split(|&c| c == b'.').count();
     parts >= 2
-        && version.split(|&c| c == b'.').all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        && version
+            .split(|&c| c == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
         && name.split(|&c| c == b'-').all(|w| {
-            w.len() >= 2 && w.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            w.len() >= 2
+                && w.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
         && name.iter().filter(|c| c.is_ascii_digit()).count() * 4 <= name.len()
 }
