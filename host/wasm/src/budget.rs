@@ -1,5 +1,6 @@
 //! The host-wide plugin budget: what all plugins together may take from the host (memory,
-//! compiling, the length of what they say), and the most a manifest may ask for in the
+//! compiling, the length of what they say, the size of their metrics' labels), and the most
+//! a manifest may ask for in the
 //! fields that act on the whole host (a sanitizer's deadline stalls every publisher; a
 //! quarantine policy decides how long the host is not ready). Set by the operator in
 //! `[plugins.budget]`; every push is checked against it, and a refusal says which budget and
@@ -18,10 +19,11 @@ use crate::runtime::Limits;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
-    /// Memory all running plugins may hold together, in MiB: the `limits.max_memory_mib` of
-    /// every running plugin (the sanitizer, each consumer and metrics plugin) plus the one
-    /// being pushed must fit. The version each keeps warm for an instant rollback is not
-    /// counted.
+    /// Memory all plugins may hold together, in MiB: the `limits.max_memory_mib` of every
+    /// version held — each running plugin (the sanitizer, each consumer and metrics plugin),
+    /// the previous version each keeps warm for an instant rollback, and the one being
+    /// pushed — must fit. A rollback copy's share is freed when it is dropped (the plugin's
+    /// next swap or its removal).
     pub total_memory_mib: u32,
     /// Largest component accepted, in MiB; checked before compiling.
     pub max_component_mib: u32,
@@ -44,6 +46,13 @@ pub struct Budget {
     /// Most a manifest's `quarantine.backoff_ms` and `quarantine.max_backoff_ms` may be
     /// (a quarantined sanitizer keeps the host not ready).
     pub max_quarantine_backoff_ms: u64,
+    /// Longest label value a plugin may set on its custom metrics, in bytes; a longer one is
+    /// refused (`lookout_plugin_metric_rejections_total{reason="label_length"}`).
+    pub max_label_value_bytes: u32,
+    /// Most bytes of label values one plugin's series may hold together, over all its
+    /// metrics and versions; a new series past it is refused (`reason="label_bytes"`). With
+    /// the series cap, what bounds a plugin's part of `/metrics`.
+    pub max_label_bytes_per_plugin: u32,
 }
 
 impl Default for Budget {
@@ -58,6 +67,8 @@ impl Default for Budget {
             max_call_timeout_ms: 10_000,
             max_quarantine_after_failures: 1_000,
             max_quarantine_backoff_ms: 600_000,
+            max_label_value_bytes: 256,
+            max_label_bytes_per_plugin: 256 * 1024,
         }
     }
 }
@@ -73,10 +84,12 @@ const RANGES: &[(&str, u64, u64)] = &[
     ("max_call_timeout_ms", 1, 60_000),
     ("max_quarantine_after_failures", 1, 1_000_000),
     ("max_quarantine_backoff_ms", 1, 86_400_000),
+    ("max_label_value_bytes", 16, 65_536),
+    ("max_label_bytes_per_plugin", 1_024, 64 << 20),
 ];
 
 impl Budget {
-    fn values(&self) -> [u64; 9] {
+    fn values(&self) -> [u64; RANGES.len()] {
         [
             self.total_memory_mib.into(),
             self.max_component_mib.into(),
@@ -87,17 +100,30 @@ impl Budget {
             self.max_call_timeout_ms,
             self.max_quarantine_after_failures.into(),
             self.max_quarantine_backoff_ms,
+            self.max_label_value_bytes.into(),
+            self.max_label_bytes_per_plugin.into(),
         ]
     }
 
     /// Every key out of its range, as `(key, reason)` (the key without its section).
     pub fn problems(&self) -> Vec<(String, String)> {
-        RANGES
+        let mut problems: Vec<(String, String)> = RANGES
             .iter()
             .zip(self.values())
             .filter(|((_, lo, hi), v)| v < lo || v > hi)
             .map(|((key, lo, hi), _)| (key.to_string(), format!("must be between {lo} and {hi}")))
-            .collect()
+            .collect();
+        // Under it, no series with one label of the longest value allowed could ever exist.
+        if self.max_label_bytes_per_plugin < self.max_label_value_bytes {
+            problems.push((
+                "max_label_bytes_per_plugin".into(),
+                format!(
+                    "must be at least max_label_value_bytes ({})",
+                    self.max_label_value_bytes
+                ),
+            ));
+        }
+        problems
     }
 
     /// The largest component, in bytes.
@@ -212,6 +238,42 @@ mod tests {
         };
         let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["total_memory_mib", "compile_timeout_ms"]);
+    }
+
+    /// The label caps are budget keys like the others: read from `[plugins.budget]`, unknown
+    /// keys refused, each out-of-range value named by its key.
+    #[test]
+    fn label_caps_are_budget_keys_checked_by_name() {
+        let budget: Budget =
+            toml::from_str("max_label_value_bytes = 1024\nmax_label_bytes_per_plugin = 1048576\n")
+                .unwrap();
+        assert_eq!(budget.max_label_value_bytes, 1024);
+        assert_eq!(budget.max_label_bytes_per_plugin, 1 << 20);
+        assert_eq!(budget.total_memory_mib, Budget::default().total_memory_mib);
+        assert!(budget.problems().is_empty());
+
+        let err = toml::from_str::<Budget>("max_label_value_byte = 1024\n").unwrap_err();
+        assert!(err.to_string().contains("max_label_value_byte"), "{err}");
+
+        let bad = Budget {
+            max_label_value_bytes: 0,
+            max_label_bytes_per_plugin: u32::MAX,
+            ..Budget::default()
+        };
+        let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["max_label_value_bytes", "max_label_bytes_per_plugin"]
+        );
+        let inverted = Budget {
+            max_label_value_bytes: 4096,
+            max_label_bytes_per_plugin: 2048,
+            ..Budget::default()
+        };
+        let problems = inverted.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "max_label_bytes_per_plugin");
+        assert!(problems[0].1.contains("max_label_value_bytes (4096)"));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! `lookout_plugin_<plugin>_<name>` with exactly the declared label names; each has a series
 //! cap (its cardinality budget): updates that would create a series past it are refused and
 //! counted. Undeclared names, wrong label counts, negative counter adds, non-finite values,
-//! label values over [`MAX_LABEL_VALUE_BYTES`] and new series past the plugin's
-//! [`MAX_LABEL_BYTES_PER_PLUGIN`] are refused with a reason the plugin gets back, and counted
-//! by reason: a plugin cannot make `/metrics` big, only as wide as its budget.
+//! label values longer than `plugins.budget.max_label_value_bytes` and new series past the
+//! plugin's `plugins.budget.max_label_bytes_per_plugin` ([`LabelCaps`]) are refused with a
+//! reason the plugin gets back, and counted by reason: a plugin cannot make `/metrics` big,
+//! only as wide as its budget.
 //!
 //! The names a set exposes ([`PluginMetricSet::exposed_names`]) are checked against lookout's
 //! own metrics and other plugins' by the registry before a plugin goes live.
@@ -23,19 +24,36 @@ use prometheus::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::budget::Budget;
 use crate::error::{Error, Result};
 
 /// Most metrics one plugin may declare.
 pub const MAX_METRICS_PER_PLUGIN: usize = 32;
 /// Most labels one metric may have.
 pub const MAX_LABELS: usize = 8;
-/// Longest label value a plugin may set, in bytes.
-pub const MAX_LABEL_VALUE_BYTES: usize = 256;
-/// Most bytes of label values one plugin's series may hold together (over all its metrics
-/// and versions): with the series cap, what bounds the size of its part of `/metrics`.
-pub const MAX_LABEL_BYTES_PER_PLUGIN: usize = 256 * 1024;
 /// Longest metric or label name, in bytes.
 const MAX_NAME_LEN: usize = 64;
+
+/// What the host's budget allows a plugin's label values, as it was when its metric set was
+/// made (a budget change reaches a plugin at its next push).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LabelCaps {
+    /// Longest label value, in bytes (`plugins.budget.max_label_value_bytes`).
+    pub value_bytes: usize,
+    /// Most bytes of label values its series may hold together, over all its metrics and
+    /// versions (`plugins.budget.max_label_bytes_per_plugin`): with the series cap, what
+    /// bounds the size of its part of `/metrics`.
+    pub bytes_per_plugin: usize,
+}
+
+impl From<&Budget> for LabelCaps {
+    fn from(budget: &Budget) -> Self {
+        LabelCaps {
+            value_bytes: budget.max_label_value_bytes as usize,
+            bytes_per_plugin: budget.max_label_bytes_per_plugin as usize,
+        }
+    }
+}
 
 /// Counter, gauge or histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +125,8 @@ pub struct PluginMetricSet {
     metrics: HashMap<String, Declared>,
     registry: Registry,
     max_series: usize,
-    /// Bytes of label values held by its series, against [`MAX_LABEL_BYTES_PER_PLUGIN`].
+    caps: LabelCaps,
+    /// Bytes of label values held by its series, against `caps.bytes_per_plugin`.
     label_bytes: AtomicUsize,
     rejections: RejectionCounters,
 }
@@ -133,6 +152,7 @@ impl PluginMetricSet {
         plugin: &str,
         decls: &[MetricDecl],
         max_series: usize,
+        caps: LabelCaps,
         rejections: RejectionCounters,
     ) -> Result<Self> {
         // A declared name is plugin text: cut and scrubbed before it is quoted anywhere.
@@ -238,6 +258,7 @@ impl PluginMetricSet {
             metrics,
             registry,
             max_series,
+            caps,
             label_bytes: AtomicUsize::new(0),
             rejections,
         })
@@ -294,6 +315,12 @@ impl PluginMetricSet {
         &self.decls
     }
 
+    /// Whether a new version declaring `decls` under `caps` may take this set over (and its
+    /// values with it): the same metrics, held to the same label caps.
+    pub(crate) fn fits(&self, decls: &[MetricDecl], caps: LabelCaps) -> bool {
+        self.decls == decls && self.caps == caps
+    }
+
     /// Applies one update from the plugin, or says why not.
     pub(crate) fn update(
         &self,
@@ -336,17 +363,19 @@ impl PluginMetricSet {
                 format!("counter `{name}` cannot go down (add {value})"),
             );
         }
+        let caps = self.caps;
         if let Some((i, long)) = label_values
             .iter()
             .enumerate()
-            .find(|(_, v)| v.len() > MAX_LABEL_VALUE_BYTES)
+            .find(|(_, v)| v.len() > caps.value_bytes)
         {
             return reject(
                 "label_length",
                 format!(
-                    "metric `{name}`: label value {i} is {} bytes, over the limit of \
-                     {MAX_LABEL_VALUE_BYTES} bytes a label value",
-                    long.len()
+                    "metric `{name}`: label value {i} is {} bytes, over the limit of {} bytes \
+                     a label value (plugins.budget.max_label_value_bytes)",
+                    long.len(),
+                    caps.value_bytes
                 ),
             );
         }
@@ -366,15 +395,16 @@ impl PluginMetricSet {
                 let budget =
                     self.label_bytes
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                            (held + bytes <= MAX_LABEL_BYTES_PER_PLUGIN).then_some(held + bytes)
+                            (held + bytes <= caps.bytes_per_plugin).then_some(held + bytes)
                         });
                 if let Err(held) = budget {
                     return reject(
                         "label_bytes",
                         format!(
                             "metric `{name}`: a new series of {bytes} label bytes would pass \
-                             this plugin's limit of {MAX_LABEL_BYTES_PER_PLUGIN} label bytes \
-                             over all its series ({held} held)"
+                             this plugin's limit of {} label bytes over all its series ({held} \
+                             held; plugins.budget.max_label_bytes_per_plugin)",
+                            caps.bytes_per_plugin
                         ),
                     );
                 }

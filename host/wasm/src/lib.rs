@@ -22,8 +22,7 @@ mod store;
 pub use breaker::{BreakerStatus, QuarantinePolicy};
 pub use budget::Budget;
 pub use custom_metrics::{
-    MAX_LABEL_BYTES_PER_PLUGIN, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_METRICS_PER_PLUGIN,
-    MetricDecl, MetricKind, PluginMetricSet,
+    MAX_LABELS, MAX_METRICS_PER_PLUGIN, MetricDecl, MetricKind, PluginMetricSet,
 };
 pub use error::{Error, Result};
 pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};

@@ -14,11 +14,18 @@
 //!
 //! Names are one namespace. A plugin's calls, events and quarantines are counted by its name
 //! over all its versions, and consumers' books and health checks by consumer name, so a name
-//! belongs to the world it was first pushed in for the host's life, and the names of
+//! belongs to the world it was first installed in for the host's life, and the names of
 //! lookout's own consumers and placeholder sanitizers are never a plugin's. The metric names
 //! a plugin would expose must be free too: not one of lookout's own (asked of the host's
 //! registry) nor another plugin's. A push that breaks either rule is refused, naming what it
-//! collides with.
+//! collides with. A name is claimed only when a push is installed: a refused push claims
+//! nothing and is counted nowhere (a sanitizer's fixtures run on books nobody reads), so it
+//! leaves the registry as it was but for its line in the history.
+//!
+//! Memory is reserved per version held: `[plugins.budget] total_memory_mib` covers every
+//! current version and every previous one kept warm for rollback, each at its manifest's
+//! `limits.max_memory_mib`. A rollback copy's reservation goes when it is dropped (the
+//! slot's next swap, or the plugin's removal).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -225,13 +232,41 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The current version of every running plugin, the sanitizer first.
-fn running(state: &State) -> impl Iterator<Item = &Installed> {
+/// Every slot, the sanitizer's first.
+fn slots(state: &State) -> impl Iterator<Item = &Slot> {
     state
         .sanitizer
         .iter()
-        .map(|s| &*s.current)
-        .chain(state.runners.values().map(|r| &*r.slot.current))
+        .chain(state.runners.values().map(|r| &r.slot))
+}
+
+/// The current version of every running plugin, the sanitizer first.
+fn running(state: &State) -> impl Iterator<Item = &Installed> {
+    slots(state).map(|s| &*s.current)
+}
+
+/// What a version reserves of `total_memory_mib`.
+fn memory_mib(installed: &Installed) -> u64 {
+    u64::from(installed.manifest.limits.max_memory_mib)
+}
+
+/// The rest of a memory refusal after the pushed plugin's own figure: what the others hold.
+fn held_by_others(running: u64, warm: u64) -> String {
+    if warm == 0 {
+        return format!(" and the running plugins' {running} MiB");
+    }
+    format!(
+        ", the running plugins' {running} MiB and the {warm} MiB of the previous versions kept \
+         warm for rollback"
+    )
+}
+
+/// Memory reserved now: by the current versions, and by the previous ones kept warm.
+fn reserved_mib(state: &State) -> (u64, u64) {
+    slots(state).fold((0, 0), |(current, warm), slot| {
+        let previous = slot.previous.as_deref().map_or(0, memory_mib);
+        (current + memory_mib(&slot.current), warm + previous)
+    })
 }
 
 impl Installed {
@@ -370,11 +405,9 @@ impl PluginRegistry {
             if let Err(e) = self.fits_memory(&state, &manifest) {
                 return Err(self.reject(&mut state, &name, &sha256, source, e));
             }
-            // From here calls may be counted under the name (a sanitizer's fixtures): it is
-            // this world's now, whether or not the push goes through.
-            state.claims.insert(name.clone(), manifest.world);
         }
-        // The slow part — compile, instantiate, init, fixtures — runs outside the lock.
+        // The slow part — compile, instantiate, init, fixtures — runs outside the lock, and
+        // counts nothing under the name: the name is not claimed until the switch.
         let loaded = match manifest.world {
             World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm)
                 .map(|s| Loaded::Sanitizer(Arc::new(s))),
@@ -395,6 +428,10 @@ impl PluginRegistry {
         };
 
         let mut state = self.state.lock();
+        // Again at the switch: another push, of another world, may have taken the name.
+        if let Some(reason) = self.name_conflict(&state, &name, manifest.world) {
+            return Err(self.refuse(&mut state, &name, &sha256, source, reason));
+        }
         if let Loaded::Runner(runner) = &loaded
             && let Some(reason) = self.metric_conflict(&state, &name, runner)
         {
@@ -470,6 +507,8 @@ impl PluginRegistry {
                 }
             }
         };
+        // Installed: from now on its calls are counted under the name, in this world.
+        state.claims.insert(name.clone(), installed.manifest.world);
         let record = SwapRecord {
             at_ms: now_ms(),
             plugin: name.clone(),
@@ -498,7 +537,8 @@ impl PluginRegistry {
             .and_then(|s| s.previous.clone())
             .or_else(|| state.runners.get(name)?.slot.previous.clone());
         if let Some(back_to) = back_to {
-            // The budget may have been lowered since that version ran: it is checked again.
+            // The budget may have been lowered since that version ran: it is checked again
+            // (its memory is reserved already, as the rollback copy; the total is unchanged).
             self.runtime.budget().admit(&back_to.manifest)?;
             self.fits_memory(&state, &back_to.manifest)?;
         }
@@ -741,35 +781,41 @@ impl PluginRegistry {
         error
     }
 
-    /// Whether `manifest` fits the budget's memory of all plugins together, in the place of
-    /// the version it would replace (the sanitizer's slot, or the slot of its name).
+    /// Whether `manifest` fits the budget's memory of all plugins together once installed in
+    /// its slot (the sanitizer's, or the one of its name): there it is current, the version
+    /// it replaces is kept warm for rollback, and the copy kept before that is dropped.
     fn fits_memory(&self, state: &State, manifest: &Manifest) -> Result<()> {
         let budget = self.runtime.budget();
-        let others: u64 = running(state)
-            .filter(|i| match manifest.world {
-                World::Sanitizer => i.manifest.world != World::Sanitizer,
-                _ => i.manifest.world == World::Sanitizer || i.manifest.name != manifest.name,
-            })
-            .map(|i| u64::from(i.manifest.limits.max_memory_mib))
-            .sum();
+        let slot = match manifest.world {
+            World::Sanitizer => state.sanitizer.as_ref(),
+            World::Consumer | World::Metrics => state.runners.get(&manifest.name).map(|r| &r.slot),
+        };
+        let (mut running, mut warm) = reserved_mib(state);
+        if let Some(slot) = slot {
+            let replaced = memory_mib(&slot.current);
+            running -= replaced;
+            warm = warm - slot.previous.as_deref().map_or(0, memory_mib) + replaced;
+        }
         let asked = u64::from(manifest.limits.max_memory_mib);
         let total = u64::from(budget.total_memory_mib);
-        if others + asked <= total {
+        let sum = running + warm + asked;
+        if sum <= total {
             return Ok(());
         }
         Err(Error::Budget {
             plugin: manifest.name.clone(),
             reason: format!(
-                "its limits.max_memory_mib = {asked} and the running plugins' {others} MiB come to \
-                 {} MiB, {} MiB over plugins.budget.total_memory_mib ({total} MiB)",
-                others + asked,
-                others + asked - total
+                "its limits.max_memory_mib = {asked}{} come to {sum} MiB, {} MiB over \
+                 plugins.budget.total_memory_mib ({total} MiB)",
+                held_by_others(running, warm),
+                sum - total
             ),
         })
     }
 
     /// Sets the host-wide budget (`[plugins.budget]`) for every push from now on — after
-    /// checking that the running plugins fit it; if they do not, nothing changes.
+    /// checking that the running plugins, and the versions kept warm for rollback, fit it;
+    /// if they do not, nothing changes.
     pub fn set_budget(&self, budget: Budget) -> std::result::Result<(), String> {
         let state = self.state.lock();
         for installed in running(&state) {
@@ -777,14 +823,18 @@ impl PluginRegistry {
                 .admit(&installed.manifest)
                 .map_err(|e| e.to_string())?;
         }
-        let total: u64 = running(&state)
-            .map(|i| u64::from(i.manifest.limits.max_memory_mib))
-            .sum();
+        let (running, warm) = reserved_mib(&state);
+        let total = running + warm;
         let budgeted = u64::from(budget.total_memory_mib);
         if total > budgeted {
+            let kept = if warm > 0 {
+                format!(" and the {warm} MiB of the previous versions kept warm for rollback")
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "the running plugins' limits.max_memory_mib come to {total} MiB, {} MiB over \
-                 total_memory_mib ({budgeted} MiB)",
+                "the running plugins' limits.max_memory_mib ({running} MiB){kept} come to \
+                 {total} MiB, {} MiB over total_memory_mib ({budgeted} MiB)",
                 total - budgeted
             ));
         }

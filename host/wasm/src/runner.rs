@@ -17,11 +17,15 @@ use crate::bindings::consumer::{Consumer as ConsumerBindings, ConsumerPre};
 use crate::bindings::metrics::{Metrics as MetricsBindings, MetricsPre};
 use crate::bindings::types as wit;
 use crate::breaker::{Breaker, BreakerStatus};
-use crate::custom_metrics::{MetricDecl, MetricKind, PluginMetricSet, RejectionCounters};
+use crate::custom_metrics::{
+    LabelCaps, MetricDecl, MetricKind, PluginMetricSet, RejectionCounters,
+};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, World};
 use crate::plugin_text::admit;
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap, forward_stderr};
+use crate::runtime::{
+    Limits, PluginState, Runtime, arm, describe_trap, forward_stderr, replaced_too_late,
+};
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -65,7 +69,8 @@ impl Runner {
     /// Compiles, links and initialises a `consumer` or `metrics` plugin. A `metrics` plugin's
     /// `describe()` is called here and its declarations checked; a `consumer`'s come from
     /// its manifest. `reuse` is the metric set of the version being replaced: kept when the
-    /// declarations are the same, so counters carry on across a swap.
+    /// declarations (and the budget's label caps) are the same, so counters carry on across
+    /// a swap.
     pub(crate) fn load(
         runtime: &Runtime,
         manifest: &Manifest,
@@ -129,18 +134,20 @@ impl Runner {
             _ => manifest.metrics.clone(),
         };
         if !decls.is_empty() {
+            let caps = LabelCaps::from(&runtime.budget());
             let set = match reuse {
-                Some(old) if old.decls() == decls.as_slice() => old,
+                Some(old) if old.fits(&decls, caps) => old,
                 _ => Arc::new(PluginMetricSet::new(
                     name,
                     &decls,
                     manifest.limits.max_series_per_metric as usize,
+                    caps,
                     rejections.clone(),
                 )?),
             };
             runner.metrics = Some(set);
         }
-        let live = runner.instantiate()?;
+        let live = runner.instantiate(manifest.limits.deadline())?;
         *runner.live.lock() = Some(live);
         Ok(runner)
     }
@@ -170,11 +177,14 @@ impl Runner {
         let Pre::Metrics(pre) = &self.pre else {
             return Ok(Vec::new());
         };
-        let mut store = self.runtime.new_store(&self.name, &self.limits, None);
+        let deadline = self.limits.deadline();
+        let mut store = self
+            .runtime
+            .new_store(&self.name, &self.limits, None, deadline);
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| self.trap(&store, "instantiate", &e))?;
-        arm(&mut store, &self.limits);
+        arm(&mut store, deadline);
         let specs = bindings
             .call_describe(&mut store)
             .map_err(|e| self.trap(&store, "describe", &e))?;
@@ -195,11 +205,11 @@ impl Runner {
             .collect())
     }
 
-    /// A fresh instance with `init` run.
-    fn instantiate(&self) -> Result<Live> {
-        let mut store = self
-            .runtime
-            .new_store(&self.name, &self.limits, self.metrics.clone());
+    /// A fresh instance with `init` run, both by `deadline`.
+    fn instantiate(&self, deadline: Instant) -> Result<Live> {
+        let mut store =
+            self.runtime
+                .new_store(&self.name, &self.limits, self.metrics.clone(), deadline);
         let init = |store: &mut Store<PluginState>, bindings: &Bindings| match bindings {
             Bindings::Consumer(b) => b.call_init(store, &self.config),
             Bindings::Metrics(b) => b.call_init(store, &self.config),
@@ -209,7 +219,7 @@ impl Runner {
             Pre::Metrics(pre) => pre.instantiate(&mut store).map(Bindings::Metrics),
         }
         .map_err(|e| self.trap(&store, "instantiate", &e))?;
-        arm(&mut store, &self.limits);
+        arm(&mut store, deadline);
         match init(&mut store, &bindings) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
@@ -235,7 +245,8 @@ impl Runner {
         self.breaker.status()
     }
 
-    /// One call into the plugin. A trap drops the instance; the next batch gets a fresh one.
+    /// One call into the plugin. A trap drops the instance; the next batch gets a fresh one,
+    /// made within that batch's deadline (one call, one deadline, as for a sanitizer).
     fn call(&self, batch: &[Event]) -> std::result::Result<(), String> {
         let metrics = &self.runtime.metrics;
         let function = match self.world {
@@ -243,14 +254,20 @@ impl Runner {
             _ => "handle",
         };
         let mut guard = self.live.lock();
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout();
         if guard.is_none() {
-            *guard = Some(self.instantiate().map_err(|e| e.to_string())?);
+            *guard = Some(self.instantiate(deadline).map_err(|e| e.to_string())?);
+            if Instant::now() >= deadline {
+                // Nothing left for the call: the fresh instance stays warm for the next batch.
+                metrics.record(&self.name, function, started, "timeout");
+                return Err(replaced_too_late(function, &self.limits));
+            }
         }
         let live = guard.as_mut().expect("instantiated above");
-        arm(&mut live.store, &self.limits);
+        arm(&mut live.store, deadline);
         let mut scratch = self.scratch.lock();
         let view = scratch.fill(batch)?;
-        let started = Instant::now();
         let result = match &live.bindings {
             Bindings::Consumer(b) => b.call_handle(&mut live.store, view),
             Bindings::Metrics(b) => b.call_observe(&mut live.store, view).map(Ok),

@@ -100,10 +100,20 @@ impl Limits {
         Duration::from_millis(self.call_timeout_ms)
     }
 
-    /// The call deadline in epoch ticks (at least one).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.call_timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    /// When a call starting now must be over.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout()
     }
+}
+
+/// The epoch ticks from now to `deadline`, rounded up, plus one for the tick already under
+/// way (so a guest is never cut before its deadline; at most one tick after it).
+fn ticks_until(deadline: Instant) -> u64 {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_nanos();
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(left.div_ceil(tick)).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// Most linear memories one plugin instance may have (all its core instances together).
@@ -270,7 +280,12 @@ pub(crate) struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// One finished call: its duration and its outcome (`ok`, `error`, `trap`, `timeout`, …).
+    /// Books that nobody reads, for the calls a push makes before it is installed (a
+    /// sanitizer's fixtures): a refused push then leaves nothing counted under its name.
+    pub(crate) fn unread() -> Result<Self> {
+        Self::new(&Registry::new())
+    }
+
     /// What a plugin has done so far (all its versions): for the API and the dashboard.
     pub(crate) fn counters(&self, plugin: &str) -> PluginCounters {
         let mut counters = PluginCounters::default();
@@ -303,6 +318,7 @@ impl PluginMetrics {
         counters
     }
 
+    /// One finished call: its duration and its outcome (`ok`, `error`, `trap`, `timeout`, …).
     pub(crate) fn record(
         &self,
         plugin: &str,
@@ -666,13 +682,14 @@ impl Runtime {
         })
     }
 
-    /// A fresh store in the sandbox: empty WASI context, memory cap, and a deadline that
-    /// covers instantiation (which runs guest code too).
+    /// A fresh store in the sandbox: empty WASI context, memory cap, and `deadline` over
+    /// instantiation (which runs guest code too) — the deadline of the call it is made for.
     pub(crate) fn new_store(
         &self,
         plugin: &Arc<str>,
         limits: &Limits,
         metrics: Option<Arc<PluginMetricSet>>,
+        deadline: Instant,
     ) -> Store<PluginState> {
         // A guest's stderr (and panic messages) goes here, never to ours. Consumers' and
         // metrics plugins' lines become log lines (`forward_stderr`); a sanitizer's never do:
@@ -690,7 +707,7 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             sandbox: Sandbox::new(limits),
-            deadline: Instant::now() + limits.timeout(),
+            deadline,
             logs_this_call: 0,
             metrics,
             stderr,
@@ -698,7 +715,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.sandbox);
-        store.set_epoch_deadline(limits.deadline_ticks());
+        store.set_epoch_deadline(ticks_until(deadline));
         store
     }
 }
@@ -738,12 +755,24 @@ pub(crate) fn forward_stderr(store: &mut Store<PluginState>) {
     }
 }
 
-/// Before a call: a fresh deadline and log budget.
-pub(crate) fn arm(store: &mut Store<PluginState>, limits: &Limits) {
-    store.set_epoch_deadline(limits.deadline_ticks());
+/// Before entering the guest: the deadline of the call (guest code is interrupted there, a
+/// WASI wait cut there) and a fresh log budget. A call that first replaces a trapped
+/// instance passes the same `deadline` to each step, so the whole call ends by one deadline.
+pub(crate) fn arm(store: &mut Store<PluginState>, deadline: Instant) {
+    store.set_epoch_deadline(ticks_until(deadline));
     let state = store.data_mut();
     state.logs_this_call = 0;
-    state.deadline = Instant::now() + limits.timeout();
+    state.deadline = deadline;
+}
+
+/// Why a call failed that spent its whole deadline replacing a trapped instance, so
+/// `function` was never entered.
+pub(crate) fn replaced_too_late(function: &str, limits: &Limits) -> String {
+    format!(
+        "in `{function}`: call exceeded its {} ms deadline replacing the instance that trapped \
+         before (instantiate and `init`), and was not started",
+        limits.call_timeout_ms
+    )
 }
 
 /// The `wasi:io/poll` wasmtime-wasi links (its version is the WASI it implements); its

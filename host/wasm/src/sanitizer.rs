@@ -2,6 +2,10 @@
 //! its pipeline thread; one instance is kept warm and replaced after any trap (a trapped
 //! instance cannot be entered again). It is handed the flat batch and answers with edits
 //! (see `batch`).
+//!
+//! Every publisher waits on a sanitizer, so one call ends by one deadline: the call after a
+//! trap replaces the instance (instantiate, `init`) out of the same `call_timeout_ms` as its
+//! `sanitize`, never on top of it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +21,9 @@ use crate::error::{Error, Result};
 use crate::manifest::{Fixture, Manifest, World};
 use crate::plugin_text::admit;
 use crate::redactions::RuleBook;
-use crate::runtime::{Limits, PluginState, Runtime, arm, describe_trap};
+use crate::runtime::{
+    Limits, PluginMetrics, PluginState, Runtime, arm, describe_trap, replaced_too_late,
+};
 
 /// The `[config]` handed to a plugin's `init`.
 pub type PluginConfig = Vec<(String, String)>;
@@ -36,7 +42,10 @@ pub struct WasmSanitizer {
     limits: Limits,
     on_failure: FailurePolicy,
     breaker: Breaker,
-    /// Where the markers of its replacements are counted (shared with its other versions).
+    /// Where its calls are counted: the runtime's (shared with its other versions), or
+    /// unread ones while a push runs its fixtures.
+    metrics: PluginMetrics,
+    /// Where the markers of its replacements are counted, in `metrics`.
     redactions: Arc<RuleBook>,
     live: Mutex<Option<Live>>,
     scratch: Mutex<BatchBuilder>,
@@ -61,15 +70,18 @@ impl WasmSanitizer {
         config: PluginConfig,
         limits: Limits,
     ) -> Result<WasmSanitizer> {
-        lookout_core::blocking(|| Self::load_here(runtime, name, wasm, config, limits))
+        let counted = runtime.metrics.clone();
+        lookout_core::blocking(|| Self::load_here(runtime, name, wasm, config, limits, counted))
     }
 
+    /// Loads it counting its calls in `metrics`.
     fn load_here(
         runtime: &Runtime,
         name: &str,
         wasm: &[u8],
         config: PluginConfig,
         limits: Limits,
+        metrics: PluginMetrics,
     ) -> Result<WasmSanitizer> {
         limits.validate(name)?;
         runtime
@@ -85,16 +97,25 @@ impl WasmSanitizer {
             limits,
             on_failure: FailurePolicy::default(),
             breaker: Breaker::new(QuarantinePolicy::default()),
-            redactions: runtime.metrics.redactions.book(name),
+            redactions: metrics.redactions.book(name),
+            metrics,
             live: Mutex::new(None),
             scratch: Mutex::default(),
         };
-        let live = sanitizer.instantiate()?;
+        let live = sanitizer.instantiate(limits.deadline())?;
         *sanitizer.live.lock() = Some(live);
         Ok(sanitizer)
     }
 
+    /// Counts its calls, events and redactions in `metrics` from now on.
+    fn count_in(&mut self, metrics: PluginMetrics) {
+        self.redactions = metrics.redactions.book(&self.name);
+        self.metrics = metrics;
+    }
+
     /// Loads the plugin a manifest describes, then runs the manifest's fixtures against it.
+    /// The fixtures' calls are not counted: until it is installed, nothing is counted under
+    /// its name, so a refused push leaves no books behind.
     pub fn from_manifest(
         runtime: &Runtime,
         manifest: &Manifest,
@@ -109,16 +130,21 @@ impl WasmSanitizer {
                 reason: format!("its manifest says world `{}`", manifest.world.as_str()),
             });
         }
-        let mut sanitizer = WasmSanitizer::load(
-            runtime,
-            &manifest.name,
-            wasm,
-            manifest.init_config(),
-            manifest.limits,
-        )?;
+        let unread = PluginMetrics::unread()?;
+        let mut sanitizer = lookout_core::blocking(|| {
+            Self::load_here(
+                runtime,
+                &manifest.name,
+                wasm,
+                manifest.init_config(),
+                manifest.limits,
+                unread,
+            )
+        })?;
         sanitizer.on_failure = manifest.on_failure;
         sanitizer.breaker = Breaker::new(manifest.quarantine);
         lookout_core::blocking(|| sanitizer.run_fixtures(&manifest.fixtures))?;
+        sanitizer.count_in(runtime.metrics.clone());
         Ok(sanitizer)
     }
 
@@ -161,9 +187,11 @@ impl WasmSanitizer {
         Ok(())
     }
 
-    /// A fresh instance with `init` run on the plugin's config.
-    fn instantiate(&self) -> Result<Live> {
-        let mut store = self.runtime.new_store(&self.name, &self.limits, None);
+    /// A fresh instance with `init` run on the plugin's config, both by `deadline`.
+    fn instantiate(&self, deadline: Instant) -> Result<Live> {
+        let mut store = self
+            .runtime
+            .new_store(&self.name, &self.limits, None, deadline);
         let trap = |store: &Store<PluginState>, function: &str, e: wasmtime::Error| Error::Trap {
             plugin: self.name.to_string(),
             reason: describe_trap(store, &self.limits, function, &e).1,
@@ -172,7 +200,7 @@ impl WasmSanitizer {
             Ok(b) => b,
             Err(e) => return Err(trap(&store, "instantiate", e)),
         };
-        arm(&mut store, &self.limits);
+        arm(&mut store, deadline);
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
@@ -199,7 +227,7 @@ impl Sanitizer for WasmSanitizer {
     }
 
     fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
-        let metrics = &self.runtime.metrics;
+        let metrics = &self.metrics;
         metrics
             .events_in
             .with_label_values(&[&self.name])
@@ -218,18 +246,25 @@ impl Sanitizer for WasmSanitizer {
 }
 
 impl WasmSanitizer {
-    /// One call into the plugin; a trap drops the instance (the next call gets a fresh one).
+    /// One call into the plugin; a trap drops the instance (the next call gets a fresh one,
+    /// made within that call's deadline).
     fn call(&self, batch: &mut Vec<Event>) -> std::result::Result<(), String> {
-        let metrics = &self.runtime.metrics;
+        let metrics = &self.metrics;
         let mut guard = self.live.lock();
+        let started = Instant::now();
+        let deadline = started + self.limits.timeout();
         if guard.is_none() {
-            *guard = Some(self.instantiate().map_err(|e| e.to_string())?);
+            *guard = Some(self.instantiate(deadline).map_err(|e| e.to_string())?);
+            if Instant::now() >= deadline {
+                // Nothing left for `sanitize`: the fresh instance stays warm for the next call.
+                metrics.record(&self.name, "sanitize", started, "timeout");
+                return Err(replaced_too_late("sanitize", &self.limits));
+            }
         }
         let live = guard.as_mut().expect("instantiated above");
-        arm(&mut live.store, &self.limits);
+        arm(&mut live.store, deadline);
         let mut scratch = self.scratch.lock();
         let view = scratch.fill(batch)?;
-        let started = Instant::now();
         // `batch` is untouched until the verdict is in and checked: on any failure the bus
         // gets the events as they were and fails them closed.
         match live.bindings.call_sanitize(&mut live.store, view) {

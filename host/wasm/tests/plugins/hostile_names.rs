@@ -12,8 +12,8 @@ use lookout_artifacts::plugins::{CHATTY, CHATTY_CONSUMER, ERROR_COUNTER, MISBEHA
 use lookout_core::{Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
 use lookout_wasm::{
-    Error, Limits, MAX_LABEL_BYTES_PER_PLUGIN, MAX_LABEL_VALUE_BYTES, MAX_PLUGIN_TEXT_BYTES,
-    Manifest, PluginRegistry, Runtime, WasmSanitizer, World,
+    Budget, Error, Limits, MAX_PLUGIN_TEXT_BYTES, Manifest, PluginRegistry, Runtime, WasmSanitizer,
+    World,
 };
 use prometheus::Registry;
 
@@ -277,6 +277,76 @@ async fn plugin_names_that_collide_are_refused_naming_what_they_collide_with() {
     );
 }
 
+/// A refused push leaves the registry as it was, but for its line in the history: a
+/// sanitizer push refused for its bytes, its `init` or its fixtures (whose `sanitize` calls
+/// ran) claims no name and is counted nowhere — so a consumer may take the name next, and
+/// its books start empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_push_claims_no_name_and_leaves_no_books() {
+    let (_bus, registry, plugins) = start_bus_with_registry();
+    let sanitizer = |rest: &str| {
+        Manifest::parse(&format!("name = \"shifty\"\nworld = \"sanitizer\"\n{rest}")).unwrap()
+    };
+    // misbehave passes the event through: the fixture's expected redaction does not happen.
+    let failing_fixture = "[[fixtures]]\n\
+        input = [{ kind = \"login\", fields = { password = \"x\" } }]\n\
+        expect = [{ kind = \"login\", fields = { password = \"[REDACTED]\" } }]\n";
+    let err = plugins
+        .install(sanitizer(""), b"\0asm but not a component", "test")
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
+    let err = plugins
+        .install(
+            sanitizer("[config]\nfail_init = \"1\"\n"),
+            MISBEHAVE,
+            "test",
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Init { .. }), "{err}");
+    let err = plugins
+        .install(sanitizer(failing_fixture), MISBEHAVE, "test")
+        .unwrap_err();
+    assert!(matches!(err, Error::Fixture { .. }), "{err}");
+
+    let books: Vec<String> = registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() != "lookout_plugin_swaps_total")
+        .filter(|f| {
+            f.get_metric()
+                .iter()
+                .any(|m| m.get_label().iter().any(|l| l.value() == "shifty"))
+        })
+        .map(|f| f.name().to_string())
+        .collect();
+    assert!(books.is_empty(), "refused pushes were counted in {books:?}");
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_swaps_total",
+            &[("plugin", "shifty"), ("outcome", "rejected")]
+        ),
+        3,
+        "each refusal is in the history"
+    );
+
+    let consumer = Manifest::parse("name = \"shifty\"\nworld = \"consumer\"\n").unwrap();
+    let info = plugins
+        .install(consumer, ERROR_COUNTER, "test")
+        .expect("no refused push holds the name");
+    assert_eq!(info.world, World::Consumer);
+    let listed = plugins
+        .list()
+        .into_iter()
+        .find(|p| p.name == "shifty")
+        .unwrap();
+    assert_eq!(listed.counters.calls, 0, "{:?}", listed.counters);
+    assert_eq!(listed.counters.events_in, 0, "{:?}", listed.counters);
+    // Installed, the name is the consumer's: now a sanitizer is refused it.
+    let said = refusal(&plugins, sanitizer(""), MISBEHAVE);
+    assert!(said.contains("belongs to a consumer plugin"), "{said}");
+}
+
 /// A plugin's metric names must be free on `/metrics`: not one of lookout's own — even a
 /// family with no series yet — and not another plugin's; the push that would break the
 /// exposition is refused naming the name, and what is exposed stays one family a name.
@@ -360,10 +430,19 @@ fn long_labels(bytes: usize, max_series: u32) -> Manifest {
 
 /// A label value longer than the cap is refused, and so is a new series once the plugin's
 /// series hold their budget of label bytes: counted by reason, and the plugin's
-/// `update-metric` gets the limit back.
+/// `update-metric` gets the limit back, naming the budget key. Both caps are the host's
+/// `[plugins.budget]` keys (set lower than their defaults here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_values_are_capped_by_length_and_by_bytes_per_plugin() {
     let (bus, registry, plugins) = start_bus_with_registry();
+    let budget = Budget {
+        max_label_value_bytes: 128,
+        max_label_bytes_per_plugin: 16 * 1024,
+        ..Budget::default()
+    };
+    plugins.set_budget(budget).unwrap();
+    let max_value = budget.max_label_value_bytes as usize;
+    let max_per_plugin = budget.max_label_bytes_per_plugin as usize;
     let rejected = |reason: &str| {
         counter(
             &registry,
@@ -395,14 +474,15 @@ async fn label_values_are_capped_by_length_and_by_bytes_per_plugin() {
     );
     let said = last_error(&plugins);
     assert!(
-        said.contains(&format!("{MAX_LABEL_VALUE_BYTES} bytes")),
+        said.contains(&format!("{max_value} bytes"))
+            && said.contains("plugins.budget.max_label_value_bytes"),
         "names the limit: {said}"
     );
 
     // Just under the length cap, more series than the byte budget holds.
     plugins.remove("chatty-consumer", "test").unwrap();
-    let bytes = MAX_LABEL_VALUE_BYTES;
-    let fits = MAX_LABEL_BYTES_PER_PLUGIN / bytes;
+    let bytes = max_value;
+    let fits = max_per_plugin / bytes;
     plugins
         .install(long_labels(bytes, 100_000), CHATTY_CONSUMER, "test")
         .unwrap();
@@ -417,7 +497,8 @@ async fn label_values_are_capped_by_length_and_by_bytes_per_plugin() {
     assert!(rejected("label_bytes") >= 1);
     let said = last_error(&plugins);
     assert!(
-        said.contains(&format!("{MAX_LABEL_BYTES_PER_PLUGIN} label bytes")),
+        said.contains(&format!("{max_per_plugin} label bytes"))
+            && said.contains("plugins.budget.max_label_bytes_per_plugin"),
         "{said}"
     );
 }

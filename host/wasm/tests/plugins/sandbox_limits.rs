@@ -1,17 +1,18 @@
 //! The sandbox's limits against plugins that try to get around them: sleeping (a wait in a
-//! host call, where epoch interruption cannot reach), many memories, and the host-wide budget
-//! (memory of all plugins together, component size, functions, compile time, manifest fields
-//! that act on the whole host).
+//! host call, where epoch interruption cannot reach), a deadline stacked by replacing a
+//! trapped instance, many memories, and the host-wide budget (memory of all plugins together
+//! with their rollback copies, component size, functions, compile time, manifest fields that
+//! act on the whole host).
 
 use std::time::{Duration, Instant};
 
 use lookout_artifacts::plugins::{FLAKY, MISBEHAVE, REDACT};
 use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{Budget, Error, Manifest, PluginRegistry, Runtime};
+use lookout_wasm::{Budget, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
-use super::misbehave;
+use super::{config, misbehave};
 
 fn start(batch_size: usize) -> (Bus, Registry, PluginRegistry) {
     let registry = Registry::new();
@@ -129,6 +130,61 @@ async fn a_sleeping_init_does_not_hold_a_push() {
         plugins.list()[0].version,
         running.version,
         "the running version stays"
+    );
+}
+
+/// One sanitize call ends by one deadline, the replacement of a trapped instance included:
+/// the call after a trap pays for the fresh instance's `init` (here 200 ms of a 400 ms
+/// deadline) out of its own deadline, so a 250 ms sleep that a warm instance finishes no
+/// longer fits and the call is cut at the deadline — not run to init + a fresh 400 ms.
+#[test]
+fn the_call_after_a_trap_replaces_its_instance_within_one_deadline() {
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let limits = Limits {
+        call_timeout_ms: 400,
+        ..Limits::default()
+    };
+    let deadline = Duration::from_millis(limits.call_timeout_ms);
+    let s = WasmSanitizer::load(
+        &runtime,
+        "misbehave",
+        MISBEHAVE,
+        config(&[("sleep_init_ms", "200")]),
+        limits,
+    )
+    .unwrap();
+    let sleep_250_ms = || {
+        let mut batch = vec![
+            Event::new("test.sleep")
+                .field("ms", 250i64)
+                .field("probe", ""),
+        ];
+        batch[0].id = 1;
+        batch
+    };
+
+    let mut batch = sleep_250_ms();
+    s.sanitize(&mut batch)
+        .expect("a warm instance has the whole deadline for a 250 ms sleep");
+    assert_eq!(
+        batch[0].get("probe"),
+        Some(&FieldValue::Str("slept".into()))
+    );
+
+    let mut batch = vec![Event::new("test.trap")];
+    s.sanitize(&mut batch)
+        .expect_err("misbehave traps on test.trap");
+
+    let started = Instant::now();
+    let mut batch = sleep_250_ms();
+    let result = s.sanitize(&mut batch);
+    let took = started.elapsed();
+    eprintln!("the call after a trap (init 200 ms, then a 250 ms sleep) ended after {took:?}");
+    let err = result.expect_err("init and the sleep together are over the one deadline");
+    assert!(err.reason.contains("400 ms deadline"), "{}", err.reason);
+    assert!(
+        took < 2 * deadline,
+        "one call ran {took:?} against its {deadline:?} deadline"
     );
 }
 
@@ -321,7 +377,7 @@ fn a_plugin_s_memories_share_one_cap() {
 
 /// The host-wide budget refuses, naming the budget and by how much: a component over the
 /// size or function budget (before compiling), a compile that takes too long (and, while it
-/// still runs, any other), and plugins whose memory together is over the total.
+/// still runs, any other). Memory of all plugins together has its own test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_budget_refuses_what_does_not_fit_and_says_by_how_much() {
     let (_bus, _registry, plugins) = start(16);
@@ -392,37 +448,69 @@ async fn the_host_budget_refuses_what_does_not_fit_and_says_by_how_much() {
         },
     )
     .await;
+}
 
-    // Memory of all plugins together: 64 (the sanitizer) + 64 + 64 is over 160 by 32.
-    plugins
+/// `total_memory_mib` holds every version the host keeps — the running ones and the
+/// previous ones kept warm for rollback, each at its `limits.max_memory_mib`: a push that
+/// fits only if a rollback copy is not counted is refused, saying by how much, and so is a
+/// budget the kept versions do not fit. A copy's memory is freed when it is dropped: at the
+/// plugin's next swap (the copy kept before is replaced) or its removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_of_all_plugins_counts_their_rollback_copies_until_dropped() {
+    let (_bus, _registry, plugins) = start(16);
+    let budget = Budget {
+        total_memory_mib: 256,
+        ..Budget::default()
+    };
+    plugins.set_budget(budget).unwrap();
+    let sanitizer = Manifest::new("misbehave", lookout_wasm::World::Sanitizer);
+    plugins.install(sanitizer, MISBEHAVE, "test").unwrap();
+    plugins.install(consumer("one", 64), FLAKY, "test").unwrap();
+    // `one` again: its first version is kept warm for rollback, 64 MiB more.
+    plugins.install(consumer("one", 64), FLAKY, "test").unwrap();
+
+    // 64 (the sanitizer) + 64 (one) + 64 (one's rollback copy) + 96 is over 256 by 32;
+    // without the copy it would fit.
+    let err = plugins
+        .install(consumer("two", 96), FLAKY, "test")
+        .unwrap_err();
+    assert!(matches!(err, Error::Budget { .. }), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("total_memory_mib (256 MiB)")
+            && err.contains("32 MiB over")
+            && err.contains("64 MiB of the previous versions kept warm for rollback"),
+        "{err}"
+    );
+    let err = plugins
         .set_budget(Budget {
             total_memory_mib: 160,
             ..budget
         })
+        .unwrap_err();
+    assert!(
+        err.contains("192 MiB") && err.contains("32 MiB over") && err.contains("rollback"),
+        "{err}"
+    );
+    // Rolling back swaps the two versions: what is held does not change.
+    plugins.rollback("one", "test").unwrap();
+
+    // The next swaps drop the copy kept before: 64 + 32 + 64, then 64 + 32 + 32.
+    plugins.install(consumer("one", 32), FLAKY, "test").unwrap();
+    plugins.install(consumer("one", 32), FLAKY, "test").unwrap();
+    plugins
+        .install(consumer("two", 128), FLAKY, "test")
         .unwrap();
-    plugins.install(consumer("one", 64), FLAKY, "test").unwrap();
     let err = plugins
-        .install(consumer("two", 64), FLAKY, "test")
+        .install(consumer("three", 1), FLAKY, "test")
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("total_memory_mib (160 MiB)") && err.contains("32 MiB over"),
-        "{err}"
-    );
-    plugins.install(consumer("two", 32), FLAKY, "test").unwrap();
-    // Replacing a plugin counts its new version instead of the old one.
-    plugins.install(consumer("one", 64), FLAKY, "test").unwrap();
-    let err = plugins
-        .set_budget(Budget {
-            total_memory_mib: 100,
-            ..budget
-        })
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("160 MiB") && err.contains("60 MiB over"),
-        "{err}"
-    );
+    assert!(err.contains("1 MiB over"), "{err}");
+    // Removing `one` frees both its versions.
+    plugins.remove("one", "test").unwrap();
+    plugins
+        .install(consumer("three", 64), FLAKY, "test")
+        .unwrap();
 }
 
 /// Manifest fields that act on the whole host have host-set maxima, refused at push naming
