@@ -265,18 +265,20 @@ fn Errors(dash: RwSignal<Dashboard>) -> impl IntoView {
         <section>
             <h2>"Recent errors"</h2>
             <table id="errors" class="errors">
-                <thead><tr><th>"time (UTC)"</th><th>"pool"</th><th>"command"</th><th>"correlation"</th><th>"message"</th></tr></thead>
+                <thead><tr><th>"last seen (UTC)"</th><th>"pool"</th><th>"command"</th><th>"kind"</th><th>"count"</th><th>"latest"</th></tr></thead>
                 <tbody>
-                    <For each=errors key=|e| e.id let(e)>
-                        <tr class="error" data-correlation=e.correlation_id.clone().unwrap_or_default()>
-                            <td>{format_time(e.timestamp_ns)}</td>
-                            <td>{e.text("pool")}</td>
-                            <td>{e.text("command")}</td>
-                            <td class="mono">{e.correlation_id.clone().unwrap_or_default()}</td>
+                    <For each=errors key=|g| g.row_key() let(g)>
+                        <tr class="error" data-count=g.count.to_string() data-correlation=g.latest.correlation_id.clone().unwrap_or_default()>
+                            <td>{format_time(g.last_seen_ns)}</td>
+                            <td>{g.pool_text()}</td>
+                            <td>{g.command.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>{g.error_kind.clone()}</td>
+                            <td class="count">{g.seen_text()}</td>
                             <td>
-                                {e.error_message()}
-                                {(!e.text("traceback").is_empty()).then(|| view! {
-                                    <details><summary>"traceback"</summary><pre class="traceback">{e.text("traceback")}</pre></details>
+                                {g.latest.error_message()}
+                                <div class="small mono">{g.latest.correlation_id.clone().unwrap_or_default()}</div>
+                                {(!g.latest.text("traceback").is_empty()).then(|| view! {
+                                    <details><summary>"traceback"</summary><pre class="traceback">{g.latest.text("traceback")}</pre></details>
                                 })}
                             </td>
                         </tr>

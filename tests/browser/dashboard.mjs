@@ -1,7 +1,8 @@
 // Drives the dashboard of a running lookout host in headless Debian chromium, with real
 // workers and traffic, and checks what a person would see:
 //  - the pool card shows the right number of workers, and changes when one is killed;
-//  - a failing command's error appears, with its traceback behind a click;
+//  - a failing command's errors appear as one row with their count, the latest traceback
+//    behind a click;
 //  - saturating the pool turns the health indicator, and it turns back;
 //  - swapping a plugin shows its new version;
 //  - an event posted after load appears in the tap, sanitized; no secret anywhere on the page;
@@ -79,12 +80,17 @@ try {
     document.querySelectorAll('.pool-card[data-pool="demo"] .worker.available').length === 2,
     null, { timeout: 20000 });
 
-  // A failing command: its error, with the traceback behind a click.
+  // A failing command, three times: one row with the count, the latest traceback behind a click.
   const marker = `browser-${Date.now()}`;
-  const failed = await execute({ command: "fail", args: { message: `${marker} password=hunter2-in-the-browser` } });
-  if (failed.status !== 500) problems.push(`fail answered ${failed.status}`);
-  const row = page.locator("#errors tr.error", { hasText: marker });
+  for (const n of [1, 2, 3]) {
+    const failed = await execute({ command: "fail", args: { message: `${marker}-${n} password=hunter2-in-the-browser` } });
+    if (failed.status !== 500) problems.push(`fail answered ${failed.status}`);
+  }
+  const row = page.locator("#errors tr.error", { hasText: `${marker}-3` });
   await row.waitFor({ timeout: 20000 });
+  if (await row.getAttribute("data-count") !== "3") problems.push(`the error row counts ${await row.getAttribute("data-count")}, not 3`);
+  const rows = await page.locator("#errors tr.error", { hasText: "ValueError" }).count();
+  if (rows !== 1) problems.push(`${rows} rows for one failing command`);
   await row.locator("summary").click();
   const traceback = await row.locator("pre.traceback").innerText();
   if (!traceback.includes("raise ValueError(message)")) problems.push(`traceback not shown: ${traceback}`);

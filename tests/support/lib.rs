@@ -68,7 +68,21 @@ pub struct Host {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
+}
+
+/// The base URL in lookout's line on stdout that says where it listens, in either log format:
+/// `lookout: listening on http://ADDR (…)` (pretty) or a JSON record with `message =
+/// "listening"` and `fields.url` (json).
+pub fn listening_url(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("lookout: listening on ") {
+        return rest.split_whitespace().next().map(str::to_string);
+    }
+    let record: serde_json::Value = serde_json::from_str(line).ok()?;
+    (record["message"] == "listening")
+        .then(|| record["fields"]["url"].as_str().map(str::to_string))
+        .flatten()
 }
 
 impl Host {
@@ -100,19 +114,21 @@ impl Host {
             });
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("lookout: listening on ") {
-                    let base = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(base);
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        {
+            let lines = stdout.clone();
+            let pipe = child.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let base = listening_url(&line);
+                    // Kept before the start is reported, so a test sees the line.
+                    lines.lock().unwrap().push(line);
+                    if let Some(base) = base {
+                        let _ = tx.send(base);
+                    }
                 }
-            }
-        });
+            });
+        }
         let base = match rx.recv_timeout(patience(Duration::from_secs(30))) {
             Ok(base) => base,
             Err(_) => {
@@ -128,6 +144,7 @@ impl Host {
             child,
             base,
             stderr,
+            stdout,
             http,
         })
     }
@@ -184,6 +201,11 @@ impl Host {
     /// Every line the host wrote to stderr (its JSON logs) so far.
     pub fn logs(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every line the host wrote to stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// `GET /metrics`, parsed.

@@ -8,9 +8,10 @@
 //!   plugins' own unit tests. This is what CI runs (`.ci/run`).
 //! - `demo`: builds lookout, starts `lookout serve` with the example consumer and metrics
 //!   plugins in a watched folder, and a publisher that sends a steady stream of realistic
-//!   events (some with secrets in them); prints the dashboard URL.
-//! - `bench`: every benchmark (P1–P5 of docs/performance.md) and the load test, in release,
-//!   one after the other; prints their tables, then one summary table side by side (also
+//!   events (some with secrets in them); prints the dashboard URL. SIGTERM, SIGINT or SIGHUP
+//!   to xtask stops the publisher and the host with it.
+//! - `bench`: every benchmark (P1–P5 of docs/performance.md) and the load test, in release
+//!   with debug info (the `bench` profile: what is installed has none), one after the other; prints their tables, then one summary table side by side (also
 //!   written to `target/bench-summary.md`).
 //! - `load [--secs N]`: the load test alone, in release, for N seconds (default 60).
 //! - `soak [--secs N]`: the soak test under faults (worker kills, sanitizer swaps, a
@@ -378,7 +379,8 @@ fn load(root: &Path, secs: u64, summary: &mut Vec<String>) -> anyhow::Result<()>
     long_e2e(root, "load::", "LOOKOUT_LOAD_SECS", secs, summary)
 }
 
-/// The e2e tests matching `filter`, in release, told by `env` to run for `secs` seconds.
+/// The e2e tests matching `filter`, in release with debug info (the `bench` profile, shared
+/// with the benches), told by `env` to run for `secs` seconds.
 fn long_e2e(
     root: &Path,
     filter: &str,
@@ -391,7 +393,8 @@ fn long_e2e(
             .current_dir(root)
             .args([
                 "test",
-                "--release",
+                "--profile",
+                "bench",
                 "-p",
                 "lookout",
                 "--test",
@@ -432,6 +435,7 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
             plugin_dir.join(format!("{name}.toml")),
         )?;
     }
+    let stop = stop_signals()?;
     let mut host = Command::new(&bin)
         .args(["serve", "--listen", listen, "--plugins"])
         .arg(&plugin_dir)
@@ -448,16 +452,25 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
             );
         }
         if Instant::now() > deadline {
-            let _ = host.kill();
+            stop_child(&mut host, "lookout");
             bail!("lookout did not start listening on {listen} within 30 s");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(signal) = stop.recv_timeout(Duration::from_millis(100)) {
+            stop_child(&mut host, "lookout");
+            bail!("{signal} while lookout was starting");
+        }
     }
-    let mut publisher = Command::new("python3")
+    let mut publisher = match Command::new("python3")
         .arg(root.join("examples/demo_publisher.py"))
         .arg(&base)
         .spawn()
-        .context("cannot start examples/demo_publisher.py (python3 is needed)")?;
+    {
+        Ok(publisher) => publisher,
+        Err(e) => {
+            stop_child(&mut host, "lookout");
+            return Err(e).context("cannot start examples/demo_publisher.py (python3 is needed)");
+        }
+    };
     println!();
     println!("  lookout demo is running.");
     println!("  dashboard: {base}/");
@@ -474,11 +487,74 @@ fn demo(root: &Path, listen: &str) -> anyhow::Result<()> {
     println!("             curl -s {base}/metrics | grep lookout_plugin_slo");
     println!("  Ctrl-C stops the demo.");
     println!();
-    let status = publisher.wait()?;
-    let _ = host.kill();
-    let _ = host.wait();
-    if !status.success() {
-        bail!("the demo publisher stopped with {status}");
+    // Until the publisher ends or xtask is told to stop; either way neither child outlives us.
+    let status = loop {
+        if let Some(status) = publisher.try_wait()? {
+            break Some(status);
+        }
+        if let Ok(signal) = stop.recv_timeout(Duration::from_millis(200)) {
+            eprintln!("xtask: {signal}: stopping the demo");
+            break None;
+        }
+    };
+    stop_child(&mut publisher, "the demo publisher");
+    stop_child(&mut host, "lookout");
+    match status {
+        Some(status) if !status.success() => bail!("the demo publisher stopped with {status}"),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Each SIGTERM, SIGINT or SIGHUP xtask receives, by name. The handlers are in place when
+/// this returns, so from then on a signal is not the default death that would leave the
+/// demo's children running.
+fn stop_signals() -> anyhow::Result<std::sync::mpsc::Receiver<&'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut interrupt, mut hangup) = {
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        )
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = hangup.recv() => "SIGHUP",
+                };
+                if tx.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    Ok(rx)
+}
+
+/// SIGTERM (a clean stop: lookout stops its workers), then SIGKILL after 10 s.
+fn stop_child(child: &mut std::process::Child, what: &str) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("xtask: {what} did not stop within 10 s of SIGTERM; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
 }

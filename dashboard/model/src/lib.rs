@@ -22,7 +22,8 @@ pub struct Overview {
     pub pools: Vec<PoolEntry>,
     pub plugins: Vec<Plugin>,
     pub swaps: Vec<Swap>,
-    pub errors: Vec<EventView>,
+    /// Recent errors grouped by host, pool, command and error kind; seen most recently first.
+    pub errors: Vec<ErrorGroup>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -231,6 +232,48 @@ impl EventView {
             .map(|k| self.text(k))
             .find(|m| !m.is_empty())
             .unwrap_or_else(|| self.kind.clone())
+    }
+}
+
+/// Failed requests and worker crashes of one kind, as the host groups them
+/// (`lookout_server::ErrorGroup`): a count, first and last seen, and the latest one whole.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ErrorGroup {
+    /// The host they came from; `None` for this host's own.
+    pub origin: Option<String>,
+    pub pool: String,
+    /// `None` for a worker crash.
+    pub command: Option<String>,
+    pub error_kind: String,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub latest: EventView,
+}
+
+impl ErrorGroup {
+    /// `demo`, or `demo @ web-2` for another host's pool.
+    pub fn pool_text(&self) -> String {
+        match &self.origin {
+            Some(origin) => format!("{} @ {origin}", self.pool),
+            None => self.pool.clone(),
+        }
+    }
+
+    /// `once`, or `12× since 12:30:01`.
+    pub fn seen_text(&self) -> String {
+        if self.count <= 1 {
+            "once".to_string()
+        } else {
+            format!("{}× since {}", self.count, format_time(self.first_seen_ns))
+        }
+    }
+
+    /// What identifies the row as it shows now — its latest event, by host and id — so a new
+    /// occurrence redraws it.
+    pub fn row_key(&self) -> (Option<String>, u64) {
+        (self.origin.clone(), self.latest.id)
     }
 }
 
@@ -679,6 +722,35 @@ mod tests {
             sparkline(&[1.0, 4.0, 2.0], 100.0, 20.0),
             "0.0,15.0 50.0,0.0 100.0,10.0"
         );
+    }
+
+    #[test]
+    fn error_groups_say_how_often_and_since_when() {
+        let json = r#"{"errors":[
+            {"origin":null,"pool":"demo","command":"fail","error_kind":"ValueError","count":50,
+             "first_seen_ns":1795845340787041645,"last_seen_ns":1795845400000000000,
+             "latest":{"id":91,"kind":"request.completed","correlation_id":"c-9",
+                       "fields":{"error_message":"bad invoice","traceback":"Traceback …"}}},
+            {"origin":"web-2","pool":"demo","command":null,"error_kind":"worker_crashed","count":1,
+             "first_seen_ns":5,"last_seen_ns":5,
+             "latest":{"id":7,"kind":"worker.crashed","fields":{"reason":"signal 9"}}}]}"#;
+        let o: Overview = serde_json::from_str(json).unwrap();
+        let [many, crash] = &o.errors[..] else {
+            panic!("{:?}", o.errors)
+        };
+        assert_eq!(many.seen_text(), "50× since 05:55:40");
+        assert_eq!(many.pool_text(), "demo");
+        assert_eq!(many.latest.error_message(), "bad invoice");
+        assert_eq!(many.latest.text("traceback"), "Traceback …");
+        assert_eq!(crash.seen_text(), "once");
+        assert_eq!(crash.pool_text(), "demo @ web-2");
+        assert_eq!(crash.command, None);
+        assert_eq!(crash.latest.error_message(), "signal 9");
+        // A new occurrence changes the row's key, so the row shows it.
+        let mut again = many.clone();
+        again.count += 1;
+        again.latest.id = 92;
+        assert_ne!(again.row_key(), many.row_key());
     }
 
     #[test]

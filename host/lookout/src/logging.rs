@@ -2,6 +2,7 @@
 //! line — `timestamp` (RFC 3339, UTC), `level`, `target`, `message`, `fields` (the line's
 //! context as a flat object) and `correlation_id` when the line belongs to a request — or a
 //! human-readable format for local use. The level filter can be changed while the host runs.
+//! The one line on stdout, where the host listens, has the same shape in the JSON format.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -89,6 +90,30 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<LogLevel> {
         handle,
         current: Arc::new(std::sync::Mutex::new(level)),
     })
+}
+
+/// The one line on stdout: where the host listens. A sentence for people in the pretty
+/// format; in the JSON format a record shaped like every log line (`message = "listening"`,
+/// `fields.url`, `fields.dashboard`), since container log pipelines read both streams.
+pub fn listening_line(format: LogFormat, addr: std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}");
+    match format {
+        LogFormat::Pretty => format!("lookout: listening on {url} (dashboard at {url}/)"),
+        LogFormat::Json => {
+            let mut fields = Map::new();
+            fields.insert("dashboard".into(), Value::String(format!("{url}/")));
+            fields.insert("url".into(), Value::String(url));
+            let line = Line {
+                timestamp: rfc3339_now(),
+                level: "INFO",
+                target: "lookout",
+                message: "listening".into(),
+                correlation_id: None,
+                fields,
+            };
+            serde_json::to_string(&line).unwrap_or_default()
+        }
+    }
 }
 
 /// The JSON line format.
@@ -228,7 +253,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{LogFormat, civil_from_days, listening_line};
+
+    /// Scripts find the address in either format; in JSON the line is a log record.
+    #[test]
+    fn the_listening_line_says_where_in_either_format() {
+        let addr = "127.0.0.1:8787".parse().unwrap();
+        assert_eq!(
+            listening_line(LogFormat::Pretty, addr),
+            "lookout: listening on http://127.0.0.1:8787 (dashboard at http://127.0.0.1:8787/)"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&listening_line(LogFormat::Json, addr)).unwrap();
+        assert_eq!(
+            (&json["level"], &json["target"], &json["message"]),
+            (&"INFO".into(), &"lookout".into(), &"listening".into())
+        );
+        assert_eq!(json["fields"]["url"], "http://127.0.0.1:8787");
+        assert_eq!(json["fields"]["dashboard"], "http://127.0.0.1:8787/");
+        assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
 
     #[test]
     fn dates_are_civil() {

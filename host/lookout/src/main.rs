@@ -383,8 +383,9 @@ async fn serve(
     // Signal handlers go in before we say we listen: a SIGTERM right after start is then a
     // clean stop, not the default kill.
     let stop = on_stop_signal()?;
-    // On stdout, for people and scripts: the one line that says where to look.
-    println!("lookout: listening on http://{bound} (dashboard at http://{bound}/)");
+    // On stdout, for people and scripts: the one line that says where to look (a JSON record
+    // in the JSON log format).
+    println!("{}", logging::listening_line(config.log.format, bound));
 
     // Connection info lets the admin guard tell loopback clients from others.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -395,17 +396,18 @@ async fn serve(
         }
     });
     // Live streams never end by themselves: requests in flight get up to 5 s (within the
-    // grace), then the connections are closed; the rest of the grace is the bus's.
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    // grace), then the connections are closed; the rest of the grace is the bus's. The grace
+    // is the running configuration's when the signal comes (changeable while running).
     let mut stopping = std::time::Instant::now();
     tokio::select! {
         result = server => result.context("http server")?,
         () = async {
             let _ = stop.clone().wait_for(|s| *s).await;
             stopping = std::time::Instant::now();
-            tokio::time::sleep(grace.min(Duration::from_secs(5))).await;
+            tokio::time::sleep(live.shutdown_grace().min(Duration::from_secs(5))).await;
         } => {}
     }
+    let grace = live.shutdown_grace();
     tracing::info!(target: "lookout", "shutting down: stopping the pools");
     pools.stop("shutdown").await;
     tracing::info!(target: "lookout", "shutting down: draining the event bus");

@@ -3,7 +3,9 @@
 //! `/livez`.
 //!
 //! Each check has a raw state (computed now) and an effective one, which follows the raw
-//! state only after it has held for `hold` — one slow request does not flip readiness. The
+//! state only after it has held for `hold` — one slow request does not flip readiness. A
+//! check that has never been ok is still coming up: its first ok counts at once, so a host
+//! is ready as soon as its workers are, not a `hold` later (hysteresis is for flapping). The
 //! host is ready when every check that affects readiness is effectively ok; a change of
 //! readiness publishes one `health.changed` event and logs one line.
 
@@ -72,11 +74,42 @@ struct Raw {
     detail: Option<String>,
 }
 
+/// One check's hysteresis: the effective state follows the raw one after `hold`, except for
+/// a check's first ok, which counts at once.
 struct Tracked {
     effective_ok: bool,
     effective_since: Instant,
     raw_ok: bool,
     raw_since: Instant,
+    /// Effectively ok at least once: until then the check is coming up, not flapping.
+    been_ok: bool,
+}
+
+impl Tracked {
+    /// A check seen for the first time starts where it is.
+    fn new(ok: bool, now: Instant) -> Tracked {
+        Tracked {
+            effective_ok: ok,
+            effective_since: now,
+            raw_ok: ok,
+            raw_since: now,
+            been_ok: ok,
+        }
+    }
+
+    /// Takes the raw state seen at `now`.
+    fn observe(&mut self, ok: bool, now: Instant, hold: Duration) {
+        if self.raw_ok != ok {
+            self.raw_ok = ok;
+            self.raw_since = now;
+        }
+        let coming_up = ok && !self.been_ok;
+        if self.effective_ok != ok && (coming_up || now.duration_since(self.raw_since) >= hold) {
+            self.effective_ok = ok;
+            self.effective_since = now;
+        }
+        self.been_ok |= self.effective_ok;
+    }
 }
 
 struct State {
@@ -140,21 +173,11 @@ impl Health {
             .retain(|name, _| raw.iter().any(|r| &r.name == name));
         let mut checks = Vec::with_capacity(raw.len());
         for r in raw {
-            let tracked = state.checks.entry(r.name.clone()).or_insert(Tracked {
-                // A check seen for the first time starts where it is.
-                effective_ok: r.ok,
-                effective_since: now,
-                raw_ok: r.ok,
-                raw_since: now,
-            });
-            if tracked.raw_ok != r.ok {
-                tracked.raw_ok = r.ok;
-                tracked.raw_since = now;
-            }
-            if tracked.effective_ok != r.ok && now.duration_since(tracked.raw_since) >= hold {
-                tracked.effective_ok = r.ok;
-                tracked.effective_since = now;
-            }
+            let tracked = state
+                .checks
+                .entry(r.name.clone())
+                .or_insert_with(|| Tracked::new(r.ok, now));
+            tracked.observe(r.ok, now, hold);
             let pending = (tracked.effective_ok != tracked.raw_ok).then_some(if tracked.raw_ok {
                 "ok"
             } else {
@@ -316,4 +339,44 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
         });
     }
     raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_secs(5);
+
+    /// Workers that come up make their check ok at once; a `hold` later would keep a host
+    /// that is ready out of its load balancer for nothing.
+    #[test]
+    fn a_check_coming_up_is_ok_at_once() {
+        let start = Instant::now();
+        let mut check = Tracked::new(false, start);
+        check.observe(false, start + Duration::from_millis(100), HOLD);
+        assert!(!check.effective_ok);
+        check.observe(true, start + Duration::from_millis(200), HOLD);
+        assert!(check.effective_ok, "the first ok counts without the hold");
+    }
+
+    /// Once a check has been ok, each flip waits the hold: a blip does not flip readiness.
+    #[test]
+    fn a_check_that_was_ok_flips_only_after_the_hold() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut check = Tracked::new(false, start);
+        check.observe(true, at(100), HOLD);
+        check.observe(false, at(200), HOLD);
+        assert!(check.effective_ok, "failing for 0 s of a 5 s hold");
+        check.observe(true, at(300), HOLD);
+        check.observe(false, at(400), HOLD);
+        check.observe(false, at(5_300), HOLD);
+        assert!(check.effective_ok, "failing for 4.9 s of a 5 s hold");
+        check.observe(false, at(5_400), HOLD);
+        assert!(!check.effective_ok, "failing for the whole hold");
+        check.observe(true, at(5_500), HOLD);
+        assert!(!check.effective_ok, "back to ok also waits the hold");
+        check.observe(true, at(10_500), HOLD);
+        assert!(check.effective_ok);
+    }
 }

@@ -25,7 +25,7 @@ mod ingest;
 mod overview;
 mod pools;
 
-pub use overview::RecentErrors;
+pub use overview::{ErrorGroup, RecentErrors};
 
 pub use config::{Applied, Change, ConfigControl, Invalid};
 pub use health::{Check, Health, HealthSettings, Report};

@@ -5,7 +5,8 @@ use lookout_testkit::Host;
 
 use crate::LOOKOUT;
 
-/// Pool cards follow the workers (and a killed one), errors show their traceback, saturation
+/// Pool cards follow the workers (and a killed one), repeated errors show as one row with
+/// their count and the latest traceback, saturation
 /// turns the health indicator and back, a swap shows the new plugin version, the tap shows a
 /// new event sanitized and filters it, phone width and both colour schemes render — with no
 /// page or console errors and no secret on the page.

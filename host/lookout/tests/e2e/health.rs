@@ -1,14 +1,15 @@
 //! Health that tells the truth, driven across each threshold with real workers: a failing
 //! command (error rate), a slow one (p95 latency), a saturating load (queue length) and a
 //! killed worker (available workers). Each flips readiness once and back once, with
-//! `health.changed` logged once per transition.
+//! `health.changed` logged once per transition. At start, readiness follows the workers
+//! without the hysteresis hold.
 
 use std::time::Duration;
 
 use lookout_testkit::{Host, eventually, repo_root};
 use serde_json::{Value, json};
 
-use crate::LOOKOUT;
+use crate::{LOOKOUT, host_with_config};
 
 fn host() -> Host {
     let app = repo_root().join("examples/workers/app.py");
@@ -212,4 +213,43 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
         &[("kind", "health.changed")],
     );
     assert_eq!(events, 10.0, "one health.changed event per transition");
+}
+
+/// A host is ready as soon as its workers are up, not a hysteresis hold later: the hold is for
+/// flapping, and a load balancer should not wait 30 s for a host that can serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_as_soon_as_the_workers_are_up_not_a_hold_later() {
+    let app = repo_root().join("examples/workers/app.py");
+    let host = host_with_config(
+        "health-start.toml",
+        &format!(
+            r#"
+[health]
+hold_ms = 30000
+interval_ms = 100
+
+[[pools]]
+name = "h"
+command = ["python3", {app:?}]
+size = 2
+[pools.env]
+DEMO_STARTUP_DELAY_S = "1.5"
+"#
+        ),
+    );
+    let (code, body) = ready(&host).await;
+    assert_eq!(code, 503, "not ready while the workers start: {body}");
+    eventually("both workers up", Duration::from_secs(20), || async {
+        let pool = host.get_json("/api/v1/pools/h").await?;
+        let workers = pool["workers"].as_array()?;
+        (workers.len() == 2 && workers.iter().all(|w| w["state"] == "available")).then_some(())
+    })
+    .await;
+    // Well inside the 30 s hold.
+    eventually(
+        "ready within 5 s of the workers being up",
+        Duration::from_secs(5),
+        || async { (ready(&host).await.0 == 200).then_some(()) },
+    )
+    .await;
 }

@@ -1,7 +1,7 @@
 //! The log as operators read it: after a mixed workload — ingest, requests that succeed, fail,
 //! crash, time out and print to stderr, sessions, a runtime level change, a shutdown — every
-//! line parses and matches `tests/log-schema.json`, a request's lines carry its correlation
-//! id, and no secret of any kind the `redact` plugin knows reached it.
+//! line parses and matches `tests/log-schema.json` (stdout's too), a request's lines carry its
+//! correlation id, and no secret of any kind the `redact` plugin knows reached it.
 
 use std::time::Duration;
 
@@ -183,6 +183,18 @@ async fn every_line_has_one_shape_and_no_secret() {
             by_request.entry(cid.to_string()).or_default().push(value);
         }
     }
+    // Container log pipelines read stdout too: its one line is a record of the same shape.
+    let stdout = host.stdout();
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    let listening: Value = serde_json::from_str(&stdout[0])
+        .unwrap_or_else(|e| panic!("a stdout line that is not JSON ({e}): {}", stdout[0]));
+    let errors: Vec<String> = validator
+        .iter_errors(&listening)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{}: {errors:?}", stdout[0]);
+    assert_eq!(listening["message"], "listening");
+    assert_eq!(listening["fields"]["url"], host.base.as_str());
     let messages = |cid: &str| -> Vec<String> {
         by_request
             .get(cid)
@@ -223,4 +235,26 @@ async fn every_line_has_one_shape_and_no_secret() {
     for secret in SECRETS {
         assert!(!all.contains(secret), "`{secret}` reached the log");
     }
+}
+
+/// For people at a terminal, the pretty format keeps the plain sentence on stdout (and the
+/// harness still finds the address in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pretty_format_says_where_it_listens_in_words() {
+    let path = lookout_testkit::artifacts_dir().join("pretty.toml");
+    std::fs::write(&path, "").unwrap();
+    let host = lookout_testkit::Host::start(
+        crate::LOOKOUT,
+        &["--config", path.to_str().unwrap(), "--log-format", "pretty"],
+    )
+    .unwrap();
+    let base = &host.base;
+    assert_eq!(
+        host.stdout(),
+        [format!(
+            "lookout: listening on {base} (dashboard at {base}/)"
+        )]
+    );
+    let health = host.get_json("/health").await;
+    assert!(health.is_some(), "the host answers at {base}");
 }
