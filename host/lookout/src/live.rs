@@ -236,7 +236,7 @@ impl LiveConfig {
             self.health.set_settings(new.health.settings());
         }
         if sections.metrics {
-            *self.metric_groups.write() = new.metrics.clone();
+            *self.metric_groups.write() = new.metrics;
         }
         // `server.shutdown_grace_ms` is read from the stored configuration when the host
         // stops (`shutdown_grace`).

@@ -147,7 +147,7 @@ impl Runner {
             };
             runner.metrics = Some(set);
         }
-        let live = runner.instantiate(manifest.limits.deadline())?;
+        let live = runner.instantiate(None)?;
         *runner.live.lock() = Some(live);
         Ok(runner)
     }
@@ -205,11 +205,13 @@ impl Runner {
             .collect())
     }
 
-    /// A fresh instance with `init` run, both by `deadline`.
-    fn instantiate(&self, deadline: Instant) -> Result<Live> {
+    /// A fresh instance with `init` run. Made for a call, both share that call's deadline
+    /// (`call_deadline`); at load each has its own `call_timeout_ms`.
+    fn instantiate(&self, call_deadline: Option<Instant>) -> Result<Live> {
+        let deadline = || call_deadline.unwrap_or_else(|| self.limits.deadline());
         let mut store =
             self.runtime
-                .new_store(&self.name, &self.limits, self.metrics.clone(), deadline);
+                .new_store(&self.name, &self.limits, self.metrics.clone(), deadline());
         let init = |store: &mut Store<PluginState>, bindings: &Bindings| match bindings {
             Bindings::Consumer(b) => b.call_init(store, &self.config),
             Bindings::Metrics(b) => b.call_init(store, &self.config),
@@ -219,7 +221,7 @@ impl Runner {
             Pre::Metrics(pre) => pre.instantiate(&mut store).map(Bindings::Metrics),
         }
         .map_err(|e| self.trap(&store, "instantiate", &e))?;
-        arm(&mut store, deadline);
+        arm(&mut store, deadline());
         match init(&mut store, &bindings) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
@@ -257,7 +259,10 @@ impl Runner {
         let started = Instant::now();
         let deadline = started + self.limits.timeout();
         if guard.is_none() {
-            *guard = Some(self.instantiate(deadline).map_err(|e| e.to_string())?);
+            *guard = Some(
+                self.instantiate(Some(deadline))
+                    .map_err(|e| e.to_string())?,
+            );
             if Instant::now() >= deadline {
                 // Nothing left for the call: the fresh instance stays warm for the next batch.
                 metrics.record(&self.name, function, started, "timeout");

@@ -102,7 +102,7 @@ impl WasmSanitizer {
             live: Mutex::new(None),
             scratch: Mutex::default(),
         };
-        let live = sanitizer.instantiate(limits.deadline())?;
+        let live = sanitizer.instantiate(None)?;
         *sanitizer.live.lock() = Some(live);
         Ok(sanitizer)
     }
@@ -187,11 +187,13 @@ impl WasmSanitizer {
         Ok(())
     }
 
-    /// A fresh instance with `init` run on the plugin's config, both by `deadline`.
-    fn instantiate(&self, deadline: Instant) -> Result<Live> {
+    /// A fresh instance with `init` run on the plugin's config. Made for a call, both share
+    /// that call's deadline (`call_deadline`); at load each has its own `call_timeout_ms`.
+    fn instantiate(&self, call_deadline: Option<Instant>) -> Result<Live> {
+        let deadline = || call_deadline.unwrap_or_else(|| self.limits.deadline());
         let mut store = self
             .runtime
-            .new_store(&self.name, &self.limits, None, deadline);
+            .new_store(&self.name, &self.limits, None, deadline());
         let trap = |store: &Store<PluginState>, function: &str, e: wasmtime::Error| Error::Trap {
             plugin: self.name.to_string(),
             reason: describe_trap(store, &self.limits, function, &e).1,
@@ -200,7 +202,7 @@ impl WasmSanitizer {
             Ok(b) => b,
             Err(e) => return Err(trap(&store, "instantiate", e)),
         };
-        arm(&mut store, deadline);
+        arm(&mut store, deadline());
         match bindings.call_init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(reason)) => Err(Error::Init {
@@ -254,7 +256,10 @@ impl WasmSanitizer {
         let started = Instant::now();
         let deadline = started + self.limits.timeout();
         if guard.is_none() {
-            *guard = Some(self.instantiate(deadline).map_err(|e| e.to_string())?);
+            *guard = Some(
+                self.instantiate(Some(deadline))
+                    .map_err(|e| e.to_string())?,
+            );
             if Instant::now() >= deadline {
                 // Nothing left for `sanitize`: the fresh instance stays warm for the next call.
                 metrics.record(&self.name, "sanitize", started, "timeout");
