@@ -79,7 +79,7 @@ def traffic(base, stop, counts):
             continue
         try:
             status = execute(base, body)
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             status = "unreachable"
             time.sleep(1)
         counts[status] = counts.get(status, 0) + 1
@@ -116,7 +116,7 @@ def main():
             try:
                 post(base, events)
                 sent += len(events)
-            except (urllib.error.URLError, ConnectionError) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 print(f"demo publisher: {base} unreachable ({e}); retrying", file=sys.stderr)
             if time.monotonic() - last_report > 10:
                 print(f"demo publisher: {sent} events sent; pool requests by status {counts}", file=sys.stderr)
