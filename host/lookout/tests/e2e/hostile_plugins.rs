@@ -114,6 +114,8 @@ async fn what_plugins_say_reaches_logs_and_the_api_cut_and_scrubbed() {
                 .iter()
                 .find(|p| p["name"] == "chatty-consumer")?
                 .clone();
+            // The failure's count and its reason are written one after the other.
+            consumer["status"]["last_error"].as_str()?;
             (consumer["counters"]["failures"].as_u64()? >= 1).then_some((text, consumer))
         },
     )
