@@ -26,13 +26,14 @@ impl std::fmt::Debug for PoolMetrics {
 /// Why a request is refused before any worker (`lookout_requests_rejected_total{reason}`).
 const REJECT_REASONS: [&str; 3] = ["queue_full", "unavailable", "queue_timeout"];
 /// Why a worker process ends (`lookout_worker_exits_total{reason}`).
-const EXIT_REASONS: [&str; 7] = [
+const EXIT_REASONS: [&str; 8] = [
     "crashed",
     "failed_to_start",
     "recycled_max_requests",
     "recycled_max_age",
     "recycled_memory",
     "recycled_manual",
+    "recycled_config_changed",
     "stopped",
 ];
 
@@ -106,7 +107,7 @@ impl PoolMetrics {
             worker_exits: IntCounterVec::new(
                 Opts::new(
                     "lookout_worker_exits_total",
-                    "Worker processes that ended, by pool and reason (crashed, failed_to_start, recycled_max_requests, recycled_max_age, recycled_memory, recycled_manual, stopped).",
+                    "Worker processes that ended, by pool and reason (crashed, failed_to_start, recycled_max_requests, recycled_max_age, recycled_memory, recycled_manual, recycled_config_changed, stopped).",
                 ),
                 &["pool", "reason"],
             )?,
