@@ -16,7 +16,7 @@ use lookout_wasm::{PluginRegistry, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
 use lookout::config::Config;
-use lookout::{live, logging, plugin_cli, policy_test, watch};
+use lookout::{config_file, live, logging, plugin_cli, policy_test, watch};
 
 #[derive(Parser)]
 #[command(
@@ -300,8 +300,12 @@ async fn serve(
     let health = lookout_server::Health::new(config.health.settings());
     health.spawn(pools.clone(), plugins.clone(), bus.clone());
     let metric_groups = Arc::new(parking_lot::RwLock::new(config.metrics));
+    // The configured sanitizer first: no plugin of the folder can take its name or the part
+    // of the budget it needs.
+    let (manifest, wasm) = config.sanitizer()?;
+    plugins.install(manifest, &wasm, "startup")?;
     // Kept alive for the host's life (here and in the live config): dropping it stops the
-    // watch. Consumers loaded before the sanitizer below see only redacted events until then.
+    // watch.
     let plugin_dir = plugin_dir
         .or_else(|| config.plugins.dir.clone())
         .map(|dir| watch::PluginDir::start(plugins.clone(), &dir).map(Arc::new))
@@ -324,10 +328,8 @@ async fn serve(
     // Kept alive for the host's life: dropping it stops the watch.
     let _config_file = config_file
         .as_deref()
-        .map(|file| watch::ConfigFile::start(live.clone(), file))
+        .map(|file| config_file::ConfigFile::start(live.clone(), file))
         .transpose()?;
-    let (manifest, wasm) = config.sanitizer()?;
-    plugins.install(manifest, &wasm, "startup")?;
     // What the API installed before the restart, from now on kept for the next one.
     if let Some(dir) = &config.plugins.state_dir {
         let store = lookout_wasm::PluginStore::open(dir)

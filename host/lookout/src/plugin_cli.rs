@@ -18,11 +18,14 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
 }
 
 /// Loads a plugin exactly as a swap would, without a host, and prints what it found. Without
-/// a manifest, finds the world the component implements.
+/// a manifest, finds the world the component implements. Its names are checked as a host
+/// with the default configuration would check them (lookout's own names, the default
+/// sanitizer's); what other plugins a host runs is for the push to find.
 pub fn check(wasm_path: &Path, manifest: Option<&PathBuf>) -> anyhow::Result<()> {
     let wasm =
         std::fs::read(wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
     let runtime = Runtime::new(&Registry::new())?;
+    let sanitizer = crate::config::Config::default().sanitizer_name();
     let manifest = match manifest {
         Some(path) => read_manifest(path)?,
         None => {
@@ -34,7 +37,7 @@ pub fn check(wasm_path: &Path, manifest: Option<&PathBuf>) -> anyhow::Result<()>
             let mut found = None;
             for world in [World::Sanitizer, World::Consumer, World::Metrics] {
                 let manifest = Manifest::new(&stem, world);
-                match lookout_wasm::check(&runtime, &manifest, &wasm) {
+                match lookout_wasm::check(&runtime, &manifest, &wasm, &sanitizer) {
                     Ok(_) => {
                         found = Some(manifest);
                         break;
@@ -52,7 +55,7 @@ pub fn check(wasm_path: &Path, manifest: Option<&PathBuf>) -> anyhow::Result<()>
             }
         }
     };
-    let report = lookout_wasm::check(&runtime, &manifest, &wasm)?;
+    let report = lookout_wasm::check(&runtime, &manifest, &wasm, &sanitizer)?;
     println!("{}: ok", wasm_path.display());
     println!(
         "  plugin   {} ({} world)",

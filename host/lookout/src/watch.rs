@@ -11,12 +11,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lookout_wasm::{Manifest, PluginRegistry};
+use lookout_wasm::{Manifest, Origin, PluginRegistry};
 use notify::{RecursiveMode, Watcher};
 use parking_lot::Mutex;
 
 /// Quiet time after the last change before a folder change is acted on.
-const DEBOUNCE: Duration = Duration::from_millis(300);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// The watched plugin folder; dropping it stops watching.
 pub struct PluginDir {
@@ -58,8 +58,10 @@ fn install(
     }
     let wasm = std::fs::read(&wasm_path)
         .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    // From the folder: once the registry keeps a store (after start-up's restore), a version
+    // the API pushed for the slot is superseded and forgotten.
     plugins
-        .install(manifest, &wasm, source)
+        .install_from(manifest, &wasm, Origin::Folder, source)
         .with_context(|| format!("plugin {}", wasm_path.display()))?;
     Ok(Some(name))
 }
@@ -134,7 +136,6 @@ impl PluginDir {
                     if wasm.exists() && manifest.exists() {
                         match install(&plugins, &dir, &stem, "watch") {
                             Ok(Some(name)) => {
-                                forget_kept(&plugins, &name);
                                 loaded.lock().insert(stem, name);
                             }
                             Ok(None) => {}
@@ -200,67 +201,5 @@ impl PluginDir {
                 Err(e)
             }
         }
-    }
-}
-
-/// The folder installed `name` while running: a version the API pushed before is
-/// superseded, and not restored at the next start.
-fn forget_kept(plugins: &PluginRegistry, name: &str) {
-    let (Some(store), Some(world)) = (plugins.store(), plugins.world_of(name)) else {
-        return;
-    };
-    if let Err(e) = store.forget(world, name) {
-        tracing::warn!(target: "lookout::plugin", plugin = %name, error = %e, "cannot drop the API-pushed version kept for this plugin; it may come back at the next start");
-    }
-}
-
-/// Watches the config file the host was started with: each change is applied through the
-/// same path as the API (checked whole; refused changes leave the running config and are
-/// logged with every invalid field).
-pub struct ConfigFile {
-    _watcher: notify::RecommendedWatcher,
-}
-
-impl ConfigFile {
-    pub fn start(live: Arc<crate::live::LiveConfig>, file: &Path) -> anyhow::Result<ConfigFile> {
-        // Not canonicalized: the path may be a symlink that is repointed — Kubernetes mounts a
-        // ConfigMap's file as `lookout.toml -> ..data/lookout.toml` and updates it by swapping
-        // `..data`. Editors replace files (write a copy, rename it over). Either way something
-        // changes in the folder: watch it, and on any change read the file and apply it if its
-        // text is not what was last seen.
-        let file =
-            std::path::absolute(file).with_context(|| format!("config file {}", file.display()))?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut seen = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read config file {}", file.display()))?;
-        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-        let mut watcher =
-            notify::recommended_watcher(tx).context("cannot watch the config file")?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("cannot watch {}", dir.display()))?;
-        std::thread::Builder::new()
-            .name("lookout-config-file".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    while rx.recv_timeout(DEBOUNCE).is_ok() {}
-                    let Ok(text) = std::fs::read_to_string(&file) else {
-                        tracing::error!(target: "lookout::config", file = %file.display(), "the config file cannot be read; the running config stays");
-                        continue;
-                    };
-                    if text == seen {
-                        continue;
-                    }
-                    seen = text;
-                    match live.apply_toml(&seen, "file") {
-                        Ok(applied) => tracing::info!(target: "lookout::config", file = %file.display(), version = applied.version, changes = applied.changed.len(), "config file applied"),
-                        Err(invalid) => {
-                            let invalid: Vec<String> = invalid.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect();
-                            tracing::error!(target: "lookout::config", file = %file.display(), invalid = %invalid.join("; "), "config file change refused; the running config stays")
-                        }
-                    }
-                }
-            })?;
-        Ok(ConfigFile { _watcher: watcher })
     }
 }

@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use lookout_wasm::{Error as PluginError, Manifest};
+use lookout_wasm::{Error as PluginError, Manifest, Origin};
 use serde_json::json;
 
 use crate::{ApiError, AppState};
@@ -159,28 +159,22 @@ pub(crate) async fn put_plugin(
             ),
         ));
     }
-    // Compiling and running fixtures takes tens of milliseconds: off the async workers.
+    // Compiling and running fixtures takes tens of milliseconds: off the async workers. The
+    // registry keeps what the API installs (`plugins.state_dir`).
     let plugins = state.plugins.clone();
     let info = tokio::task::spawn_blocking(move || {
-        let info = plugins.install(manifest, &wasm, "api")?;
-        if let Some(store) = plugins.store() {
-            let kept = Manifest::parse(&manifest_text)
-                .map_err(std::io::Error::other)
-                .and_then(|manifest| store.keep(&manifest, &manifest_text, &wasm));
-            if let Err(e) = kept {
-                // Running, but not kept: say so loudly (it will not survive a restart).
-                tracing::error!(target: "lookout::plugin", plugin = %info.name, dir = %store.dir().display(), error = %e, "plugin installed but not kept on disk; it will not come back after a restart");
-            }
-        }
-        Ok::<_, lookout_wasm::Error>(info)
+        let origin = Origin::Api {
+            manifest_text: &manifest_text,
+        };
+        plugins.install_from(manifest, &wasm, origin, "api")
     })
     .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("swap task failed: {e}"),
-            )
-        })??;
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("swap task failed: {e}"),
+        )
+    })??;
     Ok(Json(info))
 }
 
@@ -188,26 +182,14 @@ pub(crate) async fn rollback_plugin(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let info = state.plugins.rollback(&name, "api")?;
-    if let Some(store) = state.plugins.store()
-        && let Err(e) = store.rolled_back(info.world, &name)
-    {
-        tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "rolled back, but the versions kept on disk were not swapped; the next start restores the other one");
-    }
-    Ok(Json(info))
+    Ok(Json(state.plugins.rollback(&name, "api")?))
 }
 
 pub(crate) async fn delete_plugin(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let world = state.plugins.world_of(&name);
-    state.plugins.remove(&name, "api")?;
-    if let (Some(store), Some(world)) = (state.plugins.store(), world)
-        && let Err(e) = store.forget(world, &name)
-    {
-        tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "removed, but its kept versions could not be deleted; it may come back at the next start");
-    }
+    state.plugins.delete(&name, "api")?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,61 +8,34 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::runtime::PluginMetrics;
+use crate::limits::QuarantinePolicy;
+use crate::plugin_metrics::PluginMetrics;
 
-/// When a plugin is quarantined, and for how long.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuarantinePolicy {
-    /// Failures (traps, timeouts, out of memory, error results) that quarantine the plugin…
-    pub after_failures: u32,
-    /// …when they happen within this window.
-    pub window_ms: u64,
-    /// First quarantine; doubled after each failed retry.
-    pub backoff_ms: u64,
-    pub max_backoff_ms: u64,
+/// Whether a plugin is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Running,
+    /// Not called until its retry: a sanitizer's batches fail closed, a consumer's fail.
+    Quarantined,
 }
 
-impl Default for QuarantinePolicy {
-    fn default() -> Self {
-        QuarantinePolicy {
-            after_failures: 5,
-            window_ms: 60_000,
-            backoff_ms: 1_000,
-            max_backoff_ms: 300_000,
+impl BreakerState {
+    /// As in the JSON: `running` or `quarantined`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Running => "running",
+            BreakerState::Quarantined => "quarantined",
         }
-    }
-}
-
-impl QuarantinePolicy {
-    pub(crate) fn validate(&self, plugin: &str) -> Result<()> {
-        let bad = |reason: &str| {
-            Err(Error::Manifest {
-                plugin: plugin.into(),
-                reason: reason.into(),
-            })
-        };
-        if self.after_failures == 0 {
-            return bad("quarantine.after_failures must be at least 1");
-        }
-        if self.window_ms == 0 || self.backoff_ms == 0 {
-            return bad("quarantine.window_ms and quarantine.backoff_ms must be at least 1");
-        }
-        if self.max_backoff_ms < self.backoff_ms {
-            return bad("quarantine.max_backoff_ms must be at least quarantine.backoff_ms");
-        }
-        Ok(())
     }
 }
 
 /// What the breaker says about a plugin right now.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BreakerStatus {
-    /// `running` or `quarantined`.
-    pub state: &'static str,
+    pub state: BreakerState,
     /// Milliseconds until the next retry while quarantined.
     pub retry_in_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -164,9 +137,9 @@ impl Breaker {
             .map(|u| u.saturating_duration_since(now).as_millis() as u64);
         BreakerStatus {
             state: if state.quarantined_until.is_some() {
-                "quarantined"
+                BreakerState::Quarantined
             } else {
-                "running"
+                BreakerState::Running
             },
             retry_in_ms: retry_in,
             last_error: state.last_error.clone(),
@@ -194,7 +167,7 @@ impl Breaker {
         }
         match call() {
             Ok(v) => {
-                if self.status().state == "quarantined" {
+                if self.status().state == BreakerState::Quarantined {
                     tracing::info!(target: "lookout::plugin", plugin, "plugin recovered; quarantine lifted");
                     metrics.quarantined.with_label_values(&[plugin]).set(0);
                 }
@@ -234,7 +207,7 @@ mod tests {
             Tripped::For(Duration::from_millis(20))
         );
         assert!(!b.allow_at(at(20)));
-        assert_eq!(b.status().state, "quarantined");
+        assert_eq!(b.status().state, BreakerState::Quarantined);
         assert!(b.allow_at(at(21)), "one retry after the backoff");
         assert_eq!(
             b.record_failure_at("trap again", at(21)),
@@ -247,7 +220,7 @@ mod tests {
             "capped"
         );
         b.record_success();
-        assert_eq!(b.status().state, "running");
+        assert_eq!(b.status().state, BreakerState::Running);
         assert_eq!(b.status().last_error.as_deref(), Some("and again"));
         assert_eq!(
             b.record_failure("x"),

@@ -8,12 +8,13 @@
 //!
 //! This module only holds the numbers and the checks; it never runs a plugin.
 
+use lookout_core::Invalid;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::QuarantinePolicy;
+use crate::custom_metrics::LabelCaps;
 use crate::error::{Error, Result};
+use crate::limits::{Limits, QuarantinePolicy};
 use crate::manifest::{Manifest, World};
-use crate::runtime::Limits;
 
 /// What all plugins of one host may take together, and the most one manifest may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,18 +106,19 @@ impl Budget {
         ]
     }
 
-    /// Every key out of its range, as `(key, reason)` (the key without its section).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems: Vec<(String, String)> = RANGES
+    /// Every key out of its range, each named without its section (the caller knows where
+    /// the budget sits: [`Invalid::under`]).
+    pub fn problems(&self) -> Vec<Invalid> {
+        let mut problems: Vec<Invalid> = RANGES
             .iter()
             .zip(self.values())
             .filter(|((_, lo, hi), v)| v < lo || v > hi)
-            .map(|((key, lo, hi), _)| (key.to_string(), format!("must be between {lo} and {hi}")))
+            .map(|((key, lo, hi), _)| Invalid::new(*key, format!("must be between {lo} and {hi}")))
             .collect();
         // Under it, no series with one label of the longest value allowed could ever exist.
         if self.max_label_bytes_per_plugin < self.max_label_value_bytes {
-            problems.push((
-                "max_label_bytes_per_plugin".into(),
+            problems.push(Invalid::new(
+                "max_label_bytes_per_plugin",
                 format!(
                     "must be at least max_label_value_bytes ({})",
                     self.max_label_value_bytes
@@ -124,6 +126,14 @@ impl Budget {
             ));
         }
         problems
+    }
+
+    /// What it allows a plugin's label values (taken when a plugin's metric set is made).
+    pub(crate) fn label_caps(&self) -> LabelCaps {
+        LabelCaps {
+            value_bytes: self.max_label_value_bytes as usize,
+            bytes_per_plugin: self.max_label_bytes_per_plugin as usize,
+        }
     }
 
     /// The largest component, in bytes.
@@ -236,7 +246,7 @@ mod tests {
             compile_timeout_ms: 10,
             ..Budget::default()
         };
-        let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = bad.problems().into_iter().map(|i| i.field).collect();
         assert_eq!(keys, ["total_memory_mib", "compile_timeout_ms"]);
     }
 
@@ -260,7 +270,7 @@ mod tests {
             max_label_bytes_per_plugin: u32::MAX,
             ..Budget::default()
         };
-        let keys: Vec<String> = bad.problems().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = bad.problems().into_iter().map(|i| i.field).collect();
         assert_eq!(
             keys,
             ["max_label_value_bytes", "max_label_bytes_per_plugin"]
@@ -272,8 +282,8 @@ mod tests {
         };
         let problems = inverted.problems();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].0, "max_label_bytes_per_plugin");
-        assert!(problems[0].1.contains("max_label_value_bytes (4096)"));
+        assert_eq!(problems[0].field, "max_label_bytes_per_plugin");
+        assert!(problems[0].reason.contains("max_label_value_bytes (4096)"));
     }
 
     #[test]

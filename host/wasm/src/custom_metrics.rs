@@ -14,6 +14,7 @@
 //! own metrics and other plugins' by the registry before a plugin goes live.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
@@ -24,7 +25,6 @@ use prometheus::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::budget::Budget;
 use crate::error::{Error, Result};
 
 /// Most metrics one plugin may declare.
@@ -34,8 +34,8 @@ pub const MAX_LABELS: usize = 8;
 /// Longest metric or label name, in bytes.
 const MAX_NAME_LEN: usize = 64;
 
-/// What the host's budget allows a plugin's label values, as it was when its metric set was
-/// made (a budget change reaches a plugin at its next push).
+/// What the host's budget allows a plugin's label values (`Budget::label_caps`), as it was
+/// when its metric set was made (a budget change reaches a plugin at its next push).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LabelCaps {
     /// Longest label value, in bytes (`plugins.budget.max_label_value_bytes`).
@@ -44,15 +44,6 @@ pub(crate) struct LabelCaps {
     /// versions (`plugins.budget.max_label_bytes_per_plugin`): with the series cap, what
     /// bounds the size of its part of `/metrics`.
     pub bytes_per_plugin: usize,
-}
-
-impl From<&Budget> for LabelCaps {
-    fn from(budget: &Budget) -> Self {
-        LabelCaps {
-            value_bytes: budget.max_label_value_bytes as usize,
-            bytes_per_plugin: budget.max_label_bytes_per_plugin as usize,
-        }
-    }
 }
 
 /// Counter, gauge or histogram.
@@ -90,7 +81,8 @@ struct Declared {
     full: String,
     kind: MetricKind,
     labels: usize,
-    handle: Handle,
+    /// Where its values go; none in a staging copy, which only checks updates.
+    handle: Option<Handle>,
     series: Mutex<HashSet<Vec<String>>>,
 }
 
@@ -114,6 +106,16 @@ impl RejectionCounters {
             .register(Box::new(rejected.clone()))
             .map_err(|e| Error::Runtime(e.to_string()))?;
         Ok(RejectionCounters { rejected })
+    }
+
+    /// The `lookout_plugin_metric_rejections_total` family.
+    pub(crate) fn family(&self) -> &IntCounterVec {
+        &self.rejected
+    }
+
+    /// Counters nobody reads, for updates that may never count (a push not yet installed).
+    pub(crate) fn unread() -> Result<Self> {
+        Self::new(&Registry::new())
     }
 }
 
@@ -247,7 +249,7 @@ impl PluginMetricSet {
                     full,
                     kind: decl.kind,
                     labels: labels.len(),
-                    handle,
+                    handle: Some(handle),
                     series: Mutex::new(HashSet::new()),
                 },
             );
@@ -280,33 +282,49 @@ impl PluginMetricSet {
         names
     }
 
-    /// The first of lookout's own metrics in `host` that one of this set's names would
-    /// collide with, if any. Asked of the registry itself (a probe registered under each name
-    /// and removed again), so a family with no series yet — absent from `gather()` — counts
-    /// too; a name ending in `_bucket`, `_sum` or `_count` also probes its stem (the host's
-    /// histogram of that name exposes it).
-    pub(crate) fn collision_with(&self, host: &Registry) -> Option<String> {
-        let mut probes = BTreeSet::new();
+    /// The first name in `taken` — the names lookout's own metrics put on `/metrics` — that
+    /// one of this set's names would collide with, if any. A name ending in `_bucket`, `_sum`
+    /// or `_count` also checks its stem (a histogram of that name exposes it). Reads names
+    /// only: nothing is registered anywhere, so a scrape meanwhile sees nothing of it.
+    pub(crate) fn collision_with(&self, taken: &BTreeSet<String>) -> Option<String> {
+        let mut names = BTreeSet::new();
         for name in self.exposed_names() {
             for suffix in ["_bucket", "_sum", "_count"] {
                 if let Some(stem) = name.strip_suffix(suffix) {
-                    probes.insert(stem.to_string());
+                    names.insert(stem.to_string());
                 }
             }
-            probes.insert(name);
+            names.insert(name);
         }
-        probes.into_iter().find(|name| {
-            // Always the same shape, so a probe never disagrees with an earlier probe's.
-            let Ok(probe) = prometheus::IntGauge::new(name.as_str(), "lookout name probe") else {
-                return false;
-            };
-            match host.register(Box::new(probe.clone())) {
-                Ok(()) => {
-                    let _ = host.unregister(Box::new(probe));
-                    false
-                }
-                Err(_) => true,
-            }
+        names.into_iter().find(|name| taken.contains(name))
+    }
+
+    /// A copy that checks updates as this set would now — the same declarations, caps,
+    /// series and label bytes — and keeps no values, counting refusals where nobody reads.
+    fn checking_copy(&self) -> Result<PluginMetricSet> {
+        let metrics = self
+            .metrics
+            .iter()
+            .map(|(name, metric)| {
+                let copy = Declared {
+                    full: metric.full.clone(),
+                    kind: metric.kind,
+                    labels: metric.labels,
+                    handle: None,
+                    series: Mutex::new(metric.series.lock().clone()),
+                };
+                (name.clone(), copy)
+            })
+            .collect();
+        Ok(PluginMetricSet {
+            plugin: self.plugin.clone(),
+            decls: self.decls.clone(),
+            metrics,
+            registry: Registry::new(),
+            max_series: self.max_series,
+            caps: self.caps,
+            label_bytes: AtomicUsize::new(self.label_bytes.load(Ordering::Acquire)),
+            rejections: RejectionCounters::unread()?,
         })
     }
 
@@ -321,20 +339,36 @@ impl PluginMetricSet {
         self.decls == decls && self.caps == caps
     }
 
-    /// Applies one update from the plugin, or says why not.
+    /// Applies one update from the plugin, or says why not (and counts the refusal).
     pub(crate) fn update(
         &self,
         name: &str,
         label_values: &[String],
         value: f64,
     ) -> std::result::Result<(), String> {
-        let reject = |reason: &str, message: String| {
-            self.rejections
-                .rejected
-                .with_label_values(&[&self.plugin, reason])
-                .inc();
-            Err(message)
-        };
+        self.apply(name, label_values, value)
+            .map_err(|(reason, message)| {
+                self.count_rejection(reason);
+                message
+            })
+    }
+
+    /// Counts one refused update under this plugin, by reason.
+    fn count_rejection(&self, reason: &str) {
+        self.rejections
+            .rejected
+            .with_label_values(&[&self.plugin, reason])
+            .inc();
+    }
+
+    /// Applies one update, or says why not: the reason label and the message for the plugin.
+    fn apply(
+        &self,
+        name: &str,
+        label_values: &[String],
+        value: f64,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let reject = |reason: &'static str, message: String| Err((reason, message));
         let Some(metric) = self.metrics.get(name) else {
             return reject(
                 "undeclared",
@@ -357,7 +391,7 @@ impl PluginMetricSet {
                 format!("metric `{name}`: {value} is not a finite number"),
             );
         }
-        if matches!(metric.handle, Handle::Counter(_)) && value < 0.0 {
+        if metric.kind == MetricKind::Counter && value < 0.0 {
             return reject(
                 "value",
                 format!("counter `{name}` cannot go down (add {value})"),
@@ -413,9 +447,10 @@ impl PluginMetricSet {
         }
         let labels: Vec<&str> = label_values.iter().map(String::as_str).collect();
         match &metric.handle {
-            Handle::Counter(c) => c.with_label_values(&labels).inc_by(value),
-            Handle::Gauge(g) => g.with_label_values(&labels).set(value),
-            Handle::Histogram(h) => h.with_label_values(&labels).observe(value),
+            Some(Handle::Counter(c)) => c.with_label_values(&labels).inc_by(value),
+            Some(Handle::Gauge(g)) => g.with_label_values(&labels).set(value),
+            Some(Handle::Histogram(h)) => h.with_label_values(&labels).observe(value),
+            None => {}
         }
         Ok(())
     }
@@ -423,5 +458,104 @@ impl PluginMetricSet {
     /// The current values, for `/metrics`.
     pub fn gather(&self) -> Vec<MetricFamily> {
         self.registry.gather()
+    }
+}
+
+/// The names `collectors` put on `/metrics` (a histogram's stem; its series' suffixes are
+/// derived from it where names are compared).
+pub(crate) fn family_names(collectors: &[&dyn Collector]) -> BTreeSet<String> {
+    collectors
+        .iter()
+        .flat_map(|c| c.desc())
+        .map(|d| d.fq_name.clone())
+        .collect()
+}
+
+/// Where a plugin instance's `update-metric` calls go.
+#[derive(Clone, Debug)]
+pub(crate) enum MetricSink {
+    /// The plugin's metric set: what `/metrics` shows once the plugin is installed.
+    Set(Arc<PluginMetricSet>),
+    /// A push not yet installed (its `init` at load): updates are checked against a copy of
+    /// the set and held, to be replayed into the set when the push is installed
+    /// ([`Staged::replay_into`]) — or dropped with it, so a refused push leaves no books.
+    Staged(Arc<Staged>),
+}
+
+impl MetricSink {
+    pub(crate) fn update(
+        &self,
+        name: &str,
+        label_values: &[String],
+        value: f64,
+    ) -> std::result::Result<(), String> {
+        match self {
+            MetricSink::Set(set) => set.update(name, label_values, value),
+            MetricSink::Staged(staged) => staged.update(name, label_values, value),
+        }
+    }
+}
+
+/// What a plugin did to its metrics before its push was certain, held until it is.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// The set's declarations, caps and series, keeping no values and counting refusals in
+    /// books nobody reads: what is accepted here is what the set would accept.
+    copy: PluginMetricSet,
+    held: Mutex<Vec<Held>>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Update {
+        name: String,
+        label_values: Vec<String>,
+        value: f64,
+    },
+    Refused(&'static str),
+}
+
+impl Staged {
+    /// Stages updates meant for `set`.
+    pub(crate) fn of(set: &PluginMetricSet) -> Result<Staged> {
+        Ok(Staged {
+            copy: set.checking_copy()?,
+            held: Mutex::default(),
+        })
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        label_values: &[String],
+        value: f64,
+    ) -> std::result::Result<(), String> {
+        let outcome = self.copy.apply(name, label_values, value);
+        self.held.lock().push(match &outcome {
+            Ok(()) => Held::Update {
+                name: name.to_string(),
+                label_values: label_values.to_vec(),
+                value,
+            },
+            Err((reason, _)) => Held::Refused(reason),
+        });
+        outcome.map_err(|(_, message)| message)
+    }
+
+    /// The push is installed: what was held happens to `set`, in order — the updates
+    /// applied (one the set now refuses is counted so), the refusals counted.
+    pub(crate) fn replay_into(&self, set: &PluginMetricSet) {
+        for held in self.held.lock().drain(..) {
+            match held {
+                Held::Update {
+                    name,
+                    label_values,
+                    value,
+                } => {
+                    let _ = set.update(&name, &label_values, value);
+                }
+                Held::Refused(reason) => set.count_rejection(reason),
+            }
+        }
     }
 }

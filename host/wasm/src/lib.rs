@@ -10,29 +10,37 @@ mod breaker;
 mod budget;
 mod custom_metrics;
 mod error;
+mod instance;
+mod limits;
 mod manifest;
+mod names;
+mod plugin_metrics;
 mod plugin_text;
 mod redactions;
 mod registry;
 mod runner;
 mod runtime;
 mod sanitizer;
+mod stamp;
 mod store;
 
-pub use breaker::{BreakerStatus, QuarantinePolicy};
+pub use breaker::{BreakerState, BreakerStatus};
 pub use budget::Budget;
 pub use custom_metrics::{
     MAX_LABELS, MAX_METRICS_PER_PLUGIN, MetricDecl, MetricKind, PluginMetricSet,
 };
 pub use error::{Error, Result};
-pub use manifest::{Fixture, FixtureEvent, FixtureValue, Manifest, World, validate_name};
+pub use limits::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, Limits, QuarantinePolicy};
+pub use manifest::{
+    Fixture, FixtureEvent, FixtureValue, Manifest, PluginConfig, World, validate_name,
+};
+pub use plugin_metrics::PluginCounters;
 pub use plugin_text::MAX_PLUGIN_TEXT_BYTES;
 pub use redactions::{MAX_RULES_PER_PLUGIN, OTHER_RULE, SENSITIVE_KEY_RULE};
-pub use registry::{CheckReport, PluginInfo, PluginRegistry, PreviousInfo, SwapRecord, check};
-pub use runner::Runner;
-pub use runtime::{
-    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, EPOCH_TICK, Limits, MAX_MEMORIES, MAX_TABLES,
-    PluginCounters, Runtime, WIT_VERSION,
+pub use registry::{
+    CheckReport, Origin, PluginInfo, PluginRegistry, PreviousInfo, SwapOutcome, SwapRecord, check,
 };
-pub use sanitizer::{PluginConfig, WasmSanitizer};
+pub use runner::Runner;
+pub use runtime::{EPOCH_TICK, MAX_MEMORIES, MAX_TABLES, Runtime, WIT_VERSION};
+pub use sanitizer::WasmSanitizer;
 pub use store::{KeptSlot, KeptVersion, PluginStore};

@@ -27,10 +27,12 @@ use std::collections::BTreeMap;
 use lookout_core::{Event, FailurePolicy, Field, FieldValue, Severity};
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::QuarantinePolicy;
 use crate::custom_metrics::MetricDecl;
 use crate::error::{Error, Result};
-use crate::runtime::Limits;
+use crate::limits::{Limits, QuarantinePolicy};
+
+/// The `[config]` handed to a plugin's `init`, as `(key, value)` pairs.
+pub type PluginConfig = Vec<(String, String)>;
 
 /// The world a plugin implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +198,7 @@ impl Manifest {
     }
 
     /// The config as `init` gets it.
-    pub fn init_config(&self) -> Vec<(String, String)> {
+    pub fn init_config(&self) -> PluginConfig {
         self.config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

@@ -238,6 +238,11 @@ impl Redactions {
         })
     }
 
+    /// The `lookout_redactions_total` family (for the names lookout keeps for its own).
+    pub(crate) fn family(&self) -> &IntCounterVec {
+        &self.family
+    }
+
     /// The book of `plugin`: the same one for every version loaded under that name.
     pub(crate) fn book(&self, plugin: &str) -> Arc<RuleBook> {
         self.books

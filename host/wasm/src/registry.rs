@@ -10,53 +10,63 @@
 //! is one call and instant. Every attempt is recorded in the swap history.
 //!
 //! There is one sanitizer slot (swapping a policy replaces it, whatever its name) and one slot
-//! per `consumer`/`metrics` plugin name.
+//! per `consumer`/`metrics` plugin name — one `Slot` type, which says where its current
+//! version runs (the bus's pipeline, or the bus consumer registered for it). An install and a
+//! rollback are the same switch (`Slot::switch_to`).
 //!
 //! Names are one namespace. A plugin's calls, events and quarantines are counted by its name
 //! over all its versions, and consumers' books and health checks by consumer name, so a name
 //! belongs to the world it was first installed in for the host's life, and the names of
 //! lookout's own consumers and placeholder sanitizers are never a plugin's. The metric names
-//! a plugin would expose must be free too: not one of lookout's own (asked of the host's
-//! registry) nor another plugin's. A push that breaks either rule is refused, naming what it
-//! collides with. A name is claimed only when a push is installed: a refused push claims
-//! nothing and is counted nowhere (a sanitizer's fixtures run on books nobody reads), so it
+//! a plugin would expose must be free too: not one of lookout's own (known by name, series or
+//! not, and read from a gather of the host's registry — never by registering anything) nor
+//! another plugin's. A push that breaks either rule is refused, naming what it collides with
+//! (`names`). A name is claimed only when a push is installed: a refused push claims nothing
+//! and is counted nowhere (a sanitizer's fixtures run on books nobody reads; what a
+//! consumer's `init` does to its metrics is staged and replayed only at the switch), so it
 //! leaves the registry as it was but for its line in the history.
 //!
 //! Memory is reserved per version held: `[plugins.budget] total_memory_mib` covers every
 //! current version and every previous one kept warm for rollback, each at its manifest's
 //! `limits.max_memory_mib`. A rollback copy's reservation goes when it is dropped (the
 //! slot's next swap, or the plugin's removal).
+//!
+//! Once it has a store (`plugins.state_dir`), the registry keeps it in step: an install says
+//! where its version came from ([`Origin`]) and is kept (the API) or supersedes what is kept
+//! (the plugin folder, the configuration); a rollback swaps the kept versions; a `delete`
+//! forgets them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use lookout_core::{
-    BUILT_IN_CONSUMERS, Bus, ConsumerHandle, Event, FailurePolicy, PassThrough, RedactAll,
-    SanitizeError, Sanitizer,
-};
+use lookout_core::{Bus, ConsumerHandle, FailurePolicy};
 use parking_lot::Mutex;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::breaker::BreakerStatus;
 use crate::budget::Budget;
-use crate::custom_metrics::RejectionCounters;
+use crate::custom_metrics::{RejectionCounters, family_names};
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::manifest::{Manifest, World};
+use crate::names;
+use crate::plugin_metrics::PluginCounters;
 use crate::runner::{PluginConsumer, Runner};
-use crate::runtime::{Limits, PluginCounters, Runtime};
+use crate::runtime::Runtime;
 use crate::sanitizer::WasmSanitizer;
+use crate::stamp::{now_ms, sha256_hex};
 use crate::store::PluginStore;
 
 /// Swap attempts remembered for `history`.
 const HISTORY_LEN: usize = 100;
 
+/// What a version is, by world: the sanitizer the bus runs, or the runner behind a bus
+/// consumer.
 enum Loaded {
-    Sanitizer(Arc<WasmSanitizer>),
+    Sanitizer(WasmSanitizer),
     Runner(Arc<Runner>),
 }
 
@@ -69,17 +79,56 @@ struct Installed {
     loaded: Loaded,
 }
 
-/// A running version and the one before it.
+/// Where a slot's current version runs.
+enum Runs {
+    /// In the bus's pipeline: the sanitizer.
+    Pipeline,
+    /// Behind the bus consumer registered for the slot, which takes its runner from `swap`
+    /// once per batch (a consumer or metrics plugin).
+    Consumer {
+        swap: Arc<ArcSwap<Runner>>,
+        registration: ConsumerHandle,
+    },
+}
+
+/// A running version, the one before it (kept warm for rollback), and where it runs.
 struct Slot {
     current: Arc<Installed>,
     previous: Option<Arc<Installed>>,
+    runs: Runs,
 }
 
-/// A consumer or metrics plugin: its slot, the version its bus consumer runs, its registration.
-struct RunnerSlot {
-    slot: Slot,
-    swap: Arc<ArcSwap<Runner>>,
-    registration: ConsumerHandle,
+impl Slot {
+    /// Makes `to` current — the bus runs it from its next batch — and keeps the version it
+    /// replaces warm for rollback (dropping the one kept before); returns the replaced one.
+    /// An install and a rollback are both this switch.
+    fn switch_to(&mut self, bus: &Bus, to: Arc<Installed>) -> Arc<Installed> {
+        match (&self.runs, &to.loaded) {
+            (Runs::Pipeline, Loaded::Sanitizer(s)) => bus.set_sanitizer(Box::new(s.clone())),
+            (Runs::Consumer { swap, .. }, Loaded::Runner(r)) => swap.store(r.clone()),
+            _ => unreachable!("a slot holds the versions of one world (names are one namespace)"),
+        }
+        let from = std::mem::replace(&mut self.current, to);
+        self.previous = Some(from.clone());
+        from
+    }
+}
+
+/// Where a version comes from, which decides what the registry keeps across restarts in its
+/// store (`plugins.state_dir`, once [`PluginRegistry::keep_in`] has set it).
+#[derive(Clone, Copy, Debug)]
+pub enum Origin<'a> {
+    /// The admin API, with the manifest as uploaded: kept (with the version before it, the
+    /// rollback target), since nothing else would bring it back.
+    Api { manifest_text: &'a str },
+    /// The plugin folder, while running: durable by itself, so a version the API pushed for
+    /// the slot is superseded and forgotten.
+    Folder,
+    /// The configuration, while running: the same, for the sanitizer.
+    Config,
+    /// Brought back from the store (or loaded at start, before the store is set): what is
+    /// kept stays as it is.
+    Restored,
 }
 
 /// What the API and CLI show of a plugin.
@@ -121,11 +170,47 @@ pub struct SwapRecord {
     /// The version that was made current, when one was.
     pub version: Option<u64>,
     pub sha256: String,
-    /// `installed`, `rolled_back`, `removed` or `rejected`.
-    pub outcome: &'static str,
+    pub outcome: SwapOutcome,
     /// Where the request came from: `startup`, `api`, `watch`, `config:…`, `restored`.
     pub source: String,
     pub error: Option<String>,
+}
+
+/// What a swap attempt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapOutcome {
+    Installed,
+    RolledBack,
+    Removed,
+    Rejected,
+}
+
+impl SwapOutcome {
+    /// As in the JSON and the `outcome` label of `lookout_plugin_swaps_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwapOutcome::Installed => "installed",
+            SwapOutcome::RolledBack => "rolled_back",
+            SwapOutcome::Removed => "removed",
+            SwapOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+impl SwapRecord {
+    /// An attempt on `plugin` from `source`, now; the rest is filled in by the caller.
+    fn new(outcome: SwapOutcome, plugin: &str, source: &str) -> SwapRecord {
+        SwapRecord {
+            at_ms: now_ms(),
+            plugin: plugin.into(),
+            version: None,
+            sha256: String::new(),
+            outcome,
+            source: source.into(),
+            error: None,
+        }
+    }
 }
 
 /// What `check` found: the plugin loads, implements its world and passes its fixtures.
@@ -140,57 +225,99 @@ pub struct CheckReport {
     pub metrics: Vec<String>,
 }
 
-/// Runs every check a swap runs — world, `init`, `describe`, fixtures — without installing
-/// anything. For `lookout plugin check`.
-pub fn check(runtime: &Runtime, manifest: &Manifest, wasm: &[u8]) -> Result<CheckReport> {
+/// Runs every check a swap runs — names, world, `init`, `describe`, fixtures, metric names —
+/// without installing anything, as if for a host whose sanitizer is named `sanitizer` and
+/// runs nothing else: the checks that need a running host's other plugins are left to the
+/// push. For `lookout plugin check`.
+pub fn check(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    wasm: &[u8],
+    sanitizer: &str,
+) -> Result<CheckReport> {
+    let name = &manifest.name;
+    let conflict = |reason: String| Error::Conflict {
+        plugin: name.clone(),
+        reason,
+    };
+    // The host's sanitizer holds its name, as a sanitizer.
+    let holder = (name == sanitizer).then_some(World::Sanitizer);
+    let reason = names::lookout_own(name).or_else(|| names::held_by(name, holder?, manifest.world));
+    if let Some(reason) = reason {
+        return Err(conflict(reason));
+    }
     let metrics = match manifest.world {
         World::Sanitizer => {
             WasmSanitizer::from_manifest(runtime, manifest, wasm)?;
             Vec::new()
         }
         World::Consumer | World::Metrics => {
-            let rejections = RejectionCounters::new(&Registry::new())?;
+            let rejections = RejectionCounters::unread()?;
             let runner = Runner::load(runtime, manifest, wasm, &rejections, None)?;
-            let prefix = format!("lookout_plugin_{}_", manifest.name.replace('-', "_"));
-            runner
-                .metric_set()
-                .map(|set| {
-                    set.decls()
-                        .iter()
-                        .map(|d| format!("{prefix}{}", d.name))
-                        .collect()
-                })
-                .unwrap_or_default()
+            let Some(set) = runner.metric_set() else {
+                return Ok(report(manifest, wasm, Vec::new()));
+            };
+            if let Some(reason) = names::lookout_metric(set, &lookout_metric_names(runtime)?) {
+                return Err(conflict(reason));
+            }
+            let prefix = format!("lookout_plugin_{}_", name.replace('-', "_"));
+            set.decls()
+                .iter()
+                .map(|d| format!("{prefix}{}", d.name))
+                .collect()
         }
     };
-    Ok(CheckReport {
+    Ok(report(manifest, wasm, metrics))
+}
+
+fn report(manifest: &Manifest, wasm: &[u8], metrics: Vec<String>) -> CheckReport {
+    CheckReport {
         name: manifest.name.clone(),
         world: manifest.world,
         sha256: sha256_hex(wasm),
         bytes: wasm.len(),
         fixtures_passed: manifest.fixtures.len(),
         metrics,
-    })
+    }
 }
 
-/// Hands the bus a shared, warm sanitizer (the registry keeps its own handle for rollback).
-struct Current(Arc<WasmSanitizer>);
+/// The registry's own metrics: swap attempts and running versions.
+fn swap_metrics() -> Result<(IntCounterVec, IntGaugeVec)> {
+    let err = |e: prometheus::Error| Error::Runtime(format!("plugin registry metrics: {e}"));
+    let swaps = IntCounterVec::new(
+        Opts::new(
+            "lookout_plugin_swaps_total",
+            "Plugin swap attempts by plugin and outcome (installed, rolled_back, removed, rejected).",
+        ),
+        &["plugin", "outcome"],
+    )
+    .map_err(err)?;
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "lookout_plugin_info",
+            "1 for each plugin version currently running.",
+        ),
+        &["plugin", "world", "version", "sha256"],
+    )
+    .map_err(err)?;
+    Ok((swaps, info))
+}
 
-impl Sanitizer for Current {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
-        self.0.sanitize(batch)
-    }
-    fn failure_policy(&self) -> FailurePolicy {
-        self.0.failure_policy()
-    }
+/// Every name lookout's plugin machinery puts on `/metrics` — the runtime's call metrics,
+/// the registry's own, the refused-update counters — whether or not it has a series yet.
+fn lookout_metric_names(runtime: &Runtime) -> Result<BTreeSet<String>> {
+    let (swaps, info) = swap_metrics()?;
+    let rejections = RejectionCounters::unread()?;
+    let mut names = runtime.metrics.names();
+    names.extend(family_names(&[&swaps, &info, rejections.family()]));
+    Ok(names)
 }
 
 struct State {
+    /// The sanitizer's slot: one, whatever the name of the policy in it.
     sanitizer: Option<Slot>,
-    runners: BTreeMap<String, RunnerSlot>,
+    /// A slot per consumer or metrics plugin, by name.
+    runners: BTreeMap<String, Slot>,
     next_version: u64,
     history: VecDeque<SwapRecord>,
     /// Names turned off by configuration (`plugins.disabled`): not installed from anywhere.
@@ -207,8 +334,12 @@ pub struct PluginRegistry {
     swaps: IntCounterVec,
     info: IntGaugeVec,
     rejections: RejectionCounters,
-    /// The host's own metrics, which plugins' metric names must not collide with.
+    /// The host's own metrics, which plugins' metric names must not collide with: read
+    /// (gathered) at each check, never written to by it.
     host_metrics: Registry,
+    /// The names of lookout's plugin metrics, series or not (a family with no series is not
+    /// in a gather, but a plugin taking its name would still break the exposition).
+    lookout_metric_names: BTreeSet<String>,
     /// Where what the API installs is kept across restarts (`plugins.state_dir`), if anywhere.
     store: std::sync::OnceLock<PluginStore>,
 }
@@ -219,30 +350,44 @@ impl std::fmt::Debug for PluginRegistry {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+impl State {
+    /// Every slot, the sanitizer's first.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.sanitizer.iter().chain(self.runners.values())
+    }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+    /// The current version of every running plugin, the sanitizer first.
+    fn running(&self) -> impl Iterator<Item = &Installed> {
+        self.slots().map(|s| &*s.current)
+    }
 
-/// Every slot, the sanitizer's first.
-fn slots(state: &State) -> impl Iterator<Item = &Slot> {
-    state
-        .sanitizer
-        .iter()
-        .chain(state.runners.values().map(|r| &r.slot))
-}
+    /// The slot of the plugin called `name`: a consumer's or metrics plugin's, or the
+    /// sanitizer's while a policy of that name is current (names are one namespace).
+    fn slot_named(&self, name: &str) -> Option<&Slot> {
+        self.runners.get(name).or_else(|| {
+            self.sanitizer
+                .as_ref()
+                .filter(|s| s.current.manifest.name == name)
+        })
+    }
 
-/// The current version of every running plugin, the sanitizer first.
-fn running(state: &State) -> impl Iterator<Item = &Installed> {
-    slots(state).map(|s| &*s.current)
+    fn slot_named_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        match self.runners.get_mut(name) {
+            Some(slot) => Some(slot),
+            None => self
+                .sanitizer
+                .as_mut()
+                .filter(|s| s.current.manifest.name == name),
+        }
+    }
+
+    /// The slot a push of `manifest` goes to, if it exists yet.
+    fn slot_for(&self, manifest: &Manifest) -> Option<&Slot> {
+        match manifest.world {
+            World::Sanitizer => self.sanitizer.as_ref(),
+            World::Consumer | World::Metrics => self.runners.get(&manifest.name),
+        }
+    }
 }
 
 /// What a version reserves of `total_memory_mib`.
@@ -263,7 +408,7 @@ fn held_by_others(running: u64, warm: u64) -> String {
 
 /// Memory reserved now: by the current versions, and by the previous ones kept warm.
 fn reserved_mib(state: &State) -> (u64, u64) {
-    slots(state).fold((0, 0), |(current, warm), slot| {
+    state.slots().fold((0, 0), |(current, warm), slot| {
         let previous = slot.previous.as_deref().map_or(0, memory_mib);
         (current + memory_mib(&slot.current), warm + previous)
     })
@@ -306,25 +451,11 @@ impl PluginRegistry {
     /// A registry that runs plugins on `bus`; registers its metrics in `registry`.
     pub fn new(runtime: Runtime, bus: Bus, registry: &Registry) -> Result<PluginRegistry> {
         let err = |e: prometheus::Error| Error::Runtime(format!("plugin registry metrics: {e}"));
-        let swaps = IntCounterVec::new(
-            Opts::new(
-                "lookout_plugin_swaps_total",
-                "Plugin swap attempts by plugin and outcome (installed, rolled_back, removed, rejected).",
-            ),
-            &["plugin", "outcome"],
-        )
-        .map_err(err)?;
-        let info = IntGaugeVec::new(
-            Opts::new(
-                "lookout_plugin_info",
-                "1 for each plugin version currently running.",
-            ),
-            &["plugin", "world", "version", "sha256"],
-        )
-        .map_err(err)?;
+        let (swaps, info) = swap_metrics()?;
         registry.register(Box::new(swaps.clone())).map_err(err)?;
         registry.register(Box::new(info.clone())).map_err(err)?;
         let rejections = RejectionCounters::new(registry)?;
+        let lookout_metric_names = lookout_metric_names(&runtime)?;
         Ok(PluginRegistry {
             runtime,
             bus,
@@ -340,11 +471,15 @@ impl PluginRegistry {
             info,
             rejections,
             host_metrics: registry.clone(),
+            lookout_metric_names,
             store: std::sync::OnceLock::new(),
         })
     }
 
-    /// Keeps what the API installs in `store` from now on (set once, at start).
+    /// Keeps what the API installs in `store` from now on (set once, at start, after what it
+    /// held is restored): from then on the registry keeps the store in step with every
+    /// install that says where it came from ([`install_from`](Self::install_from)), every
+    /// rollback and every [`delete`](Self::delete).
     pub fn keep_in(&self, store: PluginStore) {
         let _ = self.store.set(store);
     }
@@ -359,13 +494,8 @@ impl PluginRegistry {
     /// any refused swap.
     pub fn record_rejected(&self, plugin: &str, source: &str, error: String) {
         let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: plugin.into(),
-            version: None,
-            sha256: String::new(),
-            outcome: "rejected",
-            source: source.into(),
             error: Some(error),
+            ..SwapRecord::new(SwapOutcome::Rejected, plugin, source)
         };
         self.push_history(&mut self.state.lock(), record);
     }
@@ -373,20 +503,42 @@ impl PluginRegistry {
     /// The world of the running plugin `name` (the sanitizer's, if it is the sanitizer).
     pub fn world_of(&self, name: &str) -> Option<World> {
         let state = self.state.lock();
-        if state
-            .sanitizer
-            .as_ref()
-            .is_some_and(|s| s.current.manifest.name == name)
-        {
-            return Some(World::Sanitizer);
+        state.slot_named(name).map(|s| s.current.manifest.world)
+    }
+
+    /// Installs as [`install`](Self::install) does, then keeps or forgets in the store by
+    /// where the version came from (see [`Origin`]). A store that cannot be written is
+    /// logged, not refused: the version runs either way.
+    pub fn install_from(
+        &self,
+        manifest: Manifest,
+        wasm: &[u8],
+        origin: Origin<'_>,
+        source: &str,
+    ) -> Result<PluginInfo> {
+        let info = self.install(manifest, wasm, source)?;
+        let Some(store) = self.store() else {
+            return Ok(info);
+        };
+        match origin {
+            Origin::Api { manifest_text } => {
+                if let Err(e) = store.keep(info.world, &info.name, manifest_text, wasm) {
+                    // Running, but not kept: say so loudly (it will not survive a restart).
+                    tracing::error!(target: "lookout::plugin", plugin = %info.name, dir = %store.dir().display(), error = %e, "plugin installed but not kept on disk; it will not come back after a restart");
+                }
+            }
+            Origin::Folder | Origin::Config => {
+                if let Err(e) = store.forget(info.world, &info.name) {
+                    tracing::warn!(target: "lookout::plugin", plugin = %info.name, error = %e, "cannot drop the API-pushed version kept for this plugin; it may come back at the next start");
+                }
+            }
+            Origin::Restored => {}
         }
-        state
-            .runners
-            .get(name)
-            .map(|r| r.slot.current.manifest.world)
+        Ok(info)
     }
 
     /// Loads a plugin and, if every check passes, makes it current. On error nothing changes.
+    /// What the store keeps is not touched (see [`install_from`](Self::install_from)).
     pub fn install(&self, manifest: Manifest, wasm: &[u8], source: &str) -> Result<PluginInfo> {
         let sha256 = sha256_hex(wasm);
         let name = manifest.name.clone();
@@ -409,15 +561,16 @@ impl PluginRegistry {
         // The slow part — compile, instantiate, init, fixtures — runs outside the lock, and
         // counts nothing under the name: the name is not claimed until the switch.
         let loaded = match manifest.world {
-            World::Sanitizer => WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm)
-                .map(|s| Loaded::Sanitizer(Arc::new(s))),
+            World::Sanitizer => {
+                WasmSanitizer::from_manifest(&self.runtime, &manifest, wasm).map(Loaded::Sanitizer)
+            }
             World::Consumer | World::Metrics => {
                 let reuse = self
                     .state
                     .lock()
                     .runners
                     .get(&name)
-                    .and_then(|r| r.slot.current.runner()?.metric_set().cloned());
+                    .and_then(|slot| slot.current.runner()?.metric_set().cloned());
                 Runner::load(&self.runtime, &manifest, wasm, &self.rejections, reuse)
                     .map(|r| Loaded::Runner(Arc::new(r)))
             }
@@ -450,172 +603,154 @@ impl PluginRegistry {
             installed_at_ms: now_ms(),
             loaded,
         });
-        let info = match &installed.loaded {
-            Loaded::Sanitizer(s) => {
-                self.bus.set_sanitizer(Box::new(Current(s.clone())));
-                let previous = state.sanitizer.take().map(|old| old.current);
+        let world = installed.manifest.world;
+        let slot = match world {
+            World::Sanitizer => state.sanitizer.as_mut(),
+            World::Consumer | World::Metrics => state.runners.get_mut(&name),
+        };
+        let previous = match slot {
+            Some(slot) => {
+                if slot.current.manifest.world != world {
+                    return Err(Error::Conflict {
+                        plugin: name,
+                        reason: "a plugin of that name runs in another world; remove it first"
+                            .into(),
+                    });
+                }
+                // Certain now: what its `init` recorded in its metrics becomes real.
+                if let Loaded::Runner(runner) = &installed.loaded {
+                    runner.commit();
+                }
+                Some(slot.switch_to(&self.bus, installed.clone()))
+            }
+            None => {
+                let runs = match &installed.loaded {
+                    Loaded::Sanitizer(s) => {
+                        self.bus.set_sanitizer(Box::new(s.clone()));
+                        Runs::Pipeline
+                    }
+                    Loaded::Runner(runner) => {
+                        let swap = Arc::new(ArcSwap::new(runner.clone()));
+                        let consumer = PluginConsumer {
+                            current: swap.clone(),
+                        };
+                        let registration = self
+                            .bus
+                            .register(&name, consumer)
+                            .map_err(|e| Error::Runtime(e.to_string()))?;
+                        // A batch it handles before this is staged too, and replayed here.
+                        runner.commit();
+                        Runs::Consumer { swap, registration }
+                    }
+                };
                 let slot = Slot {
                     current: installed.clone(),
-                    previous,
+                    previous: None,
+                    runs,
                 };
-                self.switch_info(slot.previous.as_deref(), &installed);
-                let info = installed.info(slot.previous.as_deref());
-                state.sanitizer = Some(slot);
-                info
-            }
-            Loaded::Runner(runner) => {
-                if let Some(existing) = state.runners.get_mut(&name) {
-                    if existing.slot.current.manifest.world != installed.manifest.world {
-                        drop(state);
-                        return Err(Error::Conflict {
-                            plugin: name,
-                            reason: "a plugin of that name runs in another world; remove it first"
-                                .into(),
-                        });
+                match world {
+                    World::Sanitizer => state.sanitizer = Some(slot),
+                    World::Consumer | World::Metrics => {
+                        state.runners.insert(name.clone(), slot);
                     }
-                    existing.swap.store(runner.clone());
-                    let old = std::mem::replace(&mut existing.slot.current, installed.clone());
-                    existing.slot.previous = Some(old);
-                    let previous = existing.slot.previous.clone();
-                    self.switch_info(previous.as_deref(), &installed);
-                    installed.info(previous.as_deref())
-                } else {
-                    let swap = Arc::new(ArcSwap::new(runner.clone()));
-                    let registration = self
-                        .bus
-                        .register(
-                            &name,
-                            PluginConsumer {
-                                current: swap.clone(),
-                            },
-                        )
-                        .map_err(|e| Error::Runtime(e.to_string()))?;
-                    self.switch_info(None, &installed);
-                    let info = installed.info(None);
-                    state.runners.insert(
-                        name.clone(),
-                        RunnerSlot {
-                            slot: Slot {
-                                current: installed.clone(),
-                                previous: None,
-                            },
-                            swap,
-                            registration,
-                        },
-                    );
-                    info
                 }
+                None
             }
         };
+        self.switch_info(previous.as_deref(), &installed);
+        let info = installed.info(previous.as_deref());
         // Installed: from now on its calls are counted under the name, in this world.
-        state.claims.insert(name.clone(), installed.manifest.world);
+        state.claims.insert(name.clone(), world);
         let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: name.clone(),
             version: Some(version),
             sha256,
-            outcome: "installed",
-            source: source.into(),
-            error: None,
+            ..SwapRecord::new(SwapOutcome::Installed, &name, source)
         };
         self.push_history(&mut state, record);
         tracing::info!(target: "lookout::plugin", plugin = %name, version, "plugin installed");
         Ok(info)
     }
 
-    /// Makes the previous version current again (and the current one previous).
+    /// Makes the previous version current again (and the current one previous); the store,
+    /// if there is one, swaps its kept versions the same way.
     pub fn rollback(&self, name: &str, source: &str) -> Result<PluginInfo> {
+        let info = self.switch_back(name, source)?;
+        if let Some(store) = self.store()
+            && let Err(e) = store.rolled_back(info.world, name)
+        {
+            tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "rolled back, but the versions kept on disk were not swapped; the next start restores the other one");
+        }
+        Ok(info)
+    }
+
+    fn switch_back(&self, name: &str, source: &str) -> Result<PluginInfo> {
         let mut state = self.state.lock();
-        let no_previous = || Error::Conflict {
+        let slot = state.slot_named(name).ok_or_else(|| Error::NotFound {
+            plugin: name.into(),
+        })?;
+        let back_to = slot.previous.clone().ok_or_else(|| Error::Conflict {
             plugin: name.into(),
             reason: "there is no previous version to roll back to".into(),
+        })?;
+        // The budget may have been lowered since that version ran: it is checked again (its
+        // memory is reserved already, as the rollback copy; the total is unchanged).
+        self.runtime.budget().admit(&back_to.manifest)?;
+        self.fits_memory(&state, &back_to.manifest)?;
+        let slot = state.slot_named_mut(name).expect("found above");
+        let from = slot.switch_to(&self.bus, back_to.clone());
+        self.switch_info(Some(&from), &back_to);
+        let record = SwapRecord {
+            version: Some(back_to.version),
+            sha256: back_to.sha256.clone(),
+            ..SwapRecord::new(SwapOutcome::RolledBack, &back_to.manifest.name, source)
         };
-        let back_to = state
-            .sanitizer
-            .as_ref()
-            .filter(|s| s.current.manifest.name == name)
-            .and_then(|s| s.previous.clone())
-            .or_else(|| state.runners.get(name)?.slot.previous.clone());
-        if let Some(back_to) = back_to {
-            // The budget may have been lowered since that version ran: it is checked again
-            // (its memory is reserved already, as the rollback copy; the total is unchanged).
-            self.runtime.budget().admit(&back_to.manifest)?;
-            self.fits_memory(&state, &back_to.manifest)?;
-        }
-        let (from, to) = if let Some(slot) = state
-            .sanitizer
-            .as_mut()
-            .filter(|s| s.current.manifest.name == name)
+        self.push_history(&mut state, record);
+        tracing::info!(target: "lookout::plugin", from = %name, to = %back_to.manifest.name, version = back_to.version, "plugin rolled back");
+        Ok(back_to.info(Some(&from)))
+    }
+
+    /// The operator's removal (the API's `DELETE`): removed as by [`remove`](Self::remove),
+    /// and what the store keeps of it forgotten, so it stays deleted after a restart.
+    pub fn delete(&self, name: &str, source: &str) -> Result<()> {
+        let world = self.world_of(name);
+        self.remove(name, source)?;
+        if let (Some(store), Some(world)) = (self.store(), world)
+            && let Err(e) = store.forget(world, name)
         {
-            let previous = slot.previous.clone().ok_or_else(no_previous)?;
-            let Loaded::Sanitizer(s) = &previous.loaded else {
-                unreachable!("the sanitizer slot holds sanitizers")
-            };
-            self.bus.set_sanitizer(Box::new(Current(s.clone())));
-            let current = std::mem::replace(&mut slot.current, previous.clone());
-            slot.previous = Some(current.clone());
-            (current, previous)
-        } else if let Some(slot) = state.runners.get_mut(name) {
-            let previous = slot.slot.previous.clone().ok_or_else(no_previous)?;
-            let runner = previous
-                .runner()
-                .expect("runner slots hold runners")
-                .clone();
-            slot.swap.store(runner);
-            let current = std::mem::replace(&mut slot.slot.current, previous.clone());
-            slot.slot.previous = Some(current.clone());
-            (current, previous)
-        } else {
+            tracing::error!(target: "lookout::plugin", plugin = %name, error = %e, "removed, but its kept versions could not be deleted; it may come back at the next start");
+        }
+        Ok(())
+    }
+
+    /// Removes a consumer or metrics plugin: its bus consumer stops receiving (what it was
+    /// given is still handled) and its metrics stop being exposed. What the store keeps is
+    /// not touched (a plugin folder's files went, or the configuration turned it off: those
+    /// bring it back themselves). The sanitizer cannot be removed: events would go out
+    /// unsanitized.
+    pub fn remove(&self, name: &str, source: &str) -> Result<()> {
+        let mut state = self.state.lock();
+        let Some(slot) = state.slot_named(name) else {
             return Err(Error::NotFound {
                 plugin: name.into(),
             });
         };
-        self.switch_info(Some(&from), &to);
-        let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: to.manifest.name.clone(),
-            version: Some(to.version),
-            sha256: to.sha256.clone(),
-            outcome: "rolled_back",
-            source: source.into(),
-            error: None,
-        };
-        self.push_history(&mut state, record);
-        tracing::info!(target: "lookout::plugin", from = %name, to = %to.manifest.name, version = to.version, "plugin rolled back");
-        Ok(to.info(Some(&from)))
-    }
-
-    /// Removes a consumer or metrics plugin: its bus consumer stops receiving (what it was
-    /// given is still handled) and its metrics stop being exposed. The sanitizer cannot be
-    /// removed: events would go out unsanitized.
-    pub fn remove(&self, name: &str, source: &str) -> Result<()> {
-        let mut state = self.state.lock();
-        // A consumer or metrics plugin of that name is what is meant (names are one
-        // namespace, so it is never also the sanitizer's).
-        if !state.runners.contains_key(name)
-            && state
-                .sanitizer
-                .as_ref()
-                .is_some_and(|s| s.current.manifest.name == name)
-        {
+        if let Runs::Pipeline = slot.runs {
             return Err(Error::Conflict {
                 plugin: name.into(),
                 reason: "the sanitizer cannot be removed (events would go out unsanitized); install another policy instead".into(),
             });
         }
-        let slot = state.runners.remove(name).ok_or_else(|| Error::NotFound {
-            plugin: name.into(),
-        })?;
-        slot.registration.unregister();
-        self.set_info(&slot.slot.current, false);
+        let slot = state
+            .runners
+            .remove(name)
+            .expect("a consumer's slot, found above");
+        if let Runs::Consumer { registration, .. } = slot.runs {
+            registration.unregister();
+        }
+        self.set_info(&slot.current, false);
         let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: name.into(),
-            version: None,
-            sha256: slot.slot.current.sha256.clone(),
-            outcome: "removed",
-            source: source.into(),
-            error: None,
+            sha256: slot.current.sha256.clone(),
+            ..SwapRecord::new(SwapOutcome::Removed, name, source)
         };
         self.push_history(&mut state, record);
         Ok(())
@@ -659,15 +794,10 @@ impl PluginRegistry {
     /// Every running plugin: the sanitizer first, then the others by name.
     pub fn list(&self) -> Vec<PluginInfo> {
         let state = self.state.lock();
-        let sanitizer = state
-            .sanitizer
-            .iter()
-            .map(|s| s.current.info(s.previous.as_deref()));
-        let runners = state
-            .runners
-            .values()
-            .map(|r| r.slot.current.info(r.slot.previous.as_deref()));
-        let mut list: Vec<PluginInfo> = sanitizer.chain(runners).collect();
+        let mut list: Vec<PluginInfo> = state
+            .slots()
+            .map(|s| s.current.info(s.previous.as_deref()))
+            .collect();
         for info in &mut list {
             info.counters = self.runtime.metrics.counters(&info.name);
             if let Some(redactions) = &mut info.redactions {
@@ -688,27 +818,15 @@ impl PluginRegistry {
         state
             .runners
             .values()
-            .filter_map(|r| r.slot.current.runner()?.metric_set().cloned())
+            .filter_map(|slot| slot.current.runner()?.metric_set().cloned())
             .flat_map(|set| set.gather())
             .collect()
     }
 
     /// Why `name` may not be used for a plugin of `world`, if it may not.
     fn name_conflict(&self, state: &State, name: &str, world: World) -> Option<String> {
-        if BUILT_IN_CONSUMERS.contains(&name) {
-            return Some(format!(
-                "`{name}` is the name of one of lookout's own consumers ({}): its books and \
-                 health check are kept under that name; choose another name",
-                BUILT_IN_CONSUMERS.join(", ")
-            ));
-        }
-        let placeholders = [RedactAll.name(), PassThrough.name()];
-        if placeholders.contains(&name) {
-            return Some(format!(
-                "`{name}` is the name of one of lookout's own sanitizers ({}); choose another \
-                 name",
-                placeholders.join(", ")
-            ));
+        if let Some(reason) = names::lookout_own(name) {
+            return Some(reason);
         }
         if !state.runners.contains_key(name) && self.bus.consumer_names().iter().any(|c| c == name)
         {
@@ -717,32 +835,27 @@ impl PluginRegistry {
                  its books are kept under that name; choose another name"
             ));
         }
-        match state.claims.get(name) {
-            Some(&claimed) if claimed != world => Some(format!(
-                "the name `{name}` belongs to a {} plugin in this host (its calls and events \
-                 are counted under it, over all its versions, until the host restarts): \
-                 plugin names are one namespace across worlds; choose another name for this \
-                 {} plugin",
-                claimed.as_str(),
-                world.as_str()
-            )),
-            _ => None,
-        }
+        let &holder = state.claims.get(name)?;
+        names::held_by(name, holder, world)
     }
 
     /// Why the metrics `runner` declares may not be exposed, if they may not: one of its
     /// names is lookout's own, or another plugin's (its running or its rollback version).
     fn metric_conflict(&self, state: &State, name: &str, runner: &Runner) -> Option<String> {
         let set = runner.metric_set()?;
-        if let Some(ours) = set.collision_with(&self.host_metrics) {
-            return Some(format!(
-                "its metrics would collide with lookout's own metric `{ours}` on /metrics; \
-                 rename the metric or the plugin"
-            ));
+        let mut lookouts = self.lookout_metric_names.clone();
+        lookouts.extend(
+            self.host_metrics
+                .gather()
+                .iter()
+                .map(|f| f.name().to_string()),
+        );
+        if let Some(reason) = names::lookout_metric(set, &lookouts) {
+            return Some(reason);
         }
         let mine = set.exposed_names();
         for (other, slot) in state.runners.iter().filter(|(other, _)| *other != name) {
-            let versions = std::iter::once(&slot.slot.current).chain(&slot.slot.previous);
+            let versions = std::iter::once(&slot.current).chain(&slot.previous);
             for installed in versions {
                 let Some(theirs) = installed.runner().and_then(|r| r.metric_set()) else {
                     continue;
@@ -768,13 +881,9 @@ impl PluginRegistry {
         error: Error,
     ) -> Error {
         let record = SwapRecord {
-            at_ms: now_ms(),
-            plugin: plugin.into(),
-            version: None,
             sha256: sha256.into(),
-            outcome: "rejected",
-            source: source.into(),
             error: Some(error.to_string()),
+            ..SwapRecord::new(SwapOutcome::Rejected, plugin, source)
         };
         self.push_history(state, record);
         tracing::warn!(target: "lookout::plugin", plugin = %plugin, error = %error, "plugin swap rejected; the running version stays");
@@ -786,12 +895,8 @@ impl PluginRegistry {
     /// it replaces is kept warm for rollback, and the copy kept before that is dropped.
     fn fits_memory(&self, state: &State, manifest: &Manifest) -> Result<()> {
         let budget = self.runtime.budget();
-        let slot = match manifest.world {
-            World::Sanitizer => state.sanitizer.as_ref(),
-            World::Consumer | World::Metrics => state.runners.get(&manifest.name).map(|r| &r.slot),
-        };
         let (mut running, mut warm) = reserved_mib(state);
-        if let Some(slot) = slot {
+        if let Some(slot) = state.slot_for(manifest) {
             let replaced = memory_mib(&slot.current);
             running -= replaced;
             warm = warm - slot.previous.as_deref().map_or(0, memory_mib) + replaced;
@@ -818,7 +923,7 @@ impl PluginRegistry {
     /// if they do not, nothing changes.
     pub fn set_budget(&self, budget: Budget) -> std::result::Result<(), String> {
         let state = self.state.lock();
-        for installed in running(&state) {
+        for installed in state.running() {
             budget
                 .admit(&installed.manifest)
                 .map_err(|e| e.to_string())?;
@@ -865,7 +970,7 @@ impl PluginRegistry {
 
     fn push_history(&self, state: &mut State, record: SwapRecord) {
         self.swaps
-            .with_label_values(&[&record.plugin, record.outcome])
+            .with_label_values(&[&record.plugin, record.outcome.as_str()])
             .inc();
         if state.history.len() == HISTORY_LEN {
             state.history.pop_front();
@@ -897,6 +1002,37 @@ impl PluginRegistry {
         } else {
             let _ = self.info.remove_label_values(&labels);
             let _ = quarantined.remove_label_values(&[labels[0]]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerState;
+
+    /// `GET /api/v1/plugins` shows outcomes and states as the strings it always has.
+    #[test]
+    fn outcomes_and_states_serialize_to_their_names() {
+        for outcome in [
+            SwapOutcome::Installed,
+            SwapOutcome::RolledBack,
+            SwapOutcome::Removed,
+            SwapOutcome::Rejected,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                outcome.as_str(),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(SwapOutcome::RolledBack.as_str(), "rolled_back");
+        for (state, name) in [
+            (BreakerState::Running, "running"),
+            (BreakerState::Quarantined, "quarantined"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(state.as_str(), name);
         }
     }
 }

@@ -5,7 +5,6 @@
 //! twice by a swap.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use lookout_core::{Batch, Consumer, ConsumerError, Event};
@@ -18,14 +17,14 @@ use crate::bindings::metrics::{Metrics as MetricsBindings, MetricsPre};
 use crate::bindings::types as wit;
 use crate::breaker::{Breaker, BreakerStatus};
 use crate::custom_metrics::{
-    LabelCaps, MetricDecl, MetricKind, PluginMetricSet, RejectionCounters,
+    MetricDecl, MetricKind, MetricSink, PluginMetricSet, RejectionCounters, Staged,
 };
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, World};
+use crate::instance::{Answered, Guest, Instance};
+use crate::limits::Limits;
+use crate::manifest::{Manifest, PluginConfig, World};
 use crate::plugin_text::admit;
-use crate::runtime::{
-    Limits, PluginState, Runtime, arm, describe_trap, forward_stderr, replaced_too_late,
-};
+use crate::runtime::{PluginState, Runtime, arm, describe_trap, forward_stderr};
 
 enum Bindings {
     Consumer(ConsumerBindings),
@@ -37,9 +36,26 @@ enum Pre {
     Metrics(MetricsPre<PluginState>),
 }
 
-struct Live {
-    store: Store<PluginState>,
-    bindings: Bindings,
+impl Guest for Bindings {
+    type Pre = Pre;
+
+    fn instantiate(pre: &Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
+        match pre {
+            Pre::Consumer(pre) => pre.instantiate(store).map(Bindings::Consumer),
+            Pre::Metrics(pre) => pre.instantiate(store).map(Bindings::Metrics),
+        }
+    }
+
+    fn init(
+        &self,
+        store: &mut Store<PluginState>,
+        config: &PluginConfig,
+    ) -> wasmtime::Result<std::result::Result<(), String>> {
+        match self {
+            Bindings::Consumer(b) => b.call_init(store, config),
+            Bindings::Metrics(b) => b.call_init(store, config),
+        }
+    }
 }
 
 /// A loaded `consumer` or `metrics` plugin.
@@ -47,12 +63,11 @@ pub struct Runner {
     name: Arc<str>,
     world: World,
     runtime: Runtime,
-    pre: Pre,
-    config: Vec<(String, String)>,
-    limits: Limits,
+    instance: Instance<Bindings>,
     metrics: Option<Arc<PluginMetricSet>>,
+    /// What `init` did to `metrics` at load, held until the push is installed (`commit`).
+    staged: Mutex<Option<Arc<Staged>>>,
     breaker: Breaker,
-    live: Mutex<Option<Live>>,
     scratch: Mutex<BatchBuilder>,
 }
 
@@ -102,12 +117,15 @@ impl Runner {
         }
         let component = runtime.compile(name, wasm)?;
         let world = manifest.world;
-        let pre = match world {
-            World::Consumer => {
-                Pre::Consumer(runtime.link(name, world, &component, ConsumerPre::new)?)
-            }
+        let (pre, decls) = match world {
+            World::Consumer => (
+                Pre::Consumer(runtime.link(name, world, &component, ConsumerPre::new)?),
+                manifest.metrics.clone(),
+            ),
             World::Metrics => {
-                Pre::Metrics(runtime.link(name, world, &component, MetricsPre::new)?)
+                let pre = runtime.link(name, world, &component, MetricsPre::new)?;
+                let decls = describe(runtime, name, &manifest.limits, &pre)?;
+                (Pre::Metrics(pre), decls)
             }
             World::Sanitizer => {
                 return Err(Error::WrongWorld {
@@ -117,25 +135,11 @@ impl Runner {
                 });
             }
         };
-        let mut runner = Runner {
-            name: name.into(),
-            world,
-            runtime: runtime.clone(),
-            pre,
-            config: manifest.init_config(),
-            limits: manifest.limits,
-            metrics: None,
-            breaker: Breaker::new(manifest.quarantine),
-            live: Mutex::new(None),
-            scratch: Mutex::default(),
-        };
-        let decls = match world {
-            World::Metrics => runner.describe()?,
-            _ => manifest.metrics.clone(),
-        };
-        if !decls.is_empty() {
-            let caps = LabelCaps::from(&runtime.budget());
-            let set = match reuse {
+        let metrics = if decls.is_empty() {
+            None
+        } else {
+            let caps = runtime.budget().label_caps();
+            Some(match reuse {
                 Some(old) if old.fits(&decls, caps) => old,
                 _ => Arc::new(PluginMetricSet::new(
                     name,
@@ -144,12 +148,53 @@ impl Runner {
                     caps,
                     rejections.clone(),
                 )?),
-            };
-            runner.metrics = Some(set);
-        }
-        let live = runner.instantiate(None)?;
-        *runner.live.lock() = Some(live);
+            })
+        };
+        let name: Arc<str> = name.into();
+        let runner = Runner {
+            instance: Instance::new(
+                name.clone(),
+                runtime,
+                manifest.limits,
+                manifest.init_config(),
+                pre,
+            ),
+            name,
+            world,
+            runtime: runtime.clone(),
+            metrics,
+            staged: Mutex::new(None),
+            breaker: Breaker::new(manifest.quarantine),
+            scratch: Mutex::default(),
+        };
+        // `init` runs now, but what it does to the metrics counts only once the push is
+        // installed: until then it is staged (a refused push leaves no books).
+        let staged = match &runner.metrics {
+            Some(set) => Some(Arc::new(Staged::of(set)?)),
+            None => None,
+        };
+        runner
+            .instance
+            .start(staged.clone().map(MetricSink::Staged))?;
+        *runner.staged.lock() = staged;
         Ok(runner)
+    }
+
+    /// The push is installed: what `init` did to the metrics at load is replayed into the
+    /// set `/metrics` shows, and the warm instance updates that set from now on.
+    pub(crate) fn commit(&self) {
+        let Some(staged) = self.staged.lock().take() else {
+            return;
+        };
+        self.instance.update_metrics_in(self.sink());
+        if let Some(set) = &self.metrics {
+            staged.replay_into(set);
+        }
+    }
+
+    /// Where an instance's metric updates go once the plugin is installed.
+    fn sink(&self) -> Option<MetricSink> {
+        self.metrics.clone().map(MetricSink::Set)
     }
 
     pub fn name(&self) -> &str {
@@ -163,73 +208,6 @@ impl Runner {
     /// This plugin's custom metrics, if it has any.
     pub fn metric_set(&self) -> Option<&Arc<PluginMetricSet>> {
         self.metrics.as_ref()
-    }
-
-    fn trap(&self, store: &Store<PluginState>, function: &str, e: &wasmtime::Error) -> Error {
-        Error::Trap {
-            plugin: self.name.to_string(),
-            reason: describe_trap(store, &self.limits, function, e).1,
-        }
-    }
-
-    /// Calls `describe()` on a throwaway instance (before the metric set exists).
-    fn describe(&self) -> Result<Vec<MetricDecl>> {
-        let Pre::Metrics(pre) = &self.pre else {
-            return Ok(Vec::new());
-        };
-        let deadline = self.limits.deadline();
-        let mut store = self
-            .runtime
-            .new_store(&self.name, &self.limits, None, deadline);
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| self.trap(&store, "instantiate", &e))?;
-        arm(&mut store, deadline);
-        let specs = bindings
-            .call_describe(&mut store)
-            .map_err(|e| self.trap(&store, "describe", &e))?;
-        Ok(specs
-            .into_iter()
-            .map(|s| MetricDecl {
-                name: s.name,
-                // Shown on `/metrics`, which anyone may read: cut and scrubbed.
-                help: admit(&s.help),
-                kind: match s.kind {
-                    wit::MetricKind::Counter => MetricKind::Counter,
-                    wit::MetricKind::Gauge => MetricKind::Gauge,
-                    wit::MetricKind::Histogram => MetricKind::Histogram,
-                },
-                labels: s.labels,
-                buckets: s.buckets,
-            })
-            .collect())
-    }
-
-    /// A fresh instance with `init` run. Made for a call, both share that call's deadline
-    /// (`call_deadline`); at load each has its own `call_timeout_ms`.
-    fn instantiate(&self, call_deadline: Option<Instant>) -> Result<Live> {
-        let deadline = || call_deadline.unwrap_or_else(|| self.limits.deadline());
-        let mut store =
-            self.runtime
-                .new_store(&self.name, &self.limits, self.metrics.clone(), deadline());
-        let init = |store: &mut Store<PluginState>, bindings: &Bindings| match bindings {
-            Bindings::Consumer(b) => b.call_init(store, &self.config),
-            Bindings::Metrics(b) => b.call_init(store, &self.config),
-        };
-        let bindings = match &self.pre {
-            Pre::Consumer(pre) => pre.instantiate(&mut store).map(Bindings::Consumer),
-            Pre::Metrics(pre) => pre.instantiate(&mut store).map(Bindings::Metrics),
-        }
-        .map_err(|e| self.trap(&store, "instantiate", &e))?;
-        arm(&mut store, deadline());
-        match init(&mut store, &bindings) {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(reason)) => Err(Error::Init {
-                plugin: self.name.to_string(),
-                reason: admit(&reason),
-            }),
-            Err(e) => Err(self.trap(&store, "init", &e)),
-        }
     }
 
     /// Hands one batch to the plugin, unless it is quarantined.
@@ -255,47 +233,78 @@ impl Runner {
             World::Metrics => "observe",
             _ => "handle",
         };
-        let mut guard = self.live.lock();
-        let started = Instant::now();
-        let deadline = started + self.limits.timeout();
-        if guard.is_none() {
-            *guard = Some(
-                self.instantiate(Some(deadline))
-                    .map_err(|e| e.to_string())?,
-            );
-            if Instant::now() >= deadline {
-                // Nothing left for the call: the fresh instance stays warm for the next batch.
-                metrics.record(&self.name, function, started, "timeout");
-                return Err(replaced_too_late(function, &self.limits));
-            }
-        }
-        let live = guard.as_mut().expect("instantiated above");
-        arm(&mut live.store, deadline);
         let mut scratch = self.scratch.lock();
-        let view = scratch.fill(batch)?;
-        let result = match &live.bindings {
-            Bindings::Consumer(b) => b.call_handle(&mut live.store, view),
-            Bindings::Metrics(b) => b.call_observe(&mut live.store, view).map(Ok),
-        };
-        forward_stderr(&mut live.store);
-        match result {
-            Ok(Ok(())) => {
+        let view = scratch
+            .fill(batch)
+            .map_err(|reason| format!("in `{function}`: {reason}"))?;
+        let Answered { answer, started } = self.instance.call(
+            function,
+            metrics,
+            || self.sink(),
+            |store, bindings| {
+                let answer = match bindings {
+                    Bindings::Consumer(b) => b.call_handle(&mut *store, view),
+                    Bindings::Metrics(b) => b.call_observe(&mut *store, view).map(Ok),
+                };
+                forward_stderr(store);
+                answer
+            },
+        )?;
+        match answer {
+            Ok(()) => {
                 metrics.record(&self.name, function, started, "ok");
                 Ok(())
             }
-            Ok(Err(reason)) => {
+            Err(reason) => {
                 metrics.record(&self.name, function, started, "error");
                 // It reaches the log, the breaker's status and the API: cut and scrubbed.
                 Err(admit(&format!("in `{function}`: {reason}")))
             }
-            Err(e) => {
-                let (outcome, reason) = describe_trap(&live.store, &self.limits, function, &e);
-                metrics.record(&self.name, function, started, outcome);
-                *guard = None;
-                Err(reason)
-            }
         }
     }
+}
+
+/// Calls `describe()` on a throwaway instance (before the metric set exists).
+fn describe(
+    runtime: &Runtime,
+    name: &str,
+    limits: &Limits,
+    pre: &MetricsPre<PluginState>,
+) -> Result<Vec<MetricDecl>> {
+    let trap = |store: &Store<PluginState>, function: &str, e: &wasmtime::Error| Error::Trap {
+        plugin: name.to_string(),
+        reason: describe_trap(store, limits, function, e).1,
+    };
+    let deadline = limits.deadline();
+    let mut store = runtime.new_store(&name.into(), limits, None, deadline);
+    let bindings = pre
+        .instantiate(&mut store)
+        .map_err(|e| trap(&store, "instantiate", &e))?;
+    arm(&mut store, deadline);
+    let specs = bindings
+        .call_describe(&mut store)
+        .map_err(|e| trap(&store, "describe", &e))?;
+    Ok(decls_of(specs))
+}
+
+/// What `describe()` declares, as the host's declarations. Its help text is taken as the
+/// plugin wrote it: [`PluginMetricSet::new`] admits every declaration's help (cut and
+/// scrubbed) once, whether it came from a manifest or from `describe()`.
+fn decls_of(specs: Vec<wit::MetricSpec>) -> Vec<MetricDecl> {
+    specs
+        .into_iter()
+        .map(|s| MetricDecl {
+            name: s.name,
+            help: s.help,
+            kind: match s.kind {
+                wit::MetricKind::Counter => MetricKind::Counter,
+                wit::MetricKind::Gauge => MetricKind::Gauge,
+                wit::MetricKind::Histogram => MetricKind::Histogram,
+            },
+            labels: s.labels,
+            buckets: s.buckets,
+        })
+        .collect()
 }
 
 /// The bus consumer behind a `consumer`/`metrics` plugin: stays registered across swaps.
@@ -309,5 +318,37 @@ impl Consumer for PluginConsumer {
         // A plugin call is synchronous and may run to its deadline: keep it off the async
         // workers' queue.
         tokio::task::block_in_place(|| runner.handle(&batch)).map_err(ConsumerError::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `describe()` help of 20 KiB holding a secret reaches `/metrics` cut once — one
+    /// `… (N bytes cut)`, N counting from what the plugin wrote — and scrubbed.
+    #[test]
+    fn describe_help_is_admitted_once() {
+        let help = format!("seen by password=hunter2 {}", "more words ".repeat(2000));
+        let specs = vec![wit::MetricSpec {
+            name: "seen_total".into(),
+            help: help.clone(),
+            kind: wit::MetricKind::Counter,
+            labels: vec![],
+            buckets: vec![],
+        }];
+        let set = PluginMetricSet::new(
+            "wordy",
+            &decls_of(specs),
+            10,
+            crate::budget::Budget::default().label_caps(),
+            RejectionCounters::unread().unwrap(),
+        )
+        .unwrap();
+        set.update("seen_total", &[], 1.0).unwrap();
+        let shown = set.gather()[0].help().to_string();
+        assert_eq!(shown.matches("bytes cut").count(), 1, "{shown}");
+        assert_eq!(shown, admit(&help));
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

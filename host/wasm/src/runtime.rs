@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-use serde::{Deserialize, Serialize};
+use prometheus::Registry;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, Trap};
@@ -19,92 +18,20 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{host, types};
 use crate::budget::Budget;
-use crate::custom_metrics::PluginMetricSet;
+use crate::custom_metrics::MetricSink;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::manifest::World;
-use crate::redactions::Redactions;
+use crate::plugin_metrics::PluginMetrics;
 
 /// The version of the `lookout:plugin` WIT package this host speaks.
 pub const WIT_VERSION: &str = "0.2.0";
 
-/// What a plugin has done so far, summed over its versions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct PluginCounters {
-    pub calls: u64,
-    /// Calls that trapped, timed out, ran out of memory, returned an error or answered with a
-    /// verdict the host refused.
-    pub failures: u64,
-    pub events_in: u64,
-    /// Time spent in the plugin's calls.
-    pub busy_seconds: f64,
-    /// `busy_seconds` per event handed to it, in nanoseconds.
-    pub ns_per_event: Option<f64>,
-}
-
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Default memory cap per plugin instance.
-pub const DEFAULT_MAX_MEMORY_MIB: u32 = 64;
-/// Default cardinality budget per custom metric.
-pub const DEFAULT_MAX_SERIES_PER_METRIC: u32 = 1000;
-/// Default time one call into a plugin may take.
-pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 100;
 /// Most log lines a plugin may write per call; more are counted and discarded.
 const MAX_LOG_LINES_PER_CALL: u32 = 64;
-
-/// Resource limits of one plugin.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Linear memory the plugin may grow to, in MiB.
-    pub max_memory_mib: u32,
-    /// Time one call (`init`, `sanitize`, …) may take before it is interrupted.
-    pub call_timeout_ms: u64,
-    /// Cardinality budget: most label-value combinations per custom metric.
-    pub max_series_per_metric: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
-            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
-            max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
-        }
-    }
-}
-
-impl Limits {
-    pub(crate) fn validate(&self, plugin: &str) -> Result<()> {
-        let bad = |reason: &str| {
-            Err(Error::Manifest {
-                plugin: plugin.to_string(),
-                reason: reason.to_string(),
-            })
-        };
-        if self.max_memory_mib == 0 || self.max_memory_mib > 4096 {
-            return bad("limits.max_memory_mib must be between 1 and 4096");
-        }
-        if self.call_timeout_ms == 0 || self.call_timeout_ms > 60_000 {
-            return bad("limits.call_timeout_ms must be between 1 and 60000");
-        }
-        if self.max_series_per_metric == 0 || self.max_series_per_metric > 100_000 {
-            return bad("limits.max_series_per_metric must be between 1 and 100000");
-        }
-        Ok(())
-    }
-
-    /// How long one call may take.
-    pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms)
-    }
-
-    /// When a call starting now must be over.
-    pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout()
-    }
-}
 
 /// The epoch ticks from now to `deadline`, rounded up, plus one for the tick already under
 /// way (so a guest is never cut before its deadline; at most one tick after it).
@@ -200,7 +127,7 @@ pub(crate) struct PluginState {
     deadline: Instant,
     logs_this_call: u32,
     /// What `update-metric` may touch.
-    metrics: Option<Arc<PluginMetricSet>>,
+    pub metrics: Option<MetricSink>,
     stderr: MemoryOutputPipe,
     /// How much of `stderr` has been forwarded already.
     stderr_seen: usize,
@@ -259,142 +186,11 @@ impl host::Host for PluginState {
         value: f64,
     ) -> std::result::Result<(), String> {
         match &self.metrics {
-            Some(set) => set.update(&name, &label_values, value),
+            Some(sink) => sink.update(&name, &label_values, value),
             None => Err(format!(
                 "metric `{name}` was not declared: this plugin declares no metrics"
             )),
         }
-    }
-}
-
-/// Per-plugin call metrics.
-#[derive(Clone, Debug)]
-pub(crate) struct PluginMetrics {
-    pub calls: IntCounterVec,
-    pub duration: HistogramVec,
-    pub events_in: IntCounterVec,
-    pub quarantined: IntGaugeVec,
-    pub quarantines: IntCounterVec,
-    /// Sanitizers' redactions by rule (`lookout_redactions_total`).
-    pub redactions: Redactions,
-}
-
-impl PluginMetrics {
-    /// Books that nobody reads, for the calls a push makes before it is installed (a
-    /// sanitizer's fixtures): a refused push then leaves nothing counted under its name.
-    pub(crate) fn unread() -> Result<Self> {
-        Self::new(&Registry::new())
-    }
-
-    /// What a plugin has done so far (all its versions): for the API and the dashboard.
-    pub(crate) fn counters(&self, plugin: &str) -> PluginCounters {
-        let mut counters = PluginCounters::default();
-        for function in ["sanitize", "handle", "observe"] {
-            for outcome in ["ok", "error", "refused", "trap", "timeout", "out_of_memory"] {
-                let n = self
-                    .calls
-                    .get_metric_with_label_values(&[plugin, function, outcome])
-                    .map(|c| c.get())
-                    .unwrap_or(0);
-                counters.calls += n;
-                if outcome != "ok" {
-                    counters.failures += n;
-                }
-            }
-            if let Ok(h) = self
-                .duration
-                .get_metric_with_label_values(&[plugin, function])
-            {
-                counters.busy_seconds += h.get_sample_sum();
-            }
-        }
-        counters.events_in = self
-            .events_in
-            .get_metric_with_label_values(&[plugin])
-            .map(|c| c.get())
-            .unwrap_or(0);
-        counters.ns_per_event = (counters.events_in > 0)
-            .then(|| counters.busy_seconds * 1e9 / counters.events_in as f64);
-        counters
-    }
-
-    /// One finished call: its duration and its outcome (`ok`, `error`, `trap`, `timeout`, …).
-    pub(crate) fn record(
-        &self,
-        plugin: &str,
-        function: &str,
-        started: std::time::Instant,
-        outcome: &str,
-    ) {
-        self.duration
-            .with_label_values(&[plugin, function])
-            .observe(started.elapsed().as_secs_f64());
-        self.calls
-            .with_label_values(&[plugin, function, outcome])
-            .inc();
-    }
-
-    fn new(registry: &Registry) -> Result<Self> {
-        let err = |e: prometheus::Error| Error::Runtime(format!("plugin metrics: {e}"));
-        let calls = IntCounterVec::new(
-            Opts::new("lookout_plugin_calls_total", "Calls into WASM plugins by plugin, function and outcome (ok, error, refused, trap, timeout, out_of_memory)."),
-            &["plugin", "function", "outcome"],
-        )
-        .map_err(err)?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "lookout_plugin_call_duration_seconds",
-                "Time spent in each call into a WASM plugin.",
-            )
-            .buckets(vec![
-                1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ]),
-            &["plugin", "function"],
-        )
-        .map_err(err)?;
-        let events_in = IntCounterVec::new(
-            Opts::new(
-                "lookout_plugin_events_in_total",
-                "Events handed to each plugin.",
-            ),
-            &["plugin"],
-        )
-        .map_err(err)?;
-        let quarantined = IntGaugeVec::new(
-            Opts::new(
-                "lookout_plugin_quarantined",
-                "1 while a plugin is quarantined after repeated failures.",
-            ),
-            &["plugin"],
-        )
-        .map_err(err)?;
-        let quarantines = IntCounterVec::new(
-            Opts::new(
-                "lookout_plugin_quarantines_total",
-                "Times each plugin was quarantined.",
-            ),
-            &["plugin"],
-        )
-        .map_err(err)?;
-        registry.register(Box::new(calls.clone())).map_err(err)?;
-        registry.register(Box::new(duration.clone())).map_err(err)?;
-        registry
-            .register(Box::new(events_in.clone()))
-            .map_err(err)?;
-        registry
-            .register(Box::new(quarantined.clone()))
-            .map_err(err)?;
-        registry
-            .register(Box::new(quarantines.clone()))
-            .map_err(err)?;
-        Ok(PluginMetrics {
-            calls,
-            duration,
-            events_in,
-            quarantined,
-            quarantines,
-            redactions: Redactions::new(registry)?,
-        })
     }
 }
 
@@ -688,7 +484,7 @@ impl Runtime {
         &self,
         plugin: &Arc<str>,
         limits: &Limits,
-        metrics: Option<Arc<PluginMetricSet>>,
+        metrics: Option<MetricSink>,
         deadline: Instant,
     ) -> Store<PluginState> {
         // A guest's stderr (and panic messages) goes here, never to ours. Consumers' and

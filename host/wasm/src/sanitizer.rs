@@ -8,7 +8,6 @@
 //! `sanitize`, never on top of it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use lookout_core::{Event, FailurePolicy, SanitizeError, Sanitizer};
 use parking_lot::Mutex;
@@ -16,30 +15,40 @@ use wasmtime::Store;
 
 use crate::batch::BatchBuilder;
 use crate::bindings::sanitizer::{Sanitizer as Bindings, SanitizerPre};
-use crate::breaker::{Breaker, BreakerStatus, QuarantinePolicy};
+use crate::breaker::{Breaker, BreakerStatus};
 use crate::error::{Error, Result};
-use crate::manifest::{Fixture, Manifest, World};
+use crate::instance::{Answered, Guest, Instance};
+use crate::limits::{Limits, QuarantinePolicy};
+use crate::manifest::{Fixture, Manifest, PluginConfig, World};
+use crate::plugin_metrics::PluginMetrics;
 use crate::plugin_text::admit;
 use crate::redactions::RuleBook;
-use crate::runtime::{
-    Limits, PluginMetrics, PluginState, Runtime, arm, describe_trap, replaced_too_late,
-};
+use crate::runtime::{PluginState, Runtime};
 
-/// The `[config]` handed to a plugin's `init`.
-pub type PluginConfig = Vec<(String, String)>;
+impl Guest for Bindings {
+    type Pre = SanitizerPre<PluginState>;
 
-struct Live {
-    store: Store<PluginState>,
-    bindings: Bindings,
+    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
+        pre.instantiate(store)
+    }
+
+    fn init(
+        &self,
+        store: &mut Store<PluginState>,
+        config: &PluginConfig,
+    ) -> wasmtime::Result<std::result::Result<(), String>> {
+        self.call_init(store, config)
+    }
 }
 
-/// A loaded sanitizer component.
-pub struct WasmSanitizer {
+/// A loaded sanitizer component. A handle: its clones share one warm instance, books and
+/// breaker (the bus runs one, the registry keeps it for rollback).
+#[derive(Clone)]
+pub struct WasmSanitizer(Arc<Policy>);
+
+struct Policy {
     name: Arc<str>,
-    runtime: Runtime,
-    pre: SanitizerPre<PluginState>,
-    config: PluginConfig,
-    limits: Limits,
+    instance: Instance<Bindings>,
     on_failure: FailurePolicy,
     breaker: Breaker,
     /// Where its calls are counted: the runtime's (shared with its other versions), or
@@ -47,15 +56,14 @@ pub struct WasmSanitizer {
     metrics: PluginMetrics,
     /// Where the markers of its replacements are counted, in `metrics`.
     redactions: Arc<RuleBook>,
-    live: Mutex<Option<Live>>,
     scratch: Mutex<BatchBuilder>,
 }
 
 impl std::fmt::Debug for WasmSanitizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasmSanitizer")
-            .field("name", &self.name)
-            .field("limits", &self.limits)
+            .field("name", &self.0.name)
+            .field("limits", self.0.instance.limits())
             .finish_non_exhaustive()
     }
 }
@@ -71,46 +79,8 @@ impl WasmSanitizer {
         limits: Limits,
     ) -> Result<WasmSanitizer> {
         let counted = runtime.metrics.clone();
-        lookout_core::blocking(|| Self::load_here(runtime, name, wasm, config, limits, counted))
-    }
-
-    /// Loads it counting its calls in `metrics`.
-    fn load_here(
-        runtime: &Runtime,
-        name: &str,
-        wasm: &[u8],
-        config: PluginConfig,
-        limits: Limits,
-        metrics: PluginMetrics,
-    ) -> Result<WasmSanitizer> {
-        limits.validate(name)?;
-        runtime
-            .budget()
-            .admit_limits(name, World::Sanitizer, &limits)?;
-        let component = runtime.compile(name, wasm)?;
-        let pre = runtime.link(name, World::Sanitizer, &component, SanitizerPre::new)?;
-        let sanitizer = WasmSanitizer {
-            name: name.into(),
-            runtime: runtime.clone(),
-            pre,
-            config,
-            limits,
-            on_failure: FailurePolicy::default(),
-            breaker: Breaker::new(QuarantinePolicy::default()),
-            redactions: metrics.redactions.book(name),
-            metrics,
-            live: Mutex::new(None),
-            scratch: Mutex::default(),
-        };
-        let live = sanitizer.instantiate(None)?;
-        *sanitizer.live.lock() = Some(live);
-        Ok(sanitizer)
-    }
-
-    /// Counts its calls, events and redactions in `metrics` from now on.
-    fn count_in(&mut self, metrics: PluginMetrics) {
-        self.redactions = metrics.redactions.book(&self.name);
-        self.metrics = metrics;
+        lookout_core::blocking(|| Policy::load(runtime, name, wasm, config, limits, counted))
+            .map(|policy| WasmSanitizer(Arc::new(policy)))
     }
 
     /// Loads the plugin a manifest describes, then runs the manifest's fixtures against it.
@@ -131,8 +101,8 @@ impl WasmSanitizer {
             });
         }
         let unread = PluginMetrics::unread()?;
-        let mut sanitizer = lookout_core::blocking(|| {
-            Self::load_here(
+        let mut policy = lookout_core::blocking(|| {
+            Policy::load(
                 runtime,
                 &manifest.name,
                 wasm,
@@ -141,11 +111,57 @@ impl WasmSanitizer {
                 unread,
             )
         })?;
-        sanitizer.on_failure = manifest.on_failure;
-        sanitizer.breaker = Breaker::new(manifest.quarantine);
-        lookout_core::blocking(|| sanitizer.run_fixtures(&manifest.fixtures))?;
-        sanitizer.count_in(runtime.metrics.clone());
-        Ok(sanitizer)
+        policy.on_failure = manifest.on_failure;
+        policy.breaker = Breaker::new(manifest.quarantine);
+        lookout_core::blocking(|| policy.run_fixtures(&manifest.fixtures))?;
+        policy.count_in(runtime.metrics.clone());
+        Ok(WasmSanitizer(Arc::new(policy)))
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.0.instance.limits()
+    }
+
+    /// Running or quarantined, and the last error.
+    pub fn status(&self) -> BreakerStatus {
+        self.0.breaker.status()
+    }
+}
+
+impl Policy {
+    /// Loads it counting its calls in `metrics`.
+    fn load(
+        runtime: &Runtime,
+        name: &str,
+        wasm: &[u8],
+        config: PluginConfig,
+        limits: Limits,
+        metrics: PluginMetrics,
+    ) -> Result<Policy> {
+        limits.validate(name)?;
+        runtime
+            .budget()
+            .admit_limits(name, World::Sanitizer, &limits)?;
+        let component = runtime.compile(name, wasm)?;
+        let pre = runtime.link(name, World::Sanitizer, &component, SanitizerPre::new)?;
+        let name: Arc<str> = name.into();
+        let policy = Policy {
+            instance: Instance::new(name.clone(), runtime, limits, config, pre),
+            on_failure: FailurePolicy::default(),
+            breaker: Breaker::new(QuarantinePolicy::default()),
+            redactions: metrics.redactions.book(&name),
+            metrics,
+            scratch: Mutex::default(),
+            name,
+        };
+        policy.instance.start(None)?;
+        Ok(policy)
+    }
+
+    /// Counts its calls, events and redactions in `metrics` from now on.
+    fn count_in(&mut self, metrics: PluginMetrics) {
+        self.redactions = metrics.redactions.book(&self.name);
+        self.metrics = metrics;
     }
 
     /// Runs each fixture's input through the plugin and compares with what it expects.
@@ -186,48 +202,23 @@ impl WasmSanitizer {
         }
         Ok(())
     }
-
-    /// A fresh instance with `init` run on the plugin's config. Made for a call, both share
-    /// that call's deadline (`call_deadline`); at load each has its own `call_timeout_ms`.
-    fn instantiate(&self, call_deadline: Option<Instant>) -> Result<Live> {
-        let deadline = || call_deadline.unwrap_or_else(|| self.limits.deadline());
-        let mut store = self
-            .runtime
-            .new_store(&self.name, &self.limits, None, deadline());
-        let trap = |store: &Store<PluginState>, function: &str, e: wasmtime::Error| Error::Trap {
-            plugin: self.name.to_string(),
-            reason: describe_trap(store, &self.limits, function, &e).1,
-        };
-        let bindings = match self.pre.instantiate(&mut store) {
-            Ok(b) => b,
-            Err(e) => return Err(trap(&store, "instantiate", e)),
-        };
-        arm(&mut store, deadline());
-        match bindings.call_init(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Live { store, bindings }),
-            Ok(Err(reason)) => Err(Error::Init {
-                plugin: self.name.to_string(),
-                reason: admit(&reason),
-            }),
-            Err(e) => Err(trap(&store, "init", e)),
-        }
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// Running or quarantined, and the last error.
-    pub fn status(&self) -> BreakerStatus {
-        self.breaker.status()
-    }
 }
 
 impl Sanitizer for WasmSanitizer {
     fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
+    fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
+        self.0.sanitize(batch)
+    }
+
+    fn failure_policy(&self) -> FailurePolicy {
+        self.0.on_failure
+    }
+}
+
+impl Policy {
     fn sanitize(&self, batch: &mut Vec<Event>) -> std::result::Result<(), SanitizeError> {
         let metrics = &self.metrics;
         metrics
@@ -242,50 +233,26 @@ impl Sanitizer for WasmSanitizer {
             })
     }
 
-    fn failure_policy(&self) -> FailurePolicy {
-        self.on_failure
-    }
-}
-
-impl WasmSanitizer {
     /// One call into the plugin; a trap drops the instance (the next call gets a fresh one,
     /// made within that call's deadline).
     fn call(&self, batch: &mut Vec<Event>) -> std::result::Result<(), String> {
-        let metrics = &self.metrics;
-        let mut guard = self.live.lock();
-        let started = Instant::now();
-        let deadline = started + self.limits.timeout();
-        if guard.is_none() {
-            *guard = Some(
-                self.instantiate(Some(deadline))
-                    .map_err(|e| e.to_string())?,
-            );
-            if Instant::now() >= deadline {
-                // Nothing left for `sanitize`: the fresh instance stays warm for the next call.
-                metrics.record(&self.name, "sanitize", started, "timeout");
-                return Err(replaced_too_late("sanitize", &self.limits));
-            }
-        }
-        let live = guard.as_mut().expect("instantiated above");
-        arm(&mut live.store, deadline);
         let mut scratch = self.scratch.lock();
-        let view = scratch.fill(batch)?;
+        let view = scratch
+            .fill(batch)
+            .map_err(|reason| format!("in `sanitize`: {reason}"))?;
         // `batch` is untouched until the verdict is in and checked: on any failure the bus
         // gets the events as they were and fails them closed.
-        match live.bindings.call_sanitize(&mut live.store, view) {
-            Ok(verdict) => {
-                let applied = scratch.apply(verdict, batch, |value| self.redactions.count(value));
-                // A verdict the host refuses is a failed call: counted so, and in the status.
-                let outcome = if applied.is_ok() { "ok" } else { "refused" };
-                metrics.record(&self.name, "sanitize", started, outcome);
-                applied.map_err(|reason| format!("in `sanitize`: {reason}"))
-            }
-            Err(e) => {
-                let (outcome, reason) = describe_trap(&live.store, &self.limits, "sanitize", &e);
-                metrics.record(&self.name, "sanitize", started, outcome);
-                *guard = None;
-                Err(reason)
-            }
-        }
+        let Answered { answer, started } = self.instance.call(
+            "sanitize",
+            &self.metrics,
+            || None,
+            |store, bindings| bindings.call_sanitize(store, view),
+        )?;
+        let applied = scratch.apply(answer, batch, |value| self.redactions.count(value));
+        // A verdict the host refuses is a failed call: counted so, and in the status.
+        let outcome = if applied.is_ok() { "ok" } else { "refused" };
+        self.metrics
+            .record(&self.name, "sanitize", started, outcome);
+        applied.map_err(|reason| format!("in `sanitize`: {reason}"))
     }
 }

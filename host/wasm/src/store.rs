@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Manifest, World};
-use crate::registry::{now_ms, sha256_hex};
+use crate::stamp::{now_ms, sha256_hex};
 
 /// Where the kept plugins live.
 #[derive(Debug)]
@@ -85,12 +85,13 @@ impl PluginStore {
     /// Keeps a version just installed: it becomes current, the current one previous.
     pub fn keep(
         &self,
-        manifest: &Manifest,
+        world: World,
+        name: &str,
         manifest_text: &str,
         wasm: &[u8],
     ) -> std::io::Result<()> {
         let _writing = self.writing.lock();
-        let dir = self.slot_dir(manifest.world, &manifest.name);
+        let dir = self.slot_dir(world, name);
         std::fs::create_dir_all(&dir)?;
         if dir.join("current.json").exists() {
             for part in PARTS {

@@ -9,9 +9,13 @@ use lookout_core::{
     Sanitizer,
 };
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer, World};
+use lookout_wasm::{
+    BreakerState, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer, World,
+};
 use prometheus::Registry;
 
+#[path = "plugins/books.rs"]
+mod books;
 #[path = "plugins/hostile_names.rs"]
 mod hostile_names;
 #[path = "plugins/redactions.rs"]
@@ -225,7 +229,7 @@ fn a_python_sanitizer_built_with_componentize_py_runs_like_the_rust_ones() {
     let (wasm, manifest) = lookout_testkit::python_plugin();
     let manifest = Manifest::parse(&manifest).unwrap();
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let report = lookout_wasm::check(&runtime, &manifest, &wasm).unwrap();
+    let report = lookout_wasm::check(&runtime, &manifest, &wasm, "redact").unwrap();
     assert_eq!(report.fixtures_passed, 1);
     let s = WasmSanitizer::from_manifest(&runtime, &manifest, &wasm).unwrap();
     let out = sanitize(
@@ -608,7 +612,11 @@ async fn swap_checks_first_and_rollback_returns() {
         Err(Error::Conflict { .. })
     ));
 
-    let outcomes: Vec<_> = plugins.history().iter().map(|h| h.outcome).collect();
+    let outcomes: Vec<_> = plugins
+        .history()
+        .iter()
+        .map(|h| h.outcome.as_str())
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -1026,7 +1034,7 @@ async fn repeated_failures_quarantine_then_recover() {
         assert!(bus.flush(Duration::from_secs(10)).await);
     }
     let status = plugins.list()[0].status.clone();
-    assert_eq!(status.state, "quarantined");
+    assert_eq!(status.state, BreakerState::Quarantined);
     assert!(status.last_error.unwrap().contains("trapped"));
     assert_eq!(
         counter(
@@ -1060,7 +1068,7 @@ async fn repeated_failures_quarantine_then_recover() {
             let plugins = &plugins;
             async move {
                 bus.flush(Duration::from_secs(5)).await;
-                (plugins.list()[0].status.state == "running").then_some(())
+                (plugins.list()[0].status.state == BreakerState::Running).then_some(())
             }
         },
     )
@@ -1070,4 +1078,82 @@ async fn repeated_failures_quarantine_then_recover() {
         Some(&FieldValue::Str("hunter2".into())),
         "misbehave passes plain batches through once running again"
     );
+}
+
+/// The registry keeps its store in step by where a version came from: what the API installs
+/// is kept (with the version before it), a rollback swaps the kept versions, a version from
+/// the plugin folder supersedes the kept one, a delete forgets it; an install that says
+/// nothing of its origin (start-up, a restore) leaves the store as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_keeps_its_store_by_where_a_version_came_from() {
+    use lookout_artifacts::plugins::ERROR_COUNTER;
+    use lookout_wasm::{Origin, PluginStore};
+    let dir = lookout_testkit::artifacts_dir().join("registry-store");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_bus, _registry, plugins) = start_bus_with_registry();
+    plugins.keep_in(PluginStore::open(&dir).unwrap());
+    let store = || plugins.store().unwrap();
+    let kept = |name: &str| {
+        store()
+            .slots()
+            .into_iter()
+            .find(|s| s.slot == name)
+            .map(|s| {
+                let version = |v: &Option<lookout_wasm::KeptVersion>| {
+                    v.as_ref().map(|v| v.manifest.version.clone())
+                };
+                (version(&s.current), version(&s.previous))
+            })
+    };
+    let text = |version: &str| {
+        format!("name = \"counted\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
+    };
+    for version in ["1", "2"] {
+        let manifest_text = text(version);
+        let manifest = Manifest::parse(&manifest_text).unwrap();
+        let origin = Origin::Api {
+            manifest_text: &manifest_text,
+        };
+        plugins
+            .install_from(manifest, ERROR_COUNTER, origin, "api")
+            .unwrap();
+    }
+    assert_eq!(kept("counted"), Some((Some("2".into()), Some("1".into()))));
+    plugins.rollback("counted", "api").unwrap();
+    assert_eq!(kept("counted"), Some((Some("1".into()), Some("2".into()))));
+    // Not said where from: the store is left alone.
+    plugins
+        .install(Manifest::parse(&text("3")).unwrap(), ERROR_COUNTER, "test")
+        .unwrap();
+    assert_eq!(kept("counted"), Some((Some("1".into()), Some("2".into()))));
+    plugins
+        .install_from(
+            Manifest::parse(&text("4")).unwrap(),
+            ERROR_COUNTER,
+            Origin::Folder,
+            "watch",
+        )
+        .unwrap();
+    assert_eq!(
+        kept("counted"),
+        None,
+        "the folder's version supersedes the kept one"
+    );
+
+    let manifest_text = text("5");
+    let origin = Origin::Api {
+        manifest_text: &manifest_text,
+    };
+    plugins
+        .install_from(
+            Manifest::parse(&manifest_text).unwrap(),
+            ERROR_COUNTER,
+            origin,
+            "api",
+        )
+        .unwrap();
+    assert!(kept("counted").is_some());
+    plugins.delete("counted", "api").unwrap();
+    assert_eq!(kept("counted"), None, "a deleted plugin stays deleted");
+    assert!(plugins.list().iter().all(|p| p.name != "counted"));
 }

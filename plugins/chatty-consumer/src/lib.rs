@@ -9,7 +9,10 @@
 //!   fails the batch with the host's reason (`update-metric refused: …`).
 //! - `mode = "log-fields"`: logs every field it sees, `key=value`, one line each.
 //!
-//! `secret` (default `CANARY-chatty-7f3a9c`) is the secret it quotes.
+//! `secret` (default `CANARY-chatty-7f3a9c`) is the secret it quotes. `init_label = "<value>"`
+//! makes `init` add 1 to `seen_total` with that label value (a refusal is ignored: the host
+//! counts it), and `fail_init = "1"` makes `init` fail after that — a push whose `init`
+//! touched its metrics and is then refused.
 
 use std::cell::{Cell, RefCell};
 
@@ -37,7 +40,10 @@ fn text(value: FieldValue<'_>) -> String {
 
 impl Guest for ChattyConsumer {
     fn init(config: Config) -> Result<(), String> {
-        reject_unknown_keys(&config, &["mode", "bytes", "secret"])?;
+        reject_unknown_keys(
+            &config,
+            &["mode", "bytes", "secret", "init_label", "fail_init"],
+        )?;
         let mode = config_value(&config, "mode").unwrap_or("huge-error");
         let default_bytes = match mode {
             "huge-error" => 20 << 20,
@@ -52,6 +58,12 @@ impl Guest for ChattyConsumer {
         BYTES.with(|b| b.set(bytes));
         if let Some(secret) = config_value(&config, "secret") {
             SECRET.with(|s| *s.borrow_mut() = secret.to_string());
+        }
+        if let Some(label) = config_value(&config, "init_label") {
+            let _ = host::update_metric("seen_total", &[label.to_string()], 1.0);
+        }
+        if config_value(&config, "fail_init") == Some("1") {
+            return Err("init failed on purpose (fail_init)".into());
         }
         Ok(())
     }

@@ -261,3 +261,42 @@ async fn colliding_names_are_refused_and_metrics_stay_valid() {
         "promtool: {said}"
     );
 }
+
+/// At start the configured sanitizer is installed before the plugin folder is read: a pair in
+/// the folder that takes the sanitizer's name (a consumer called `redact`) or the whole
+/// plugin memory budget is refused and logged, and the host starts with its sanitizer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_sanitizer_is_installed_before_the_plugin_folder() {
+    let dir = lookout_testkit::artifacts_dir().join("squatting-folder");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (stem, manifest) in [
+        ("squatter", "name = \"redact\"\nworld = \"consumer\"\n"),
+        (
+            "hog",
+            "name = \"hog\"\nworld = \"consumer\"\n[limits]\nmax_memory_mib = 512\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{stem}.wasm")), ERROR_COUNTER).unwrap();
+        std::fs::write(dir.join(format!("{stem}.toml")), manifest).unwrap();
+    }
+    let host = Host::start(crate::LOOKOUT, &["--plugins", dir.to_str().unwrap()])
+        .expect("the host starts: the folder cannot take what its sanitizer needs");
+    let (_, list) = plugins_json(&host).await;
+    let running: Vec<(&str, &str)> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["world"].as_str().unwrap()))
+        .collect();
+    assert_eq!(running, [("redact", "sanitizer")]);
+    let refused = |plugin: &str, why: &str| {
+        list["history"].as_array().unwrap().iter().any(|h| {
+            h["plugin"] == plugin
+                && h["outcome"] == "rejected"
+                && h["error"].as_str().is_some_and(|e| e.contains(why))
+        })
+    };
+    assert!(refused("redact", "belongs to a sanitizer plugin"), "{list}");
+    assert!(refused("hog", "plugins.budget.total_memory_mib"), "{list}");
+}

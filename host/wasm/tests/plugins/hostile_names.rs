@@ -12,8 +12,8 @@ use lookout_artifacts::plugins::{CHATTY, CHATTY_CONSUMER, ERROR_COUNTER, MISBEHA
 use lookout_core::{Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
 use lookout_wasm::{
-    Budget, Error, Limits, MAX_PLUGIN_TEXT_BYTES, Manifest, PluginRegistry, Runtime, WasmSanitizer,
-    World,
+    BreakerState, Budget, Error, Limits, MAX_PLUGIN_TEXT_BYTES, Manifest, PluginRegistry, Runtime,
+    WasmSanitizer, World,
 };
 use prometheus::Registry;
 
@@ -178,14 +178,14 @@ async fn a_consumers_huge_error_is_cut_scrubbed_and_names_the_call() {
 
 /// Registers a consumer manifest for `error-counter`'s component under `name`, declaring
 /// `metric`.
-fn counter_plugin(name: &str, metric: &str) -> Manifest {
+pub(super) fn counter_plugin(name: &str, metric: &str) -> Manifest {
     Manifest::parse(&format!(
         "name = \"{name}\"\nworld = \"consumer\"\n[[metrics]]\nname = \"{metric}\"\nhelp = \"h\"\nkind = \"counter\"\nlabels = [\"command\"]\n"
     ))
     .unwrap()
 }
 
-fn refusal(plugins: &PluginRegistry, manifest: Manifest, wasm: &[u8]) -> String {
+pub(super) fn refusal(plugins: &PluginRegistry, manifest: Manifest, wasm: &[u8]) -> String {
     match plugins.install(manifest, wasm, "test") {
         Err(e @ Error::Conflict { .. }) => e.to_string(),
         other => panic!("expected a refusal naming the collision, got {other:?}"),
@@ -520,7 +520,7 @@ async fn refused_verdicts_are_failures_and_failure_reasons_name_the_call() {
         assert!(bus.flush(Duration::from_secs(10)).await);
     }
     let info = plugins.list().remove(0);
-    assert_eq!(info.status.state, "quarantined");
+    assert_eq!(info.status.state, BreakerState::Quarantined);
     assert_eq!(info.counters.failures, 2, "{:?}", info.counters);
     let said = info.status.last_error.unwrap();
     assert!(
@@ -597,4 +597,45 @@ async fn delete_and_disable_address_the_plugin_they_name() {
     ));
     let names: Vec<String> = plugins.list().into_iter().map(|p| p.name).collect();
     assert_eq!(names, ["redact"]);
+}
+
+/// `lookout plugin check` (offline, `lookout_wasm::check`) refuses what a push to a host
+/// with the default configuration would refuse for its name — a built-in consumer's or a
+/// placeholder sanitizer's name, the default sanitizer's name for a consumer, a metric name
+/// of lookout's own — in the same words; a name that is free passes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_check_refuses_lookouts_own_names_as_a_push_does() {
+    let (_bus, _registry, plugins) = start_bus_with_registry();
+    let runtime = Runtime::new(&Registry::new()).unwrap();
+    let consumer = |name: &str| {
+        Manifest::parse(&format!("name = \"{name}\"\nworld = \"consumer\"\n")).unwrap()
+    };
+    let cases = [
+        (consumer("live_stream"), ERROR_COUNTER),
+        (consumer("redact"), ERROR_COUNTER),
+        (Manifest::new(RedactAll.name(), World::Sanitizer), REDACT),
+        (counter_plugin("calls", "total"), ERROR_COUNTER),
+        (
+            counter_plugin("call", "duration_seconds_count"),
+            ERROR_COUNTER,
+        ),
+    ];
+    for (manifest, wasm) in cases {
+        let offline = match lookout_wasm::check(&runtime, &manifest, wasm, "redact") {
+            Err(e @ Error::Conflict { .. }) => e.to_string(),
+            other => panic!("{}: expected a refusal, got {other:?}", manifest.name),
+        };
+        let pushed = refusal(&plugins, manifest, wasm);
+        assert_eq!(offline, pushed);
+    }
+    let free = counter_plugin("errors", "total");
+    let report = lookout_wasm::check(&runtime, &free, ERROR_COUNTER, "redact").unwrap();
+    assert_eq!(report.metrics, ["lookout_plugin_errors_total"]);
+    lookout_wasm::check(
+        &runtime,
+        &Manifest::new("redact", World::Sanitizer),
+        REDACT,
+        "redact",
+    )
+    .expect("the host's sanitizer may be checked under its own name");
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use lookout_artifacts::plugins::{FLAKY, MISBEHAVE, REDACT};
 use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{Budget, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer};
+use lookout_wasm::{
+    BreakerState, Budget, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer,
+};
 use prometheus::Registry;
 
 use super::{config, misbehave};
@@ -90,7 +92,7 @@ async fn a_sleeping_sanitizer_is_cut_at_its_deadline_and_fails_closed() {
     }
     assert_eq!(calls(&registry, "misbehave", "timeout"), 2);
     let status = plugins.list()[0].status.clone();
-    assert_eq!(status.state, "quarantined", "{status:?}");
+    assert_eq!(status.state, BreakerState::Quarantined, "{status:?}");
     let error = status.last_error.unwrap_or_default();
     assert!(
         error.contains("100 ms deadline") && error.contains("WASI wait"),
@@ -339,7 +341,7 @@ fn a_plugin_s_memories_share_one_cap() {
     // 100 ms deadline, which would refuse the plugin for the wrong reason.
     let mut roomy = consumer("mems", 64);
     roomy.limits.call_timeout_ms = 10_000;
-    let err = lookout_wasm::check(&runtime, &roomy, &many_memories(3, 480))
+    let err = lookout_wasm::check(&runtime, &roomy, &many_memories(3, 480), "redact")
         .unwrap_err()
         .to_string();
     let grown = rss_mib().saturating_sub(before);
@@ -348,7 +350,7 @@ fn a_plugin_s_memories_share_one_cap() {
 
     let sixteen = many_memories(15, 1);
     let before = rss_mib();
-    let err = lookout_wasm::check(&runtime, &consumer("mems", 64), &sixteen)
+    let err = lookout_wasm::check(&runtime, &consumer("mems", 64), &sixteen, "redact")
         .unwrap_err()
         .to_string();
     eprintln!(
@@ -369,9 +371,14 @@ fn a_plugin_s_memories_share_one_cap() {
             (core instance (instantiate $m)))"#,
     )
     .unwrap();
-    let err = lookout_wasm::check(&runtime, &consumer("mems", 64), &instantiated_five_times)
-        .unwrap_err()
-        .to_string();
+    let err = lookout_wasm::check(
+        &runtime,
+        &consumer("mems", 64),
+        &instantiated_five_times,
+        "redact",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("5 linear memories"), "{err}");
 }
 
