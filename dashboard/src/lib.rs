@@ -10,8 +10,8 @@ use futures::StreamExt;
 use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
 use lookout_dashboard_model::{
-    self as model, Dashboard, EventView, Overview, TapFilter, format_bytes, format_ms,
-    format_percent, format_rate, format_time, format_uptime, sparkline,
+    self as model, Dashboard, ErrorRow, EventView, Overview, PluginRow, TapFilter, format_bytes,
+    format_ms, format_percent, format_rate, format_time, format_uptime, sparkline,
 };
 use wasm_bindgen::prelude::wasm_bindgen;
 

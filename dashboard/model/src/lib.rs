@@ -1,140 +1,50 @@
-//! What the dashboard knows and how it says it: the overview the host pushes (deserialized
-//! leniently: a field the host adds later is ignored, one it drops becomes a default), the
-//! short history kept for sparklines and rates, the event tap, and the formatting. No browser
-//! API here, so all of it is tested natively (`cargo test` in `dashboard/`).
+//! What the dashboard knows and how it says it: the overview the host pushes (the types are
+//! `lookout-api`'s, the same the host serializes, read leniently: a field the host adds later
+//! is ignored, one it drops becomes a default), the short history kept for sparklines and
+//! rates, the event tap, and the formatting. No browser API here, so all of it is tested
+//! natively (`cargo test` in `dashboard/`).
 
 use std::collections::{BTreeMap, VecDeque};
 
+use lookout_api as api;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+pub use lookout_api::{
+    BusTotals, Host, NatsLink, Plugin, PluginCounters, PluginLimits, PluginStatus, Pool, PoolEntry,
+    PreviousPlugin, Swap, Window, Worker,
+};
 
 /// Samples kept per pool: two minutes at one a second.
 pub const HISTORY: usize = 120;
 /// Events kept in the tap.
 pub const TAP: usize = 200;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Overview {
-    pub host: Host,
-    pub health: Health,
-    pub bus: BusTotals,
-    pub pools: Vec<PoolEntry>,
-    pub plugins: Vec<Plugin>,
-    pub swaps: Vec<Swap>,
-    /// Recent errors grouped by host, pool, command and error kind; seen most recently first.
-    pub errors: Vec<ErrorGroup>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Host {
-    pub version: String,
-    pub uptime_s: f64,
-    pub memory_bytes: f64,
-    pub processes: u64,
-    pub workers: u64,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Health {
-    pub ready: bool,
-    /// `ok`, `degraded` or `not_ready`.
-    pub status: String,
-    pub checks: Vec<Check>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Check {
-    pub name: String,
-    pub status: String,
-    pub value: Value,
-    pub threshold: Value,
-    pub rule: String,
-    pub detail: Option<String>,
-    pub affects_readiness: bool,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct BusTotals {
-    pub published: f64,
-    pub accepted: f64,
-    pub dropped: f64,
-    pub sampled_out: f64,
-    pub rate_limited: f64,
-    pub sanitizer_failures: f64,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PoolEntry {
-    pub pool: Pool,
-    pub window: Window,
-    pub window_s: u64,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Pool {
-    pub name: String,
-    pub status: String,
-    pub size: u64,
-    pub workers: Vec<Worker>,
-    pub queue_length: u64,
-    pub queue_limit: u64,
-    pub sessions: u64,
-    pub saturated: bool,
-    pub requests_total: u64,
-    pub failed_total: u64,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Worker {
-    pub slot: u64,
-    pub id: Option<String>,
-    pub pid: Option<u64>,
-    pub state: String,
-    pub uptime_s: Option<f64>,
-    pub requests_served: u64,
-    pub memory_bytes: Option<u64>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Window {
-    pub requests: u64,
-    pub failed: u64,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Plugin {
-    pub name: String,
-    pub world: String,
-    pub version: u64,
-    pub author_version: String,
-    pub status: PluginStatus,
-    pub counters: PluginCounters,
-    /// A sanitizer's redactions by rule (empty for other plugins, and before the first).
-    pub redactions: BTreeMap<String, u64>,
-}
+/// What the host pushes: `lookout-api`'s overview, its events read as [`EventView`]s and its
+/// checks' values as whatever JSON they are.
+pub type Overview = api::Overview<Value, EventView>;
+/// The health checks and what they add up to.
+pub type Health = api::HealthReport<Value>;
+/// One health check; `value` and `threshold` are shown as the JSON they are.
+pub type Check = api::Check<Value>;
+/// Failed requests and worker crashes of one kind, as the host groups them: a count, first
+/// and last seen, and the latest one whole.
+pub type ErrorGroup = api::ErrorGroup<EventView>;
 
 /// Rules named on a plugin's row; the rest are summed up as `+N more`.
 pub const TOP_RULES: usize = 3;
 
-impl Plugin {
+/// How a plugin reads on its row.
+pub trait PluginRow {
     /// `redactions: sensitive-key 40 · gitlab-pat 12 · +2 more`: the [`TOP_RULES`] rules
     /// with the most redactions (ties by name); `None` when it has redacted nothing.
-    pub fn redactions_line(&self) -> Option<String> {
-        let mut rules: Vec<(&str, u64)> = self
-            .redactions
+    fn redactions_line(&self) -> Option<String>;
+}
+
+impl PluginRow for Plugin {
+    fn redactions_line(&self) -> Option<String> {
+        let redactions = self.redactions.as_ref()?;
+        let mut rules: Vec<(&str, u64)> = redactions
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(rule, n)| (rule.as_str(), *n))
@@ -154,34 +64,6 @@ impl Plugin {
         }
         Some(format!("redactions: {}", parts.join(" · ")))
     }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PluginStatus {
-    pub state: String,
-    pub last_error: Option<String>,
-    pub quarantines: u64,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PluginCounters {
-    pub calls: u64,
-    pub failures: u64,
-    pub events_in: u64,
-    pub ns_per_event: Option<f64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Swap {
-    pub at_ms: u64,
-    pub plugin: String,
-    pub version: Option<u64>,
-    pub outcome: String,
-    pub source: String,
-    pub error: Option<String>,
 }
 
 /// An event as the host sends it (sanitized).
@@ -235,34 +117,26 @@ impl EventView {
     }
 }
 
-/// Failed requests and worker crashes of one kind, as the host groups them
-/// (`lookout_server::ErrorGroup`): a count, first and last seen, and the latest one whole.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ErrorGroup {
-    /// The host they came from; `None` for this host's own.
-    pub origin: Option<String>,
-    pub pool: String,
-    /// `None` for a worker crash.
-    pub command: Option<String>,
-    pub error_kind: String,
-    pub count: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub latest: EventView,
+/// How an error group reads on its row.
+pub trait ErrorRow {
+    /// `demo`, or `demo @ web-2` for another host's pool.
+    fn pool_text(&self) -> String;
+    /// `once`, or `12× since 12:30:01`.
+    fn seen_text(&self) -> String;
+    /// What identifies the row as it shows now — its latest event, by host and id — so a new
+    /// occurrence redraws it.
+    fn row_key(&self) -> (Option<String>, u64);
 }
 
-impl ErrorGroup {
-    /// `demo`, or `demo @ web-2` for another host's pool.
-    pub fn pool_text(&self) -> String {
+impl ErrorRow for ErrorGroup {
+    fn pool_text(&self) -> String {
         match &self.origin {
             Some(origin) => format!("{} @ {origin}", self.pool),
             None => self.pool.clone(),
         }
     }
 
-    /// `once`, or `12× since 12:30:01`.
-    pub fn seen_text(&self) -> String {
+    fn seen_text(&self) -> String {
         if self.count <= 1 {
             "once".to_string()
         } else {
@@ -270,9 +144,7 @@ impl ErrorGroup {
         }
     }
 
-    /// What identifies the row as it shows now — its latest event, by host and id — so a new
-    /// occurrence redraws it.
-    pub fn row_key(&self) -> (Option<String>, u64) {
+    fn row_key(&self) -> (Option<String>, u64) {
         (self.origin.clone(), self.latest.id)
     }
 }

@@ -25,12 +25,8 @@ pub struct Change {
     pub to: Value,
 }
 
-/// One field that is wrong, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Invalid {
-    pub field: String,
-    pub reason: String,
-}
+/// One field that is wrong, and why: the one shape every check in lookout reports in.
+pub use lookout_core::Invalid;
 
 /// A change that was applied.
 #[derive(Clone, Debug, Serialize)]

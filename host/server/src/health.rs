@@ -8,17 +8,25 @@
 //! is ready as soon as its workers are, not a `hold` later (hysteresis is for flapping). The
 //! host is ready when every check that affects readiness is effectively ok; a change of
 //! readiness publishes one `health.changed` event and logs one line.
+//!
+//! Checks go out as `lookout-api`'s [`Check`]s and [`Report`]s, the same types the overview
+//! carries to the dashboard. Evaluating must never change a pool or a plugin: it only looks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use lookout_core::{Bus, Event, Severity};
 use lookout_pool::Pools;
 use lookout_wasm::{PluginRegistry, World};
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::AppState;
 
 /// `[health]`: how checks are evaluated.
 #[derive(Clone, Copy, Debug)]
@@ -29,40 +37,11 @@ pub struct HealthSettings {
     pub interval: Duration,
 }
 
-/// One check as the API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub name: String,
-    /// `ok` or `failing` (effective, after hysteresis).
-    pub status: &'static str,
-    pub value: Value,
-    pub threshold: Value,
-    /// What `value` must be against `threshold`: `at_least`, `at_most` or `equals`.
-    pub rule: &'static str,
-    /// False for checks that only degrade the host (a quarantined consumer).
-    pub affects_readiness: bool,
-    /// Seconds in the current effective status.
-    pub for_s: f64,
-    /// Set while the raw state differs from the effective one (it will flip after `hold`).
-    pub pending: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+/// One check as the API shows it: its value and threshold are whatever JSON it measures.
+pub type Check = lookout_api::Check<Value>;
 
 /// The whole picture.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub ready: bool,
-    /// `ok`, `degraded` (only checks that do not affect readiness fail) or `not_ready`.
-    pub status: &'static str,
-    pub checks: Vec<Check>,
-}
-
-impl Report {
-    pub fn failing(&self) -> impl Iterator<Item = &Check> {
-        self.checks.iter().filter(|c| c.status != "ok")
-    }
-}
+pub type Report = lookout_api::HealthReport<Value>;
 
 struct Raw {
     name: String,
@@ -112,7 +91,8 @@ impl Tracked {
     }
 }
 
-struct State {
+/// What the evaluator remembers between evaluations: each check's hysteresis, and readiness.
+struct Tracking {
     checks: BTreeMap<String, Tracked>,
     ready: Option<bool>,
 }
@@ -121,7 +101,7 @@ struct State {
 #[derive(Clone)]
 pub struct Health {
     settings: Arc<Mutex<HealthSettings>>,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<Tracking>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -136,7 +116,7 @@ impl Health {
     pub fn new(settings: HealthSettings) -> Health {
         Health {
             settings: Arc::new(Mutex::new(settings)),
-            state: Arc::new(Mutex::new(State {
+            state: Arc::new(Mutex::new(Tracking {
                 checks: BTreeMap::new(),
                 ready: None,
             })),
@@ -178,21 +158,19 @@ impl Health {
                 .entry(r.name.clone())
                 .or_insert_with(|| Tracked::new(r.ok, now));
             tracked.observe(r.ok, now, hold);
-            let pending = (tracked.effective_ok != tracked.raw_ok).then_some(if tracked.raw_ok {
-                "ok"
-            } else {
-                "failing"
-            });
+            let pending = (tracked.effective_ok != tracked.raw_ok)
+                .then(|| if tracked.raw_ok { "ok" } else { "failing" }.to_string());
             checks.push(Check {
                 name: r.name,
                 status: if tracked.effective_ok {
                     "ok"
                 } else {
                     "failing"
-                },
+                }
+                .to_string(),
                 value: r.value,
                 threshold: r.threshold,
-                rule: r.rule,
+                rule: r.rule.to_string(),
                 affects_readiness: r.affects_readiness,
                 for_s: now.duration_since(tracked.effective_since).as_secs_f64(),
                 pending,
@@ -211,7 +189,7 @@ impl Health {
         };
         let report = Report {
             ready,
-            status,
+            status: status.to_string(),
             checks,
         };
         if state.ready != Some(ready) {
@@ -271,7 +249,8 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
         let ratio = live as f64 / snapshot.size.max(1) as f64;
         raw.push(Raw {
             name: format!("pool:{name}:available_workers"),
-            ok: ratio >= criteria.min_available_ratio && !snapshot.status.eq("stopping"),
+            ok: ratio >= criteria.min_available_ratio
+                && snapshot.status != lookout_pool::PoolStatus::Stopping,
             value: json!(ratio),
             threshold: json!(criteria.min_available_ratio),
             rule: "at_least",
@@ -329,7 +308,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
         let sanitizer = plugin.world == World::Sanitizer;
         raw.push(Raw {
             name: format!("plugin:{}", plugin.name),
-            ok: plugin.status.state == "running",
+            ok: plugin.status.state == lookout_wasm::BreakerState::Running,
             value: json!(plugin.status.state),
             threshold: json!("running"),
             rule: "equals",
@@ -339,6 +318,135 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
         });
     }
     raw
+}
+
+pub(crate) async fn live() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when every check that affects readiness holds, else 503 naming the failing
+/// ones.
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.evaluate_health();
+    let failing: Vec<_> = report.failing().collect();
+    let body = json!({
+        "status": if report.ready { "ready" } else { "not_ready" },
+        "failing": failing,
+    });
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Every check with its value, threshold and status; the pools with their workers and recent
+/// window; the plugins; uptime and version. 200 when ready, 503 when not.
+pub(crate) async fn detailed(State(state): State<Arc<AppState>>) -> Response {
+    let report = state.evaluate_health();
+    let pools: Vec<_> = state
+        .pools
+        .all()
+        .iter()
+        .map(|p| {
+            let window_s = p.config().health.window_s;
+            json!({
+                "pool": p.snapshot(),
+                "window": p.window(std::time::Duration::from_secs(window_s)),
+                "window_s": window_s,
+            })
+        })
+        .collect();
+    let plugins: Vec<_> = state
+        .plugins
+        .list()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "world": p.world,
+                "version": p.version,
+                "state": p.status.state,
+                "retry_in_ms": p.status.retry_in_ms,
+                "quarantines": p.status.quarantines,
+                "last_error": p.status.last_error,
+            })
+        })
+        .collect();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": report.status,
+        "ready": report.ready,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "checks": report.checks,
+        "observability_cost": crate::metrics::observability_cost(&state),
+        "pools": pools,
+        "plugins": plugins,
+        "nats": state.nats.as_ref().map(|n| n.status()),
+    });
+    (code, Json(body)).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Verbose {
+    verbose: Option<String>,
+}
+
+/// Kubernetes-style liveness: `ok`, or with `?verbose` the checks it ran.
+pub(crate) async fn livez(Query(q): Query<Verbose>) -> Response {
+    if q.verbose.is_some() {
+        "[+]ping ok\nlivez check passed\n".into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+/// Kubernetes-style readiness: `ok` / 503, or with `?verbose` a line per check.
+pub(crate) async fn readyz(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<Verbose>,
+) -> Response {
+    let report = state.evaluate_health();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if q.verbose.is_none() {
+        let text = if report.ready { "ok" } else { "not ready" };
+        return (code, text).into_response();
+    }
+    let mut text = String::new();
+    for c in &report.checks {
+        if c.status == "ok" {
+            text.push_str(&format!("[+]{} ok\n", c.name));
+        } else {
+            text.push_str(&format!(
+                "[-]{} failed: {} (must be {} {}){}\n",
+                c.name,
+                c.value,
+                c.rule.replace('_', " "),
+                c.threshold,
+                if c.affects_readiness {
+                    ""
+                } else {
+                    " [does not affect readiness]"
+                }
+            ));
+        }
+    }
+    text.push_str(if report.ready {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    (code, text).into_response()
 }
 
 #[cfg(test)]

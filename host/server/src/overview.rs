@@ -1,6 +1,8 @@
 //! The dashboard's picture of the host: `GET /api/v1/overview` (one snapshot) and
 //! `GET /api/v1/overview/stream` (the same, pushed every second as Server-Sent Events).
 //! Everything in it is either a number, a name, or an event that went through the sanitizer.
+//! Its shape is `lookout-api`'s [`Overview`](lookout_api::Overview), which the dashboard
+//! reads; this file builds it from the pools, the plugins, the health checks and the totals.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,13 +14,14 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::Stream;
+use lookout_api as api;
 use lookout_core::{Batch, Consumer, ConsumerError, Event, FieldValue};
 use parking_lot::Mutex;
-use prometheus::proto::MetricFamily;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AppState;
+use crate::metrics::Totals;
 
 /// Error groups kept; past it, the group seen least recently goes.
 const ERROR_GROUPS: usize = 50;
@@ -28,31 +31,10 @@ const WORKER_CRASHED: &str = "worker_crashed";
 
 /// Failed requests and worker crashes of one kind — the same host, pool, command and error
 /// kind — counted, with the latest of them whole. What `errors` of the overview lists.
-#[derive(Clone, Debug, Serialize)]
-pub struct ErrorGroup {
-    /// The host the errors came from over NATS; `None` for this host's own.
-    pub origin: Option<String>,
-    pub pool: String,
-    /// `None` for a worker crash (no request was running).
-    pub command: Option<String>,
-    /// A failed request's `error_kind` (the exception class, `timeout`, `queue_full`, …);
-    /// `worker_crashed` for a crash.
-    pub error_kind: String,
-    pub count: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    /// The latest occurrence: its message, traceback, correlation id and arguments.
-    pub latest: Event,
-}
+pub type ErrorGroup = api::ErrorGroup<Event>;
 
-impl ErrorGroup {
-    fn is_of(&self, key: &GroupKey<'_>) -> bool {
-        self.origin.as_deref() == key.origin
-            && self.pool == key.pool
-            && self.command.as_deref() == key.command
-            && self.error_kind == key.error_kind
-    }
-}
+/// The overview as the host builds it: checks measure JSON values, events are the bus's.
+pub(crate) type Overview = api::Overview<Value, Event>;
 
 struct GroupKey<'a> {
     origin: Option<&'a str>,
@@ -82,6 +64,13 @@ impl<'a> GroupKey<'a> {
             error_kind,
         })
     }
+
+    fn is_key_of(&self, group: &ErrorGroup) -> bool {
+        group.origin.as_deref() == self.origin
+            && group.pool == self.pool
+            && group.command.as_deref() == self.command
+            && group.error_kind == self.error_kind
+    }
 }
 
 /// A bus consumer keeping the latest failed requests and worker crashes, grouped — sanitized,
@@ -103,7 +92,7 @@ impl RecentErrors {
         };
         let mut groups = self.0.lock();
         // Kept in the order last seen, so the group that goes is at the front.
-        let seen = groups.iter().position(|g| g.is_of(&key));
+        let seen = groups.iter().position(|g| key.is_key_of(g));
         let group = match seen.and_then(|at| groups.remove(at)) {
             Some(mut group) => {
                 group.count += 1;
@@ -139,114 +128,153 @@ impl Consumer for RecentErrors {
     }
 }
 
-/// A family's counters and gauges summed (over the series that have `label`, if given);
-/// histograms contribute their sample sums.
-pub(crate) fn sum(families: &[MetricFamily], name: &str, label: Option<(&str, &str)>) -> f64 {
-    families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            label.is_none_or(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == k && l.value() == v)
-            })
-        })
-        .map(|m| {
-            m.get_counter().get_value()
-                + m.get_gauge().get_value()
-                + m.get_histogram().get_sample_sum()
-        })
-        .fold(0.0, |a, b| a + b)
-}
-
-/// What observability costs, from the host's own measurements since it started: time in the
-/// bus's stages and in plugin calls per event, events per request, and so per request.
-pub(crate) fn observability_cost(state: &AppState) -> Value {
-    let families = state.registry.gather();
-    let events = sum(&families, "lookout_events_published_total", None);
-    let bus_seconds = sum(&families, "lookout_bus_stage_seconds", None);
-    let plugin_seconds = sum(&families, "lookout_plugin_call_duration_seconds", None);
-    let request_events = sum(
-        &families,
-        "lookout_events_published_total",
-        Some(("kind", "request.started")),
-    ) + sum(
-        &families,
-        "lookout_events_published_total",
-        Some(("kind", "request.completed")),
-    );
-    let requests: u64 = state.pools.all().iter().map(|p| p.requests_total()).sum();
-    let per_event = |seconds: f64| (events > 0.0).then(|| seconds / events);
-    let events_per_request = (requests > 0).then(|| request_events / requests as f64);
-    let per_request_us = match (per_event(bus_seconds + plugin_seconds), events_per_request) {
-        (Some(cost), Some(n)) => Some(cost * n * 1e6),
-        _ => None,
-    };
-    json!({
-        "events": events,
-        "bus_seconds_per_event": per_event(bus_seconds),
-        "plugin_seconds_per_event": per_event(plugin_seconds),
-        "events_per_request": events_per_request,
-        "per_request_us": per_request_us,
-    })
-}
-
 /// The whole picture, now.
-pub(crate) fn overview(state: &AppState) -> Value {
+pub(crate) fn overview(state: &AppState) -> Overview {
     let report = state.evaluate_health();
-    let families = state.registry.gather();
+    let totals = Totals::read(&state.registry);
     // One snapshot per pool (each reads every worker's memory from /proc).
-    let mut live_workers = 0;
-    let pools: Vec<Value> = state
-        .pools
-        .all()
+    let pools: Vec<api::PoolEntry> = state.pools.all().iter().map(pool_entry).collect();
+    let live_workers: u64 = pools
         .iter()
-        .map(|p| {
-            let window_s = p.config().health.window_s;
-            let snapshot = p.snapshot();
-            live_workers += snapshot.workers.iter().filter(|w| w.pid.is_some()).count();
-            let mut snapshot = serde_json::to_value(snapshot).unwrap_or_default();
-            if let Some(map) = snapshot.as_object_mut() {
-                map.remove("config");
-            }
-            json!({
-                "pool": snapshot,
-                "window": p.window(Duration::from_secs(window_s)),
-                "window_s": window_s,
-            })
-        })
-        .collect();
+        .map(|p| p.pool.workers.iter().filter(|w| w.pid.is_some()).count() as u64)
+        .sum();
     let history = state.plugins.history();
-    let history: Vec<_> = history.iter().rev().take(20).collect();
-    json!({
-        "host": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": state.started.elapsed().as_secs_f64(),
-            "memory_bytes": sum(&families, "process_resident_memory_bytes", None),
-            "processes": 1 + live_workers,
-            "workers": live_workers,
+    Overview {
+        host: api::Host {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: state.started.elapsed().as_secs_f64(),
+            memory_bytes: totals.memory_bytes,
+            processes: 1 + live_workers,
+            workers: live_workers,
         },
-        "health": report,
-        "bus": {
-            "published": sum(&families, "lookout_events_published_total", None),
-            "accepted": sum(&families, "lookout_events_total", Some(("outcome", "accepted"))),
-            "dropped": sum(&families, "lookout_events_total", Some(("outcome", "dropped"))),
-            "sampled_out": sum(&families, "lookout_events_total", Some(("outcome", "sampled_out"))),
-            "rate_limited": sum(&families, "lookout_events_total", Some(("outcome", "rate_limited"))),
-            "sanitizer_failures": sum(&families, "lookout_sanitizer_failures_total", None),
+        health: report,
+        bus: totals.bus(),
+        pools,
+        plugins: state.plugins.list().iter().map(plugin).collect(),
+        swaps: history.iter().rev().take(20).map(swap).collect(),
+        errors: state.recent_errors.list(),
+        nats: state.nats.as_ref().map(|n| nats_link(n.status())),
+    }
+}
+
+/// The overview as it goes on the wire: through a `Value`, so every object's keys come out
+/// sorted, byte for byte as they did before the overview had types.
+fn to_wire(overview: &Overview) -> Value {
+    serde_json::to_value(overview).unwrap_or_default()
+}
+
+/// The name serde gives a state (`snake_case`), so the overview says what the rest of the
+/// API says about the same pool, worker or plugin.
+fn wire_name(state: impl Serialize) -> String {
+    match serde_json::to_value(state) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// A pool and its recent window; its configuration stays out of the overview.
+fn pool_entry(pool: &lookout_pool::Pool) -> api::PoolEntry {
+    let window_s = pool.config().health.window_s;
+    let snapshot = pool.snapshot();
+    let window = pool.window(Duration::from_secs(window_s));
+    api::PoolEntry {
+        pool: api::Pool {
+            name: snapshot.name,
+            status: wire_name(snapshot.status),
+            size: snapshot.size as u64,
+            uptime_s: snapshot.uptime_s,
+            workers: snapshot
+                .workers
+                .into_iter()
+                .map(|w| api::Worker {
+                    slot: w.slot as u64,
+                    id: w.id,
+                    pid: w.pid.map(u64::from),
+                    state: wire_name(w.state),
+                    uptime_s: w.uptime_s,
+                    requests_served: w.requests_served,
+                    memory_bytes: w.memory_bytes,
+                    last_error: w.last_error,
+                })
+                .collect(),
+            queue_length: snapshot.queue_length as u64,
+            queue_limit: snapshot.queue_limit as u64,
+            sessions: snapshot.sessions as u64,
+            saturated: snapshot.saturated,
+            requests_total: snapshot.requests_total,
+            failed_total: snapshot.failed_total,
         },
-        "pools": pools,
-        "plugins": state.plugins.list(),
-        "swaps": history,
-        "errors": state.recent_errors.list(),
-        "nats": state.nats.as_ref().map(|n| n.status()),
-    })
+        window: api::Window {
+            requests: window.requests,
+            failed: window.failed,
+            p50_ms: window.p50_ms,
+            p95_ms: window.p95_ms,
+        },
+        window_s,
+    }
+}
+
+fn plugin(p: &lookout_wasm::PluginInfo) -> api::Plugin {
+    api::Plugin {
+        name: p.name.clone(),
+        world: wire_name(p.world),
+        version: p.version,
+        author_version: p.author_version.clone(),
+        sha256: p.sha256.clone(),
+        installed_at_ms: p.installed_at_ms,
+        on_failure: wire_name(p.on_failure),
+        limits: api::PluginLimits {
+            max_memory_mib: p.limits.max_memory_mib,
+            call_timeout_ms: p.limits.call_timeout_ms,
+            max_series_per_metric: p.limits.max_series_per_metric,
+        },
+        previous: p.previous.as_ref().map(|v| api::PreviousPlugin {
+            name: v.name.clone(),
+            version: v.version,
+            sha256: v.sha256.clone(),
+        }),
+        status: api::PluginStatus {
+            state: wire_name(p.status.state),
+            retry_in_ms: p.status.retry_in_ms,
+            last_error: p.status.last_error.clone(),
+            quarantines: p.status.quarantines,
+        },
+        counters: api::PluginCounters {
+            calls: p.counters.calls,
+            failures: p.counters.failures,
+            events_in: p.counters.events_in,
+            busy_seconds: p.counters.busy_seconds,
+            ns_per_event: p.counters.ns_per_event,
+        },
+        redactions: p.redactions.clone(),
+    }
+}
+
+fn swap(s: &lookout_wasm::SwapRecord) -> api::Swap {
+    api::Swap {
+        at_ms: s.at_ms,
+        plugin: s.plugin.clone(),
+        version: s.version,
+        sha256: s.sha256.clone(),
+        outcome: wire_name(s.outcome),
+        source: s.source.clone(),
+        error: s.error.clone(),
+    }
+}
+
+fn nats_link(s: lookout_nats::NatsStatus) -> api::NatsLink {
+    api::NatsLink {
+        host: s.host,
+        connected: s.connected,
+        sink: s.sink,
+        source: s.source,
+        buffered: s.buffered as u64,
+        buffer_capacity: s.buffer_capacity as u64,
+    }
 }
 
 pub(crate) async fn get_overview(State(state): State<Arc<AppState>>) -> Response {
-    Json(overview(&state)).into_response()
+    Json(to_wire(&overview(&state))).into_response()
 }
 
 /// The overview at once, then every second.
@@ -257,7 +285,7 @@ pub(crate) async fn overview_stream(
         (state, tokio::time::interval(Duration::from_secs(1))),
         |(state, mut tick)| async move {
             tick.tick().await;
-            let data = overview(&state).to_string();
+            let data = to_wire(&overview(&state)).to_string();
             Some((Ok(SseEvent::default().data(data)), (state, tick)))
         },
     );

@@ -1,5 +1,5 @@
-//! The HTTP API without a socket: who may swap plugins, what `/health/detailed` says, and the
-//! redaction counts of `/api/v1/plugins` and `/metrics`.
+//! The HTTP API without a socket: who may swap plugins, what `/health/detailed` says, the
+//! redaction counts of `/api/v1/plugins` and `/metrics`, and the overview's wire form.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -294,13 +294,8 @@ async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-/// Each sanitizer in `GET /api/v1/plugins` carries its redactions by rule, counted from the
-/// markers of the replacements it made; `/metrics` has the same in `lookout_redactions_total`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_plugin_list_counts_a_sanitizers_redactions_by_rule() {
-    let state = state(None);
-    let (bus, plugins) = (state.bus.clone(), state.plugins.clone());
-    let app = router(state);
+/// Installs `misbehave` as the sanitizer, with the default manifest.
+fn install_misbehave(plugins: &PluginRegistry) {
     plugins
         .install(
             Manifest::new("misbehave", World::Sanitizer),
@@ -308,6 +303,16 @@ async fn the_plugin_list_counts_a_sanitizers_redactions_by_rule() {
             "test",
         )
         .unwrap();
+}
+
+/// Each sanitizer in `GET /api/v1/plugins` carries its redactions by rule, counted from the
+/// markers of the replacements it made; `/metrics` has the same in `lookout_redactions_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_list_counts_a_sanitizers_redactions_by_rule() {
+    let state = state(None);
+    let (bus, plugins) = (state.bus.clone(), state.plugins.clone());
+    let app = router(state);
+    install_misbehave(&plugins);
     let (_, body) = get(&app, "/api/v1/plugins").await;
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -334,4 +339,87 @@ async fn the_plugin_list_counts_a_sanitizers_redactions_by_rule() {
         metrics.contains(r#"lookout_redactions_total{plugin="misbehave",rule="gitlab-pat"} 2"#),
         "{metrics}"
     );
+}
+
+/// Every object's keys, recursively, and each value's JSON type: the wire form without its
+/// numbers, which change from call to call.
+fn shape(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(_) => "number".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(items) => format!("[{}]", items.first().map(shape).unwrap_or_default()),
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", shape(v)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+    }
+}
+
+/// The overview the dashboard reads keeps its field names and shapes: host, health, bus,
+/// plugins with their limits and status, swaps, and error groups with their latest event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_keeps_its_wire_form() {
+    let state = state(None);
+    let (bus, plugins) = (state.bus.clone(), state.plugins.clone());
+    let _errors = bus
+        .register(
+            lookout_core::RECENT_ERRORS_CONSUMER,
+            state.recent_errors.clone(),
+        )
+        .unwrap();
+    let app = router(state);
+    install_misbehave(&plugins);
+    bus.publish(
+        Event::new("request.completed")
+            .field("pool", "billing")
+            .field("command", "render")
+            .field("success", false)
+            .field("error_kind", "ValueError"),
+    );
+    assert!(bus.flush(std::time::Duration::from_secs(10)).await);
+    let (code, body) = get(&app, "/api/v1/overview").await;
+    assert_eq!(code, StatusCode::OK);
+    if let Ok(path) = std::env::var("LOOKOUT_DUMP_OVERVIEW") {
+        std::fs::write(path, &body).unwrap();
+    }
+    // What the dashboard does: read it back as the shared types.
+    let typed: lookout_api::Overview<serde_json::Value, serde_json::Value> =
+        serde_json::from_str(&body).unwrap();
+    assert_eq!(typed.plugins[0].world, "sanitizer");
+    assert_eq!(typed.plugins[0].status.state, "running");
+    assert_eq!(typed.health.checks[0].value, "running");
+    assert_eq!(
+        (typed.errors[0].command.as_deref(), typed.errors[0].count),
+        (Some("render"), 1)
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let expected = concat!(
+        "{bus:{accepted:number,dropped:number,published:number,rate_limited:number,",
+        "sampled_out:number,sanitizer_failures:number},",
+        "errors:[{command:string,count:number,error_kind:string,first_seen_ns:number,",
+        "last_seen_ns:number,latest:{correlation_id:null,fields:{command:string,",
+        "error_kind:string,pool:string,success:bool},id:number,kind:string,severity:string,",
+        "timestamp_ns:number},origin:null,pool:string}],",
+        "health:{checks:[{affects_readiness:bool,for_s:number,name:string,pending:null,",
+        "rule:string,status:string,threshold:string,value:string}],ready:bool,status:string},",
+        "host:{memory_bytes:number,processes:number,uptime_s:number,version:string,",
+        "workers:number},",
+        "nats:null,",
+        "plugins:[{author_version:string,counters:{busy_seconds:number,calls:number,",
+        "events_in:number,failures:number,ns_per_event:number},installed_at_ms:number,",
+        "limits:{call_timeout_ms:number,max_memory_mib:number,max_series_per_metric:number},",
+        "name:string,on_failure:string,previous:null,redactions:{},sha256:string,",
+        "status:{last_error:null,quarantines:number,retry_in_ms:null,state:string},",
+        "version:number,world:string}],",
+        "pools:[],",
+        "swaps:[{at_ms:number,error:null,outcome:string,plugin:string,sha256:string,",
+        "source:string,version:number}]}",
+    );
+    assert_eq!(shape(&body), expected, "{body}");
 }

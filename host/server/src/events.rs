@@ -1,10 +1,31 @@
-//! Parsing of `POST /api/v1/events` bodies: a JSON array of events or NDJSON (one event a
-//! line). The whole body is checked before anything is published, and the first problem is
-//! reported with its line (NDJSON) or index (array) and the field at fault.
+//! Events in and out: `POST /api/v1/events` takes a JSON array of events or NDJSON (one
+//! event a line) and publishes them on the bus; `GET /api/v1/events/stream` follows the bus
+//! as Server-Sent Events. A body is checked whole before anything is published, and the first
+//! problem is reported with its line (NDJSON) or index (array) and the field at fault. The
+//! stream reads from a bus consumer, so it only ever sends sanitized events; it must never
+//! hand a client an event from the ingest path.
 
-use lookout_core::{Event, FieldValue, Severity, validate_kind};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{Stream, StreamExt};
+use lookout_core::{
+    Batch, Consumer, ConsumerError, Event, FieldValue, Published, Severity, validate_kind,
+};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{ApiError, AppState};
 
 /// Most events one request may carry.
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
@@ -12,6 +33,8 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 pub const MAX_FIELDS: usize = 128;
 /// Longest field key, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
+/// Batches buffered per live-stream client before its bus queue starts dropping.
+const STREAM_BUFFER: usize = 16;
 
 /// What was wrong with a body, and where.
 #[derive(Debug, PartialEq)]
@@ -181,6 +204,111 @@ fn to_event(value: Value) -> Result<Event, FieldError> {
         }
     }
     Ok(event)
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let mut body = json!({ "error": e.reason });
+        match e.at {
+            Location::Body => {}
+            Location::Line(n) => body["line"] = json!(n),
+            Location::Index(i) => body["index"] = json!(i),
+        }
+        if let Some(field) = e.field {
+            body["field"] = json!(field);
+        }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body,
+        }
+    }
+}
+
+pub(crate) async fn ingest(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                format!(
+                    "body is larger than {} bytes; split it into several requests",
+                    state.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::new(status, rejection.body_text())
+        }
+    })?;
+    let events = parse_body(&body)?;
+    let (mut accepted, mut dropped, mut off) = (0u64, 0u64, 0u64);
+    for event in events {
+        match state.bus.publish(event) {
+            Published::Queued => accepted += 1,
+            Published::Dropped => dropped += 1,
+            Published::Off => off += 1,
+        }
+    }
+    let mut body = json!({ "accepted": accepted, "dropped": dropped });
+    if off > 0 {
+        // Events are turned off on this host: say so rather than pretend they were taken.
+        body["off"] = json!(off);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    /// Only events whose kind starts with this.
+    kind: Option<String>,
+    /// Only events from this host: `local` for this host's own, or another host's name (its
+    /// events arrive over NATS). All hosts when absent.
+    origin: Option<String>,
+}
+
+/// Forwards sanitized batches to one live-stream client.
+struct StreamClient {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Consumer for StreamClient {
+    async fn handle(&mut self, batch: Batch) -> Result<(), ConsumerError> {
+        // A slow client makes this wait, so its own bus queue fills and drops (counted).
+        self.tx.send(batch).await.map_err(|_| ConsumerError::Closed)
+    }
+}
+
+pub(crate) async fn stream(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let (tx, rx) = mpsc::channel::<Batch>(STREAM_BUFFER);
+    // When the client goes, the response stream (and `rx` in it) is dropped; the consumer's
+    // next send fails, it answers `Closed` and the bus unregisters it.
+    state
+        .bus
+        .register(lookout_core::LIVE_STREAM_CONSUMER, StreamClient { tx })
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let prefix = query.kind.unwrap_or_default();
+    let origin = query.origin;
+    let from = move |e: &lookout_core::Event| match origin.as_deref() {
+        None => true,
+        Some("local") => e.origin.is_none(),
+        Some(host) => e.origin.as_deref() == Some(host),
+    };
+    let stream = ReceiverStream::new(rx).flat_map(move |batch| {
+        let messages: Vec<Result<SseEvent, Infallible>> = batch
+            .iter()
+            .filter(|e| e.kind.starts_with(&prefix) && from(e))
+            .map(|e| Ok(SseEvent::default().data(serde_json::to_string(e).unwrap_or_default())))
+            .collect();
+        futures_util::stream::iter(messages)
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[cfg(test)]
