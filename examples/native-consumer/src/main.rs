@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use lookout_core::{Batch, Bus, BusConfig, Consumer, ConsumerError, FieldValue, RedactAll};
-use lookout_pool::{ExecRequest, PoolConfig, Pools};
+use lookout_pool::{ExecRequest, PoolConfig, PoolStatus, Pools};
 use lookout_wasm::{Manifest, PluginRegistry, Runtime, World};
 use prometheus::Registry;
 
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let pools = Pools::start(&[config], &bus, &registry).map_err(anyhow::Error::msg)?;
     let pool = pools.get("demo").context("the demo pool")?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pool.snapshot().status != "ok" {
+    while pool.snapshot().status != PoolStatus::Ok {
         ensure!(
             Instant::now() < deadline,
             "the demo pool did not come up (is python3 on PATH?)"

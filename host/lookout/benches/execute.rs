@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lookout_core::{Bus, BusConfig};
-use lookout_pool::{ExecRequest, PoolConfig, Pools};
+use lookout_pool::{ExecRequest, PoolConfig, PoolStatus, Pools};
 use lookout_testkit::{Host, repo_root};
 use prometheus::Registry;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -188,7 +188,7 @@ async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &L
     let mut config = PoolConfig::new("bench", &["python3", &app()]);
     config.size = WORKERS;
     let pools = Arc::new(Pools::start(&[config], &bus, &registry).unwrap());
-    wait_ready(|| pools.get("bench").unwrap().snapshot().status == "ok").await;
+    wait_ready(|| pools.get("bench").unwrap().snapshot().status == PoolStatus::Ok).await;
     let run = {
         let pools = pools.clone();
         let name = match (observability, work_ms) {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lookout_core::Invalid;
 use serde::{Deserialize, Serialize};
 
 /// One pool of worker processes.
@@ -142,11 +143,12 @@ impl PoolConfig {
         }
     }
 
-    /// Every problem, as `(field, reason)` with the field under `pools.<name>`.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Every problem, each named by its field under `pools.<name>`.
+    pub fn problems(&self) -> Vec<Invalid> {
+        let section = format!("pools.{}", self.name);
         let mut problems = Vec::new();
         let mut bad = |field: &str, reason: String| {
-            problems.push((format!("pools.{}.{field}", self.name), reason));
+            problems.push(Invalid::new(field, reason).under(&section));
         };
         if self.name.is_empty()
             || self.name.len() > 64

@@ -9,6 +9,7 @@
 
 mod config;
 mod demo;
+mod error;
 mod metrics;
 mod pool;
 mod process;
@@ -20,10 +21,11 @@ use lookout_core::Bus;
 use parking_lot::RwLock;
 
 pub use config::{HealthCriteria, MAX_POOL_SIZE, PoolConfig};
+pub use error::{Error, Result};
 pub use metrics::PoolMetrics;
 pub use pool::{
     CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, MAX_WINDOW, Pool, PoolSnapshot,
-    SessionInfo, WindowStats, WorkerSnapshot, WorkerState, args_fields,
+    PoolStatus, SessionInfo, WindowStats, WorkerSnapshot, WorkerState, args_fields,
 };
 pub use protocol::{PROTOCOL, read_worker_stdout};
 
@@ -50,8 +52,8 @@ impl Pools {
         configs: &[PoolConfig],
         bus: &Bus,
         registry: &prometheus::Registry,
-    ) -> Result<Pools, String> {
-        let metrics = PoolMetrics::new(registry).map_err(|e| format!("pool metrics: {e}"))?;
+    ) -> Result<Pools> {
+        let metrics = PoolMetrics::new(registry).map_err(Error::Metrics)?;
         let pools = Pools {
             pools: RwLock::default(),
             starter: Some(Starter {
@@ -67,14 +69,13 @@ impl Pools {
     }
 
     /// Starts one more pool.
-    pub fn add(&self, config: PoolConfig) -> Result<(), String> {
-        let starter = self
-            .starter
-            .as_ref()
-            .ok_or_else(|| format!("pools.{}: this host cannot start pools", config.name))?;
+    pub fn add(&self, config: PoolConfig) -> Result<()> {
+        let starter = self.starter.as_ref().ok_or_else(|| Error::CannotStart {
+            name: config.name.clone(),
+        })?;
         let mut pools = self.pools.write();
         if pools.contains_key(&config.name) {
-            return Err(format!("pools.{}: two pools have this name", config.name));
+            return Err(Error::DuplicateName { name: config.name });
         }
         let _runtime = starter.runtime.enter();
         let name = config.name.clone();

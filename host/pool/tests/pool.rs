@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use lookout_core::{Bus, BusConfig, Event, FieldValue, PassThrough};
-use lookout_pool::{ErrorKind, ExecError, ExecRequest, Executed, Pool, PoolConfig, Pools};
+use lookout_pool::{
+    ErrorKind, ExecError, ExecRequest, Executed, Pool, PoolConfig, PoolStatus, Pools,
+};
 use lookout_testkit::{Collect, eventually, repo_root};
 use prometheus::Registry;
 
@@ -375,7 +377,7 @@ async fn workers_that_never_get_ready_are_reported() {
     assert!(str_field(e, "reason").contains("cannot run"), "{e:?}");
     let started = &missing.events("pool.started").await[0];
     assert_eq!(num_field(started, "workers_ready"), 0.0);
-    assert_eq!(missing.pool().snapshot().status, "unavailable");
+    assert_eq!(missing.pool().snapshot().status, PoolStatus::Unavailable);
     let err = eventually(
         "a refusal naming the cause",
         Duration::from_secs(10),
@@ -754,7 +756,7 @@ async fn a_running_pool_is_resized_and_reconfigured() {
     );
     let one = eventually("one worker left", Duration::from_secs(20), || async {
         let snapshot = h.pool().snapshot();
-        (snapshot.workers.len() == 1 && snapshot.status == "ok").then_some(snapshot)
+        (snapshot.workers.len() == 1 && snapshot.status == PoolStatus::Ok).then_some(snapshot)
     })
     .await;
     assert_eq!(one.size, 1);
@@ -773,6 +775,57 @@ async fn a_running_pool_is_resized_and_reconfigured() {
         h.pool()
             .reconfigure(renamed)
             .unwrap_err()
+            .to_string()
             .contains("keeps its name")
     );
+}
+
+/// A bad setting, a second pool of a name, a host that cannot start pools and metrics that
+/// cannot register are refused with the messages the config API and the logs show, each
+/// naming the setting or pool at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_pools_say_which_setting_or_name() {
+    let registry = Registry::new();
+    let bus = Bus::start(BusConfig::default(), &registry, Box::new(PassThrough)).unwrap();
+    let pools_registry = Registry::new();
+    let err = Pools::start(&[config(|c| c.size = 0)], &bus, &pools_registry).unwrap_err();
+    assert!(
+        matches!(&err, lookout_pool::Error::Config { field, .. } if field == "pools.test.size"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("pools.test.size: must be 1–{}", lookout_pool::MAX_POOL_SIZE)
+    );
+    // The failed start above registered the pool metrics already.
+    let err = Pools::start(&[], &bus, &pools_registry).unwrap_err();
+    assert!(err.to_string().starts_with("pool metrics: "), "{err}");
+    let err = Pools::default().add(config(|_| {})).unwrap_err();
+    assert_eq!(err.to_string(), "pools.test: this host cannot start pools");
+
+    let h = Harness::start(config(|c| c.size = 1)).await;
+    let err = h.pools.add(config(|c| c.size = 2)).unwrap_err();
+    assert_eq!(err.to_string(), "pools.test: two pools have this name");
+    assert_eq!(h.pool().config().size, 1, "the running pool is unchanged");
+    let mut renamed = config(|c| c.size = 1);
+    renamed.name = "other".into();
+    let err = h.pool().reconfigure(renamed).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pools.other: a pool keeps its name (this is `test`)"
+    );
+    h.pool().stop("test over").await;
+}
+
+/// The API writes a pool's status as the same words as before it was a type.
+#[test]
+fn pool_status_is_written_as_its_word() {
+    for (status, word) in [
+        (PoolStatus::Ok, "\"ok\""),
+        (PoolStatus::Degraded, "\"degraded\""),
+        (PoolStatus::Unavailable, "\"unavailable\""),
+        (PoolStatus::Stopping, "\"stopping\""),
+    ] {
+        assert_eq!(serde_json::to_string(&status).unwrap(), word);
+    }
 }
