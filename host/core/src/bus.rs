@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use prometheus::Registry;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use crate::Invalid;
 use crate::config::{BusConfig, lookup};
 use crate::error::{Error, Result};
 use crate::event::{Event, Severity, now_ns};
@@ -190,9 +191,11 @@ impl Bus {
                 pipeline.run(rx);
                 let _ = done_tx.send(());
             })
-            .map_err(|e| Error::Config {
-                field: "bus".into(),
-                reason: format!("cannot start the pipeline thread: {e}"),
+            .map_err(|e| {
+                Error::Config(Invalid::new(
+                    "bus",
+                    format!("cannot start the pipeline thread: {e}"),
+                ))
             })?;
         Ok(Bus { inner })
     }
@@ -350,10 +353,10 @@ impl Bus {
         config.validate()?;
         let current = self.inner.config.load();
         if config.ingress_capacity != current.ingress_capacity {
-            return Err(Error::Config {
-                field: "bus.ingress_capacity".into(),
-                reason: "takes effect only at start; restart lookout to change it".into(),
-            });
+            return Err(Error::Config(Invalid::new(
+                "bus.ingress_capacity",
+                "takes effect only at start; restart lookout to change it",
+            )));
         }
         self.inner.config.store(Arc::new(config));
         Ok(())

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Invalid;
 use crate::error::{Error, Result};
 
 /// Default capacity of the ingress queue, in events.
@@ -82,25 +83,22 @@ fn check_pattern(field: &str, pattern: &str) -> Result<()> {
     if pattern == "*" {
         return Ok(());
     }
-    crate::event::validate_kind(kind).map_err(|reason| Error::Config {
-        field: field.to_string(),
-        reason,
-    })
+    crate::event::validate_kind(kind).map_err(|reason| Error::Config(Invalid::new(field, reason)))
 }
 
 impl BusConfig {
     /// Checks every setting; the error names the first wrong field and why.
     pub fn validate(&self) -> Result<()> {
         match self.problems().into_iter().next() {
-            Some((field, reason)) => Err(Error::Config { field, reason }),
+            Some(invalid) => Err(Error::Config(invalid)),
             None => Ok(()),
         }
     }
 
     /// Every wrong setting, as the field and why.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<Invalid> {
         let mut problems = Vec::new();
-        let mut bad = |field: &str, reason: String| problems.push((field.to_string(), reason));
+        let mut bad = |field: &str, reason: String| problems.push(Invalid::new(field, reason));
         if self.ingress_capacity == 0 || self.ingress_capacity > 16 << 20 {
             bad(
                 "bus.ingress_capacity",
@@ -124,7 +122,7 @@ impl BusConfig {
             );
         }
         let pattern_problem = |field: &str, pattern: &str| match check_pattern(field, pattern) {
-            Err(Error::Config { reason, .. }) => Some(reason),
+            Err(Error::Config(invalid)) => Some(invalid.reason),
             _ => None,
         };
         for (pattern, rate) in &self.sampling.rates {
@@ -183,7 +181,7 @@ mod tests {
         };
         c.sampling.default_rate = 2.0;
         c.sampling.rates.insert("Bad Kind".into(), 0.5);
-        let fields: Vec<String> = c.problems().into_iter().map(|(f, _)| f).collect();
+        let fields: Vec<String> = c.problems().into_iter().map(|i| i.field).collect();
         assert_eq!(
             fields,
             [

@@ -4,8 +4,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A setting is out of range or malformed.
-    #[error("invalid config `{field}`: {reason}")]
-    Config { field: String, reason: String },
+    #[error("invalid config {0}")]
+    Config(#[from] crate::Invalid),
     /// The bus has shut down; nothing more can be registered or published.
     #[error("the event bus is shut down")]
     BusClosed,

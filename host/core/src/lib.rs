@@ -17,6 +17,7 @@ mod bus;
 mod config;
 mod error;
 mod event;
+mod invalid;
 mod metrics;
 mod sanitize;
 
@@ -33,6 +34,7 @@ pub use event::{
     Event, Field, FieldValue, MAX_CORRELATION_ID_LEN, MAX_KIND_LEN, Severity, new_id, now_ns,
     validate_correlation_id, validate_kind,
 };
+pub use invalid::Invalid;
 
 /// Runs `f`, which may block (a plugin call whose WASI output blocks on tokio, a sanitizer
 /// running to its deadline), without stalling async tasks: on a multi-thread tokio runtime's

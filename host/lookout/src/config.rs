@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use lookout_core::{BusConfig, FailurePolicy};
+use lookout_core::{BusConfig, FailurePolicy, Invalid};
 use lookout_wasm::{Budget, Limits, Manifest, World};
 use serde::{Deserialize, Serialize};
 
@@ -208,31 +208,11 @@ impl HealthConfig {
 
 /// A configuration that did not parse: the dotted path of the key at fault (`pools.0.size`,
 /// `bus.sampling.defualt_rate`; empty when the text itself is broken) and why.
-#[derive(Debug)]
-pub struct ParseError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.reason)
-        } else {
-            write!(f, "`{}`: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-fn parse_error(path: &serde_path_to_error::Path, reason: &str) -> ParseError {
+fn parse_error(path: &serde_path_to_error::Path, reason: &str) -> Invalid {
     let field = path.to_string();
-    ParseError {
-        // serde_path_to_error says `.` for the root.
-        field: if field == "." { String::new() } else { field },
-        reason: one_line(reason),
-    }
+    // serde_path_to_error says `.` for the root.
+    let field = if field == "." { String::new() } else { field };
+    Invalid::new(field, one_line(reason))
 }
 
 /// A TOML error on one line: its message, then where (the quoted source lines dropped).
@@ -257,18 +237,16 @@ fn one_line(message: &str) -> String {
 
 impl Config {
     /// Parses TOML; an error names the key path at fault.
-    pub fn from_toml(text: &str) -> Result<Config, ParseError> {
-        let document = toml::Deserializer::parse(text).map_err(|e| ParseError {
-            field: String::new(),
-            reason: one_line(&e.to_string()),
-        })?;
+    pub fn from_toml(text: &str) -> Result<Config, Invalid> {
+        let document = toml::Deserializer::parse(text)
+            .map_err(|e| Invalid::new("", one_line(&e.to_string())))?;
         serde_path_to_error::deserialize(document)
             .map_err(|e| parse_error(e.path(), &e.inner().to_string()))
     }
 
     /// Parses JSON (a whole configuration, or one merged from a patch); an error names the
     /// key path at fault.
-    pub fn from_json(value: serde_json::Value) -> Result<Config, ParseError> {
+    pub fn from_json(value: serde_json::Value) -> Result<Config, Invalid> {
         serde_path_to_error::deserialize(value)
             .map_err(|e| parse_error(e.path(), &e.inner().to_string()))
     }
@@ -291,17 +269,14 @@ impl Config {
         if problems.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = problems
-            .iter()
-            .map(|(field, reason)| format!("`{field}`: {reason}"))
-            .collect();
+        let list: Vec<String> = problems.iter().map(Invalid::to_string).collect();
         bail!("invalid config {}", list.join("; "))
     }
 
-    /// Every problem serde cannot see, as `(field, reason)`.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems: Vec<(String, String)> = self.nats.problems();
-        let mut bad = |field: &str, reason: &str| problems.push((field.into(), reason.into()));
+    /// Every problem serde cannot see, each naming its field.
+    pub fn problems(&self) -> Vec<Invalid> {
+        let mut problems: Vec<Invalid> = self.nats.problems();
+        let mut bad = |field: &str, reason: &str| problems.push(Invalid::new(field, reason));
         let sanitizer = self.sanitizer_name();
         if self.plugins.disabled.contains(&sanitizer) {
             bad(
@@ -311,8 +286,9 @@ impl Config {
                 ),
             );
         }
-        for (key, reason) in self.plugins.budget.problems() {
-            bad(&format!("plugins.budget.{key}"), &reason);
+        for invalid in self.plugins.budget.problems() {
+            let invalid = invalid.under("plugins.budget");
+            bad(&invalid.field, &invalid.reason);
         }
         let budget = &self.plugins.budget;
         if self.sanitizer.limits.call_timeout_ms > budget.max_sanitizer_timeout_ms {
@@ -365,8 +341,8 @@ impl Config {
         {
             bad("server.admin_token", "use at least 16 characters");
         }
-        for (field, reason) in self.bus.problems() {
-            bad(&field, &reason);
+        for invalid in self.bus.problems() {
+            bad(&invalid.field, &invalid.reason);
         }
         if self.health.interval_ms == 0 || self.health.interval_ms > 60_000 {
             bad("health.interval_ms", "must be 1–60000");
@@ -382,8 +358,8 @@ impl Config {
         }
         let mut names = std::collections::BTreeSet::new();
         for pool in &self.pools {
-            for (field, reason) in pool.problems() {
-                bad(&field, &reason);
+            for invalid in pool.problems() {
+                bad(&invalid.field, &invalid.reason);
             }
             if !names.insert(pool.name.as_str()) {
                 bad("pools", &format!("two pools are named `{}`", pool.name));

@@ -1,9 +1,10 @@
 //! The parts of the `lookout` binary (`src/main.rs` wires them): configuration, the live
-//! configuration path, logging, the plugin and config folders, the plugin CLI, the policy
+//! configuration path, logging, the plugin folder and the config file, the plugin CLI, the policy
 //! test. A library so the fuzz targets (`tests/fuzz`) can reach the config parser; not an API
 //! of its own.
 
 pub mod config;
+pub mod config_file;
 pub mod diff;
 pub mod kept;
 pub mod live;

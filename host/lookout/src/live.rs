@@ -89,22 +89,14 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
 /// A configuration that did not parse, as the field at fault (`config` when the text itself
 /// is broken) and why.
-fn parse_error(e: crate::config::ParseError) -> Vec<Invalid> {
-    let field = if e.field.is_empty() {
-        "config".to_string()
+fn parse_error(e: Invalid) -> Vec<Invalid> {
+    if e.field.is_empty() {
+        vec![Invalid::new("config", e.reason)]
     } else {
-        e.field
-    };
-    vec![invalid(field, e.reason)]
+        vec![e]
+    }
 }
 
 impl LiveConfig {
@@ -128,14 +120,10 @@ impl LiveConfig {
         self.overrides.apply(&mut new);
         let mut current = self.current.lock();
         let old = &current.1;
-        let mut problems: Vec<Invalid> = new
-            .problems()
-            .into_iter()
-            .map(|(field, reason)| invalid(field, reason))
-            .collect();
+        let mut problems: Vec<Invalid> = new.problems();
         let diff = ConfigDiff::between(old, &new);
         for field in &diff.at_start {
-            problems.push(invalid(
+            problems.push(Invalid::new(
                 field.clone(),
                 "takes effect only at start: restart lookout to change it",
             ));
@@ -160,7 +148,7 @@ impl LiveConfig {
             let old_budget = self.plugins.budget();
             self.plugins
                 .set_budget(new.plugins.budget)
-                .map_err(|reason| vec![invalid("plugins.budget", reason)])?;
+                .map_err(|reason| vec![Invalid::new("plugins.budget", reason)])?;
             undo.push(move || {
                 if let Err(reason) = self.plugins.set_budget(old_budget) {
                     tracing::error!(%reason, "the plugin budget could not be put back after a refused change");
@@ -170,7 +158,10 @@ impl LiveConfig {
         for pool in &diff.pools.added {
             if let Err(reason) = self.pools.add((*pool).clone()) {
                 undo.run();
-                return Err(vec![invalid(format!("pools.{}", pool.name), reason)]);
+                return Err(vec![Invalid::new(
+                    format!("pools.{}", pool.name),
+                    reason.to_string(),
+                )]);
             }
             let name = pool.name.clone();
             undo.push(move || {
@@ -187,22 +178,22 @@ impl LiveConfig {
             // Last of the steps that can fail: nothing is left to undo it.
             let loaded = new
                 .sanitizer()
-                .map_err(|e| vec![invalid("sanitizer.plugin", format!("{e:#}"))])
+                .map_err(|e| vec![Invalid::new("sanitizer.plugin", format!("{e:#}"))])
                 .and_then(|(manifest, wasm)| {
+                    // The configuration now names the sanitizer: one the API pushed before
+                    // is superseded, and the registry forgets the version it kept.
                     self.plugins
-                        .install(manifest, &wasm, &format!("config:{source}"))
-                        .map_err(|e| vec![invalid("sanitizer", e.to_string())])
+                        .install_from(
+                            manifest,
+                            &wasm,
+                            lookout_wasm::Origin::Config,
+                            &format!("config:{source}"),
+                        )
+                        .map_err(|e| vec![Invalid::new("sanitizer", e.to_string())])
                 });
             if let Err(problems) = loaded {
                 undo.run();
                 return Err(problems);
-            }
-            if let Some(store) = self.plugins.store()
-                && let Err(e) = store.forget(lookout_wasm::World::Sanitizer, "")
-            {
-                // The configuration now names the sanitizer; one the API pushed before is
-                // superseded.
-                tracing::warn!(target: "lookout::plugin", error = %e, "cannot drop the API-pushed sanitizer kept on disk; it may come back at the next start");
             }
         }
         undo.forget();
@@ -271,7 +262,7 @@ impl LiveConfig {
         let new_off: BTreeSet<String> = new.plugins.disabled.iter().cloned().collect();
         let old_off: BTreeSet<String> = old.plugins.disabled.iter().cloned().collect();
         let turned_on: BTreeSet<String> = old_off.difference(&new_off).cloned().collect();
-        let fail = |e: String| vec![invalid("plugins.disabled", e)];
+        let fail = |e: String| vec![Invalid::new("plugins.disabled", e)];
         self.plugins
             .set_disabled(old_off.intersection(&new_off).cloned().collect(), source)
             .map_err(|e| fail(e.to_string()))?;
@@ -340,7 +331,7 @@ impl ConfigControl for LiveConfig {
     fn replace(&self, text: &str, json: bool, source: &str) -> Result<Applied, Vec<Invalid>> {
         if json {
             let value: Value = serde_json::from_str(text)
-                .map_err(|e| vec![invalid("config", format!("not JSON: {e}"))])?;
+                .map_err(|e| vec![Invalid::new("config", format!("not JSON: {e}"))])?;
             let new = Config::from_json(value).map_err(parse_error)?;
             self.apply(new, source)
         } else {

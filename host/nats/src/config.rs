@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use lookout_core::Invalid;
 use serde::{Deserialize, Serialize};
 
 /// Sharing sanitized events between hosts through a NATS server.
@@ -140,11 +141,11 @@ impl NatsConfig {
         }
     }
 
-    /// Every problem, as (field, reason).
-    pub fn problems(&self) -> Vec<(String, String)> {
+    /// Every problem, each named by its field under `nats.`.
+    pub fn problems(&self) -> Vec<Invalid> {
         let mut problems = Vec::new();
         let mut bad =
-            |field: &str, reason: String| problems.push((format!("nats.{field}"), reason));
+            |field: &str, reason: String| problems.push(Invalid::new(field, reason).under("nats"));
         if !self.enabled {
             return problems;
         }

@@ -138,10 +138,10 @@ impl Nats {
         if !config.enabled {
             return Ok(None);
         }
-        if let Some((field, reason)) = config.problems().into_iter().next() {
+        if let Some(invalid) = config.problems().into_iter().next() {
             return Err(Error::Config {
-                field: field.trim_start_matches("nats.").into(),
-                reason,
+                field: invalid.field.trim_start_matches("nats.").into(),
+                reason: invalid.reason,
             });
         }
         let host = config.host_name();

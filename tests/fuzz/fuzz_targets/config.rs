@@ -24,7 +24,7 @@ fn check(config: &Config) {
     assert!(
         problems
             .iter()
-            .all(|(key, reason)| !key.is_empty() && !reason.is_empty())
+            .all(|i| !i.field.is_empty() && !i.reason.is_empty())
     );
     let _ = config.listen_addr();
     let _ = config.sanitizer_name();
