@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lookout_wasm::{KeptSlot, KeptVersion, PluginRegistry, PluginStore, World};
+use lookout_wasm::{KeptSlot, KeptVersion, Origin, PluginRegistry, PluginStore, World};
 
 use crate::watch::PluginDir;
 
@@ -66,9 +66,10 @@ pub fn restore(
 
 /// Installs the previous version, then the current one: the last good one of them runs.
 fn restore_slot(plugins: &PluginRegistry, slot: &KeptSlot) {
-    let install = |version: &KeptVersion, which: &str| match plugins.install(
+    let install = |version: &KeptVersion, which: &str| match plugins.install_from(
         version.manifest.clone(),
         &version.wasm,
+        Origin::Restored,
         "restored",
     ) {
         Ok(info) => {

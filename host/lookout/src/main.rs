@@ -303,7 +303,7 @@ async fn serve(
     // The configured sanitizer first: no plugin of the folder can take its name or the part
     // of the budget it needs.
     let (manifest, wasm) = config.sanitizer()?;
-    plugins.install(manifest, &wasm, "startup")?;
+    plugins.install_from(manifest, &wasm, lookout_wasm::Origin::Config, "startup")?;
     // Kept alive for the host's life (here and in the live config): dropping it stops the
     // watch.
     let plugin_dir = plugin_dir

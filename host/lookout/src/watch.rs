@@ -48,6 +48,7 @@ fn install(
     dir: &Path,
     stem: &str,
     source: &str,
+    origin: Origin<'_>,
 ) -> anyhow::Result<Option<String>> {
     let (wasm_path, _) = pair(dir, stem);
     let manifest = read_manifest(dir, stem)?;
@@ -58,10 +59,8 @@ fn install(
     }
     let wasm = std::fs::read(&wasm_path)
         .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-    // From the folder: once the registry keeps a store (after start-up's restore), a version
-    // the API pushed for the slot is superseded and forgotten.
     plugins
-        .install_from(manifest, &wasm, Origin::Folder, source)
+        .install_from(manifest, &wasm, origin, source)
         .with_context(|| format!("plugin {}", wasm_path.display()))?;
     Ok(Some(name))
 }
@@ -93,7 +92,7 @@ impl PluginDir {
             // A broken pair is reported and skipped: the host starts with the rest (a start
             // that depends on every file in a folder being good would turn one bad copy into
             // an outage). A later good copy of it is picked up by the watch.
-            match install(&plugins, &dir, &stem, "startup") {
+            match install(&plugins, &dir, &stem, "startup", Origin::Folder) {
                 Ok(Some(name)) => {
                     loaded.insert(stem, name);
                 }
@@ -134,7 +133,7 @@ impl PluginDir {
                 for stem in changed {
                     let (wasm, manifest) = pair(&dir, &stem);
                     if wasm.exists() && manifest.exists() {
-                        match install(&plugins, &dir, &stem, "watch") {
+                        match install(&plugins, &dir, &stem, "watch", Origin::Folder) {
                             Ok(Some(name)) => {
                                 loaded.lock().insert(stem, name);
                             }
@@ -183,7 +182,11 @@ impl PluginDir {
                 if !names.contains(&manifest.name) {
                     continue;
                 }
-                if let Some(name) = install(&self.plugins, &self.dir, &stem, source)? {
+                // Loaded again as the folder has it, not a new version: what the store keeps
+                // stays (a refused config change undone must not lose an API push).
+                if let Some(name) =
+                    install(&self.plugins, &self.dir, &stem, source, Origin::Restored)?
+                {
                     done.push((stem, name));
                 }
             }

@@ -355,10 +355,14 @@ impl PluginMetricSet {
 
     /// Counts one refused update under this plugin, by reason.
     fn count_rejection(&self, reason: &str) {
+        self.count_rejections(reason, 1);
+    }
+
+    fn count_rejections(&self, reason: &str, n: u64) {
         self.rejections
             .rejected
             .with_label_values(&[&self.plugin, reason])
-            .inc();
+            .inc_by(n);
     }
 
     /// Applies one update, or says why not: the reason label and the message for the plugin.
@@ -505,6 +509,12 @@ pub(crate) struct Staged {
     held: Mutex<Vec<Held>>,
 }
 
+/// Most updates held for one push. Each held update is host memory outside the plugin's
+/// cap, and an `init` may call `update-metric` in a loop until its deadline: past this, an
+/// update is refused (`init_updates`) and only counted. An `init` records a starting value
+/// or a few, not thousands.
+pub const MAX_STAGED_UPDATES: usize = 10_000;
+
 #[derive(Debug)]
 enum Held {
     Update {
@@ -513,6 +523,8 @@ enum Held {
         value: f64,
     },
     Refused(&'static str),
+    /// Updates refused past [`MAX_STAGED_UPDATES`], counted together.
+    Overflow(u64),
 }
 
 impl Staged {
@@ -530,8 +542,20 @@ impl Staged {
         label_values: &[String],
         value: f64,
     ) -> std::result::Result<(), String> {
+        let mut held = self.held.lock();
+        if held.len() >= MAX_STAGED_UPDATES {
+            // One record for every refusal past the cap would be the growth the cap stops.
+            match held.last_mut() {
+                Some(Held::Overflow(n)) => *n += 1,
+                _ => held.push(Held::Overflow(1)),
+            }
+            return Err(format!(
+                "more than {MAX_STAGED_UPDATES} metric updates before the plugin is installed \
+                 (in `init`): refused"
+            ));
+        }
         let outcome = self.copy.apply(name, label_values, value);
-        self.held.lock().push(match &outcome {
+        held.push(match &outcome {
             Ok(()) => Held::Update {
                 name: name.to_string(),
                 label_values: label_values.to_vec(),
@@ -555,6 +579,7 @@ impl Staged {
                     let _ = set.update(&name, &label_values, value);
                 }
                 Held::Refused(reason) => set.count_rejection(reason),
+                Held::Overflow(n) => set.count_rejections("init_updates", n),
             }
         }
     }

@@ -126,8 +126,9 @@ pub enum Origin<'a> {
     Folder,
     /// The configuration, while running: the same, for the sanitizer.
     Config,
-    /// Brought back from the store (or loaded at start, before the store is set): what is
-    /// kept stays as it is.
+    /// Brought back from the store, loaded at start before the store is set, or a folder
+    /// plugin loaded again as it was (turned back on by `plugins.disabled`, or a refused
+    /// configuration change undone): what is kept stays as it is.
     Restored,
 }
 
@@ -342,6 +343,10 @@ pub struct PluginRegistry {
     lookout_metric_names: BTreeSet<String>,
     /// Where what the API installs is kept across restarts (`plugins.state_dir`), if anywhere.
     store: std::sync::OnceLock<PluginStore>,
+    /// Held across a change and its keep/forget in the store, so two changes racing (an API
+    /// push and a folder install of one plugin) leave the store saying what runs. Apart from
+    /// `state`: an install runs the plugin's `init`, which must not hold up `/metrics`.
+    store_order: Mutex<()>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -473,6 +478,7 @@ impl PluginRegistry {
             host_metrics: registry.clone(),
             lookout_metric_names,
             store: std::sync::OnceLock::new(),
+            store_order: Mutex::new(()),
         })
     }
 
@@ -516,6 +522,7 @@ impl PluginRegistry {
         origin: Origin<'_>,
         source: &str,
     ) -> Result<PluginInfo> {
+        let _in_order = self.store_order.lock();
         let info = self.install(manifest, wasm, source)?;
         let Some(store) = self.store() else {
             return Ok(info);
@@ -630,6 +637,12 @@ impl PluginRegistry {
                         Runs::Pipeline
                     }
                     Loaded::Runner(runner) => {
+                        // Before the bus can hand it a batch: a call running then would
+                        // hold the instance that `commit` repoints, under the registry's
+                        // lock, and its updates would land before `init`'s older ones. The
+                        // set is new (nothing ran before), so a failed `register` just drops
+                        // it.
+                        runner.commit();
                         let swap = Arc::new(ArcSwap::new(runner.clone()));
                         let consumer = PluginConsumer {
                             current: swap.clone(),
@@ -638,8 +651,6 @@ impl PluginRegistry {
                             .bus
                             .register(&name, consumer)
                             .map_err(|e| Error::Runtime(e.to_string()))?;
-                        // A batch it handles before this is staged too, and replayed here.
-                        runner.commit();
                         Runs::Consumer { swap, registration }
                     }
                 };
@@ -674,6 +685,7 @@ impl PluginRegistry {
     /// Makes the previous version current again (and the current one previous); the store,
     /// if there is one, swaps its kept versions the same way.
     pub fn rollback(&self, name: &str, source: &str) -> Result<PluginInfo> {
+        let _in_order = self.store_order.lock();
         let info = self.switch_back(name, source)?;
         if let Some(store) = self.store()
             && let Err(e) = store.rolled_back(info.world, name)
@@ -712,6 +724,7 @@ impl PluginRegistry {
     /// The operator's removal (the API's `DELETE`): removed as by [`remove`](Self::remove),
     /// and what the store keeps of it forgotten, so it stays deleted after a restart.
     pub fn delete(&self, name: &str, source: &str) -> Result<()> {
+        let _in_order = self.store_order.lock();
         let world = self.world_of(name);
         self.remove(name, source)?;
         if let (Some(store), Some(world)) = (self.store(), world)

@@ -11,8 +11,8 @@
 //!
 //! `secret` (default `CANARY-chatty-7f3a9c`) is the secret it quotes. `init_label = "<value>"`
 //! makes `init` add 1 to `seen_total` with that label value (a refusal is ignored: the host
-//! counts it), and `fail_init = "1"` makes `init` fail after that — a push whose `init`
-//! touched its metrics and is then refused.
+//! counts it) — `init_repeat = "<n>"` times (default 1) —, and `fail_init = "1"` makes
+//! `init` fail after that — a push whose `init` touched its metrics and is then refused.
 
 use std::cell::{Cell, RefCell};
 
@@ -42,7 +42,14 @@ impl Guest for ChattyConsumer {
     fn init(config: Config) -> Result<(), String> {
         reject_unknown_keys(
             &config,
-            &["mode", "bytes", "secret", "init_label", "fail_init"],
+            &[
+                "mode",
+                "bytes",
+                "secret",
+                "init_label",
+                "init_repeat",
+                "fail_init",
+            ],
         )?;
         let mode = config_value(&config, "mode").unwrap_or("huge-error");
         let default_bytes = match mode {
@@ -60,7 +67,15 @@ impl Guest for ChattyConsumer {
             SECRET.with(|s| *s.borrow_mut() = secret.to_string());
         }
         if let Some(label) = config_value(&config, "init_label") {
-            let _ = host::update_metric("seen_total", &[label.to_string()], 1.0);
+            let repeat: u32 = match config_value(&config, "init_repeat") {
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| format!("config `init_repeat`: `{n}` is not a count"))?,
+                None => 1,
+            };
+            for _ in 0..repeat {
+                let _ = host::update_metric("seen_total", &[label.to_string()], 1.0);
+            }
         }
         if config_value(&config, "fail_init") == Some("1") {
             return Err("init failed on purpose (fail_init)".into());

@@ -125,6 +125,39 @@ async fn a_refused_push_leaves_nothing_its_init_recorded() {
     );
 }
 
+/// What `init` records before its push is certain is held in the host, outside the plugin's
+/// memory cap: an `init` updating in a loop is held to a bounded number of updates, and the
+/// rest are refused and counted once the push is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_updating_in_a_loop_is_held_to_a_bounded_number_of_updates() {
+    let (_bus, registry, plugins) = start_bus_with_registry();
+    let over = lookout_wasm::MAX_STAGED_UPDATES + 5_000;
+    plugins
+        .install(
+            chatty(
+                "chatty-consumer",
+                &format!("init_label = \"loop\"\ninit_repeat = \"{over}\""),
+            ),
+            CHATTY_CONSUMER,
+            "test",
+        )
+        .unwrap();
+    assert_eq!(
+        seen(&plugins, "loop"),
+        lookout_wasm::MAX_STAGED_UPDATES as f64,
+        "the held updates are replayed, and no more"
+    );
+    assert_eq!(
+        counter(
+            &registry,
+            "lookout_plugin_metric_rejections_total",
+            &[("plugin", "chatty-consumer"), ("reason", "init_updates")]
+        ),
+        5_000,
+        "the updates past the cap are counted"
+    );
+}
+
 /// A collector whose first `collect` blocks until released: a scrape in progress.
 struct SlowScrape {
     desc: prometheus::core::Desc,
