@@ -344,6 +344,12 @@ impl Bus {
     }
 
     /// The current sanitizer's name.
+    /// The bus's books, read from its own counters: per kind, per consumer, sanitizer
+    /// failures and time in the pipeline.
+    pub fn books(&self) -> crate::metrics::Books {
+        self.inner.metrics.books()
+    }
+
     pub fn sanitizer_name(&self) -> String {
         self.inner.sanitizer.load().name().to_string()
     }

@@ -48,7 +48,7 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
         _ => f(),
     }
 }
-pub use metrics::MAX_KIND_LABELS;
+pub use metrics::{Books, ConsumerBooks, KindBooks, MAX_KIND_LABELS};
 pub use sanitize::{
     FAILED_CLOSED, FailurePolicy, PassThrough, RedactAll, SanitizeError, Sanitizer,
     redact_everything,

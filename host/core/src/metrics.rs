@@ -10,10 +10,12 @@
 //! once the bus is drained. The `kind` label is capped at [`MAX_KIND_LABELS`] values; later
 //! kinds are counted under `kind="other"` so a noisy producer cannot explode cardinality.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
+use prometheus::core::Collector;
+use prometheus::proto::Metric;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -52,6 +54,74 @@ pub(crate) struct StageTimers {
     pub rate_limit: Histogram,
     pub sanitize: Histogram,
     pub fan_out: Histogram,
+}
+
+/// The bus's books as its own counters hold them (read from the handles, not looked up in
+/// a registry by name): what the exit log reconciles and the overview shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Books {
+    /// By `kind` label (past [`MAX_KIND_LABELS`], `other`).
+    pub kinds: BTreeMap<String, KindBooks>,
+    /// By consumer name.
+    pub consumers: BTreeMap<String, ConsumerBooks>,
+    /// Batches whose sanitizer failed (they went out with every field redacted).
+    pub sanitizer_failures: u64,
+    /// Time spent in the pipeline's stages, all batches.
+    pub stage_seconds: f64,
+}
+
+/// One kind's events: published, and each bus outcome (their sum once drained).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindBooks {
+    pub published: u64,
+    pub accepted: u64,
+    pub sampled_out: u64,
+    pub rate_limited: u64,
+    pub dropped: u64,
+    pub filtered: u64,
+}
+
+/// One consumer's accepted events, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerBooks {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub failed: u64,
+}
+
+impl Books {
+    /// Every kind together.
+    pub fn total(&self) -> KindBooks {
+        self.kinds.values().fold(KindBooks::default(), |sum, k| KindBooks {
+            published: sum.published + k.published,
+            accepted: sum.accepted + k.accepted,
+            sampled_out: sum.sampled_out + k.sampled_out,
+            rate_limited: sum.rate_limited + k.rate_limited,
+            dropped: sum.dropped + k.dropped,
+            filtered: sum.filtered + k.filtered,
+        })
+    }
+}
+
+/// The series of one of our own counter vectors, each with its label values by name.
+fn series(vec: &IntCounterVec) -> impl Iterator<Item = (Metric, Vec<(String, String)>)> {
+    vec.collect().into_iter().flat_map(|family| {
+        family.get_metric().to_vec().into_iter().map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (m, labels)
+        })
+    })
+}
+
+fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[derive(Debug)]
@@ -224,6 +294,57 @@ impl BusMetrics {
         })
     }
 
+    /// The books, from the counters themselves.
+    pub fn books(&self) -> Books {
+        let mut books = Books::default();
+        let count = |m: &Metric| m.get_counter().get_value() as u64;
+        for (m, labels) in series(&self.published) {
+            if let Some(kind) = label(&labels, "kind") {
+                books.kinds.entry(kind.into()).or_default().published = count(&m);
+            }
+        }
+        for (m, labels) in series(&self.events) {
+            let (Some(kind), Some(outcome)) = (label(&labels, "kind"), label(&labels, "outcome"))
+            else {
+                continue;
+            };
+            let k = books.kinds.entry(kind.into()).or_default();
+            let slot = match outcome {
+                "accepted" => &mut k.accepted,
+                "sampled_out" => &mut k.sampled_out,
+                "rate_limited" => &mut k.rate_limited,
+                "dropped" => &mut k.dropped,
+                "filtered" => &mut k.filtered,
+                _ => continue,
+            };
+            *slot = count(&m);
+        }
+        for (m, labels) in series(&self.consumer_events) {
+            let (Some(name), Some(outcome)) =
+                (label(&labels, "consumer"), label(&labels, "outcome"))
+            else {
+                continue;
+            };
+            let c = books.consumers.entry(name.into()).or_default();
+            let slot = match outcome {
+                "delivered" => &mut c.delivered,
+                "dropped" => &mut c.dropped,
+                "failed" => &mut c.failed,
+                _ => continue,
+            };
+            *slot = count(&m);
+        }
+        books.sanitizer_failures = series(&self.sanitizer_failures)
+            .map(|(m, _)| count(&m))
+            .sum();
+        let st = &self.stages;
+        books.stage_seconds = [&st.sample, &st.rate_limit, &st.sanitize, &st.fan_out]
+            .iter()
+            .map(|h| h.get_sample_sum())
+            .sum();
+        books
+    }
+
     pub fn consumer(&self, name: &str) -> ConsumerCounters {
         ConsumerCounters {
             delivered: self.consumer_events.with_label_values(&[name, "delivered"]),
@@ -231,5 +352,62 @@ impl BusMetrics {
             failed: self.consumer_events.with_label_values(&[name, "failed"]),
             queued: self.consumer_queued.with_label_values(&[name]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_books_read_from_the_counters_match_the_exposition() {
+        let registry = Registry::new();
+        let metrics = BusMetrics::new(&registry).unwrap();
+        let a = metrics.kind("request.started");
+        a.published.inc_by(5);
+        a.accepted.inc_by(3);
+        a.sampled_out.inc();
+        a.dropped.inc();
+        let c = metrics.consumer("live_stream");
+        c.delivered.inc_by(2);
+        c.failed.inc();
+        metrics
+            .sanitizer_failures
+            .with_label_values(&["redact"])
+            .inc();
+        let books = metrics.books();
+        assert_eq!(
+            books.kinds["request.started"],
+            KindBooks {
+                published: 5,
+                accepted: 3,
+                sampled_out: 1,
+                dropped: 1,
+                ..KindBooks::default()
+            }
+        );
+        assert_eq!(
+            books.consumers["live_stream"],
+            ConsumerBooks {
+                delivered: 2,
+                failed: 1,
+                ..ConsumerBooks::default()
+            }
+        );
+        assert_eq!(books.sanitizer_failures, 1);
+        assert_eq!(books.total().published, 5);
+        // What a scrape says is what the books say.
+        let scraped: f64 = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "lookout_events_total")
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value())
+            .sum();
+        let t = books.total();
+        assert_eq!(
+            scraped as u64,
+            t.accepted + t.sampled_out + t.rate_limited + t.dropped + t.filtered
+        );
     }
 }

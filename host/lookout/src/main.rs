@@ -429,51 +429,22 @@ async fn serve(
         )
         .await;
     }
-    log_final_counts(&registry, report);
+    log_final_counts(&bus.books(), report);
     tracing::info!(target: "lookout", "stopped");
     Ok(())
 }
 
 /// The bus's books at exit, in the log: one line per event kind, one per consumer, then the
 /// totals — so a stop can be reconciled after the process is gone.
-fn log_final_counts(registry: &Registry, report: lookout_core::ShutdownReport) {
-    use std::collections::BTreeMap;
-    let mut kinds: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut consumers: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for family in registry.gather() {
-        let (by, key) = match family.name() {
-            "lookout_events_published_total" | "lookout_events_total" => (&mut kinds, "kind"),
-            "lookout_consumer_events_total" => (&mut consumers, "consumer"),
-            _ => continue,
-        };
-        for metric in family.get_metric() {
-            let label = |name: &str| {
-                metric
-                    .get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_string())
-            };
-            let Some(owner) = label(key) else { continue };
-            let outcome = label("outcome").unwrap_or_else(|| "published".into());
-            *by.entry(owner).or_default().entry(outcome).or_default() +=
-                metric.get_counter().get_value() as u64;
-        }
+fn log_final_counts(books: &lookout_core::Books, report: lookout_core::ShutdownReport) {
+    for (kind, k) in &books.kinds {
+        tracing::info!(target: "lookout::bus", kind = %kind, published = k.published, accepted = k.accepted, sampled_out = k.sampled_out, rate_limited = k.rate_limited, dropped = k.dropped, filtered = k.filtered, "final event counts");
     }
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    for (kind, counts) in &kinds {
-        for (outcome, n) in counts {
-            *totals.entry(outcome.clone()).or_default() += n;
-        }
-        let get = |o: &str| counts.get(o).copied().unwrap_or(0);
-        tracing::info!(target: "lookout::bus", kind = %kind, published = get("published"), accepted = get("accepted"), sampled_out = get("sampled_out"), rate_limited = get("rate_limited"), dropped = get("dropped"), filtered = get("filtered"), "final event counts");
+    for (consumer, c) in &books.consumers {
+        tracing::info!(target: "lookout::bus", consumer = %consumer, delivered = c.delivered, dropped = c.dropped, failed = c.failed, "final consumer counts");
     }
-    for (consumer, counts) in &consumers {
-        let get = |o: &str| counts.get(o).copied().unwrap_or(0);
-        tracing::info!(target: "lookout::bus", consumer = %consumer, delivered = get("delivered"), dropped = get("dropped"), failed = get("failed"), "final consumer counts");
-    }
-    let get = |o: &str| totals.get(o).copied().unwrap_or(0);
-    tracing::info!(target: "lookout::bus", published = get("published"), accepted = get("accepted"), sampled_out = get("sampled_out"), rate_limited = get("rate_limited"), dropped = get("dropped"), filtered = get("filtered"), unprocessed = report.unprocessed, undelivered_at_stop = report.undelivered, "final totals");
+    let t = books.total();
+    tracing::info!(target: "lookout::bus", published = t.published, accepted = t.accepted, sampled_out = t.sampled_out, rate_limited = t.rate_limited, dropped = t.dropped, filtered = t.filtered, unprocessed = report.unprocessed, undelivered_at_stop = report.undelivered, "final totals");
 }
 
 /// The process collector (RSS, CPU, open fds, threads; Linux) and `lookout_build_info`.

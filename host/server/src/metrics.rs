@@ -1,14 +1,13 @@
 //! `GET /metrics` (the Prometheus text exposition of the host's registry, by metric group,
-//! and the plugins' own metrics) and the host's totals read back from that registry for the
-//! overview and `/health/detailed`. It only reads metrics; it must never register or change
-//! one (the bus, the plugin runtime and the pools own theirs).
+//! and the plugins' own metrics) and the host's totals — from the bus's books and the plugin
+//! runtime — for the overview and `/health/detailed`. It only reads metrics; it must never
+//! register or change one (the bus, the plugin runtime and the pools own theirs).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -104,50 +103,56 @@ pub(crate) async fn exposition(
     ))
 }
 
-/// The host's own totals since it started, read back from its registry in one gather: what
-/// the overview's `bus` and `host` and `/health/detailed`'s `observability_cost` show.
-///
-/// Read by metric name because the bus and the plugin runtime keep their metric handles to
-/// themselves; the names are the ones `/metrics` documents, so they are as stable as it is.
+/// The host's own totals since it started: what the overview's `bus` and `host` and
+/// `/health/detailed`'s `observability_cost` show. Read from the bus's books and the plugin
+/// runtime's handles; only the process's memory comes from the registry (the process
+/// collector's, not ours).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Totals {
-    /// `lookout_events_published_total`.
+    /// Events published.
     pub published: f64,
-    /// Of those, `lookout_events_published_total` of `request.started` and
-    /// `request.completed`: the events requests cause.
+    /// Of those, `request.started` and `request.completed`: the events requests cause.
     pub request_events: f64,
-    /// `lookout_events_total` by outcome.
+    /// Bus outcomes.
     pub accepted: f64,
     pub dropped: f64,
     pub sampled_out: f64,
     pub rate_limited: f64,
-    /// `lookout_sanitizer_failures_total`.
+    /// Batches whose sanitizer failed.
     pub sanitizer_failures: f64,
-    /// Time in the bus's stages (`lookout_bus_stage_seconds`).
+    /// Time in the bus's stages.
     pub bus_seconds: f64,
-    /// Time in plugin calls (`lookout_plugin_call_duration_seconds`).
+    /// Time in plugin calls.
     pub plugin_seconds: f64,
     /// `process_resident_memory_bytes` (0 where the process collector is not registered).
     pub memory_bytes: f64,
 }
 
 impl Totals {
-    pub(crate) fn read(registry: &Registry) -> Totals {
-        let families = registry.gather();
-        let sum = |name: &str, label: Option<(&str, &str)>| sum(&families, name, label);
-        let outcome = |outcome: &str| sum("lookout_events_total", Some(("outcome", outcome)));
-        let published_of = |kind: &str| sum("lookout_events_published_total", Some(("kind", kind)));
+    pub(crate) fn read(state: &AppState) -> Totals {
+        let books = state.bus.books();
+        let all = books.total();
+        let published_of =
+            |kind: &str| books.kinds.get(kind).map_or(0, |k| k.published) as f64;
+        let memory = state
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "process_resident_memory_bytes")
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().get_value())
+            .sum();
         Totals {
-            published: sum("lookout_events_published_total", None),
+            published: all.published as f64,
             request_events: published_of("request.started") + published_of("request.completed"),
-            accepted: outcome("accepted"),
-            dropped: outcome("dropped"),
-            sampled_out: outcome("sampled_out"),
-            rate_limited: outcome("rate_limited"),
-            sanitizer_failures: sum("lookout_sanitizer_failures_total", None),
-            bus_seconds: sum("lookout_bus_stage_seconds", None),
-            plugin_seconds: sum("lookout_plugin_call_duration_seconds", None),
-            memory_bytes: sum("process_resident_memory_bytes", None),
+            accepted: all.accepted as f64,
+            dropped: all.dropped as f64,
+            sampled_out: all.sampled_out as f64,
+            rate_limited: all.rate_limited as f64,
+            sanitizer_failures: books.sanitizer_failures as f64,
+            bus_seconds: books.stage_seconds,
+            plugin_seconds: state.plugins.call_seconds(),
+            memory_bytes: memory,
         }
     }
 
@@ -167,7 +172,7 @@ impl Totals {
 /// What observability costs, from the host's own measurements since it started: time in the
 /// bus's stages and in plugin calls per event, events per request, and so per request.
 pub(crate) fn observability_cost(state: &AppState) -> Value {
-    let totals = Totals::read(&state.registry);
+    let totals = Totals::read(state);
     let events = totals.published;
     let requests: u64 = state.pools.all().iter().map(|p| p.requests_total()).sum();
     let per_event = |seconds: f64| (events > 0.0).then(|| seconds / events);
@@ -186,26 +191,4 @@ pub(crate) fn observability_cost(state: &AppState) -> Value {
         "events_per_request": events_per_request,
         "per_request_us": per_request_us,
     })
-}
-
-/// A family's counters and gauges summed (over the series that have `label`, if given);
-/// histograms contribute their sample sums.
-fn sum(families: &[MetricFamily], name: &str, label: Option<(&str, &str)>) -> f64 {
-    families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            label.is_none_or(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == k && l.value() == v)
-            })
-        })
-        .map(|m| {
-            m.get_counter().get_value()
-                + m.get_gauge().get_value()
-                + m.get_histogram().get_sample_sum()
-        })
-        .fold(0.0, |a, b| a + b)
 }

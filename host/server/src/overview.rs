@@ -131,7 +131,7 @@ impl Consumer for RecentErrors {
 /// The whole picture, now.
 pub(crate) fn overview(state: &AppState) -> Overview {
     let report = state.evaluate_health();
-    let totals = Totals::read(&state.registry);
+    let totals = Totals::read(state);
     // One snapshot per pool (each reads every worker's memory from /proc).
     let pools: Vec<api::PoolEntry> = state.pools.all().iter().map(pool_entry).collect();
     let live_workers: u64 = pools

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::Serialize;
 
@@ -55,6 +56,16 @@ impl PluginMetrics {
             &self.quarantines,
             self.redactions.family(),
         ])
+    }
+
+    /// Time in every plugin's calls since the host started, read from the handle.
+    pub(crate) fn call_seconds(&self) -> f64 {
+        self.duration
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_histogram().get_sample_sum())
+            .sum()
     }
 
     /// What a plugin has done so far (all its versions): for the API and the dashboard.

@@ -960,6 +960,11 @@ impl PluginRegistry {
         Ok(())
     }
 
+    /// Time spent in plugin calls since the host started, every plugin and version.
+    pub fn call_seconds(&self) -> f64 {
+        self.runtime.metrics.call_seconds()
+    }
+
     /// The host-wide budget pushes are checked against.
     pub fn budget(&self) -> Budget {
         self.runtime.budget()
