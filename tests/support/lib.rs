@@ -155,6 +155,12 @@ impl Host {
         response.json().await.ok()
     }
 
+    /// `GET path` as text; `None` on any failure (for polling with [`eventually`]).
+    pub async fn get_text(&self, path: &str) -> Option<String> {
+        let response = self.http.get(self.url(path)).send().await.ok()?;
+        response.text().await.ok()
+    }
+
     /// `POST /api/v1/events` with a JSON array of events; asserts 202 and returns the answer
     /// (`{"accepted", "dropped"}`).
     pub async fn post_events(&self, events: &serde_json::Value) -> serde_json::Value {

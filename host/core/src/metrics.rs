@@ -92,14 +92,16 @@ pub struct ConsumerBooks {
 impl Books {
     /// Every kind together.
     pub fn total(&self) -> KindBooks {
-        self.kinds.values().fold(KindBooks::default(), |sum, k| KindBooks {
-            published: sum.published + k.published,
-            accepted: sum.accepted + k.accepted,
-            sampled_out: sum.sampled_out + k.sampled_out,
-            rate_limited: sum.rate_limited + k.rate_limited,
-            dropped: sum.dropped + k.dropped,
-            filtered: sum.filtered + k.filtered,
-        })
+        self.kinds
+            .values()
+            .fold(KindBooks::default(), |sum, k| KindBooks {
+                published: sum.published + k.published,
+                accepted: sum.accepted + k.accepted,
+                sampled_out: sum.sampled_out + k.sampled_out,
+                rate_limited: sum.rate_limited + k.rate_limited,
+                dropped: sum.dropped + k.dropped,
+                filtered: sum.filtered + k.filtered,
+            })
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, TextEncoder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -132,8 +132,7 @@ impl Totals {
     pub(crate) fn read(state: &AppState) -> Totals {
         let books = state.bus.books();
         let all = books.total();
-        let published_of =
-            |kind: &str| books.kinds.get(kind).map_or(0, |k| k.published) as f64;
+        let published_of = |kind: &str| books.kinds.get(kind).map_or(0, |k| k.published) as f64;
         let memory = state
             .registry
             .gather()

@@ -61,24 +61,20 @@ fn rollback_from(peer: Option<&str>, token: Option<&str>) -> Request<Body> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_only_loopback_may_mutate() {
     let app = router(state(None));
-    let status = |r: Request<Body>| {
-        let app = app.clone();
-        async move { app.oneshot(r).await.unwrap().status() }
-    };
     assert_eq!(
-        status(rollback_from(Some("127.0.0.1:5000"), None)).await,
+        status_of(&app, rollback_from(Some("127.0.0.1:5000"), None)).await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        status(rollback_from(Some("[::1]:5000"), None)).await,
+        status_of(&app, rollback_from(Some("[::1]:5000"), None)).await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        status(rollback_from(Some("10.1.2.3:5000"), None)).await,
+        status_of(&app, rollback_from(Some("10.1.2.3:5000"), None)).await,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        status(rollback_from(None, None)).await,
+        status_of(&app, rollback_from(None, None)).await,
         StatusCode::FORBIDDEN
     );
 }
@@ -179,27 +175,23 @@ async fn every_mutating_route_is_guarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_the_token_decides() {
     let app = router(state(Some("a-long-admin-token-1234")));
-    let status = |r: Request<Body>| {
-        let app = app.clone();
-        async move { app.oneshot(r).await.unwrap().status() }
-    };
     assert_eq!(
-        status(rollback_from(
-            Some("10.1.2.3:5000"),
-            Some("a-long-admin-token-1234")
-        ))
+        status_of(
+            &app,
+            rollback_from(Some("10.1.2.3:5000"), Some("a-long-admin-token-1234"))
+        )
         .await,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        status(rollback_from(Some("127.0.0.1:5000"), None)).await,
+        status_of(&app, rollback_from(Some("127.0.0.1:5000"), None)).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        status(rollback_from(
-            Some("127.0.0.1:5000"),
-            Some("a-long-admin-token-1235")
-        ))
+        status_of(
+            &app,
+            rollback_from(Some("127.0.0.1:5000"), Some("a-long-admin-token-1235"))
+        )
         .await,
         StatusCode::UNAUTHORIZED
     );
@@ -207,20 +199,8 @@ async fn with_a_token_the_token_decides() {
 
 /// `/health/detailed`'s status code and body.
 async fn health_detailed(app: &axum::Router) -> (StatusCode, serde_json::Value) {
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/health/detailed")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap())
+    let (status, body) = get(app, "/health/detailed").await;
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 /// A quarantined sanitizer shows in `/health/detailed`: a failing check with its last error,

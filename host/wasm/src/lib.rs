@@ -27,8 +27,7 @@ mod store;
 pub use breaker::{BreakerState, BreakerStatus};
 pub use budget::Budget;
 pub use custom_metrics::{
-    MAX_LABELS, MAX_METRICS_PER_PLUGIN, MAX_STAGED_UPDATES, MetricDecl, MetricKind,
-    PluginMetricSet,
+    MAX_LABELS, MAX_METRICS_PER_PLUGIN, MAX_STAGED_UPDATES, MetricDecl, MetricKind, PluginMetricSet,
 };
 pub use error::{Error, Result};
 pub use limits::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MAX_MEMORY_MIB, Limits, QuarantinePolicy};

@@ -391,41 +391,27 @@ fn sandbox_denies_files_environment_and_network() {
 #[test]
 fn invalid_components_are_refused_with_a_reason() {
     let runtime = Runtime::new(&Registry::new()).unwrap();
-    let err = WasmSanitizer::load(
-        &runtime,
-        "junk",
-        b"not wasm at all",
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap_err();
+    let refuse = |name: &str, wasm: &[u8], config: Vec<(String, String)>, limits: Limits| {
+        WasmSanitizer::load(&runtime, name, wasm, config, limits).unwrap_err()
+    };
+    let err = refuse("junk", b"not wasm at all", Vec::new(), Limits::default());
     assert!(
         err.to_string().contains("junk") && err.to_string().contains("magic"),
         "{err}"
     );
     // A core module (not a component).
-    let err = WasmSanitizer::load(
-        &runtime,
-        "core",
-        b"\0asm\x01\0\0\0",
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap_err();
+    let err = refuse("core", b"\0asm\x01\0\0\0", Vec::new(), Limits::default());
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
     // Truncated component.
-    let err = WasmSanitizer::load(
-        &runtime,
+    let err = refuse(
         "cut",
         &REDACT[..REDACT.len() / 2],
         Vec::new(),
         Limits::default(),
-    )
-    .unwrap_err();
+    );
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err}");
     // Limits out of range.
-    let err = WasmSanitizer::load(
-        &runtime,
+    let err = refuse(
         "tiny",
         REDACT,
         Vec::new(),
@@ -433,18 +419,15 @@ fn invalid_components_are_refused_with_a_reason() {
             max_memory_mib: 0,
             ..Limits::default()
         },
-    )
-    .unwrap_err();
+    );
     assert!(err.to_string().contains("max_memory_mib"), "{err}");
     // init refusing its config.
-    let err = WasmSanitizer::load(
-        &runtime,
+    let err = refuse(
         "misbehave",
         MISBEHAVE,
         config(&[("fail_init", "1")]),
         Limits::default(),
-    )
-    .unwrap_err();
+    );
     assert!(err.to_string().contains("fail_init"), "{err}");
 }
 
@@ -502,11 +485,17 @@ fn misbehave(runtime: &Runtime) -> WasmSanitizer {
 /// A bus handing consumers one event a batch, with `RedactAll` until a test installs a
 /// sanitizer, and its plugin registry.
 fn start_bus_batch_of_one() -> (Bus, Registry, PluginRegistry) {
+    start_bus(1)
+}
+
+/// A bus handing consumers `batch_size` events a batch, with `RedactAll` until a test
+/// installs a sanitizer, and its plugin registry.
+fn start_bus(batch_size: usize) -> (Bus, Registry, PluginRegistry) {
     let registry = Registry::new();
     let runtime = Runtime::new(&registry).unwrap();
     let bus = Bus::start(
         BusConfig {
-            batch_size: 1,
+            batch_size,
             ..BusConfig::default()
         },
         &registry,
@@ -515,6 +504,15 @@ fn start_bus_batch_of_one() -> (Bus, Registry, PluginRegistry) {
     .unwrap();
     let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
     (bus, registry, plugins)
+}
+
+/// `lookout_consumer_events_total` of `consumer` with `outcome`.
+fn consumer_events(registry: &Registry, consumer: &str, outcome: &str) -> u64 {
+    counter(
+        registry,
+        "lookout_consumer_events_total",
+        &[("consumer", consumer), ("outcome", outcome)],
+    )
 }
 
 fn start_bus_with_registry() -> (Bus, Registry, PluginRegistry) {
@@ -778,13 +776,7 @@ async fn hot_swap_under_load_loses_and_leaks_nothing() {
     );
     // The audit is slower than the pipeline (it serialises every event): what overflowed its
     // queue is counted as dropped for it, and nothing is unaccounted.
-    let audit_counter = |outcome| {
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "audit"), ("outcome", outcome)],
-        )
-    };
+    let audit_counter = |outcome| consumer_events(&registry, "audit", outcome);
     assert_eq!(
         delivered as u64,
         audit_counter("delivered"),
@@ -893,14 +885,7 @@ async fn consumer_plugin_counts_errors_within_its_budget() {
         ),
         1
     );
-    assert_eq!(
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "error-counter"), ("outcome", "delivered")]
-        ),
-        5
-    );
+    assert_eq!(consumer_events(&registry, "error-counter", "delivered"), 5);
 
     // Same declarations: the new version carries the counts on.
     plugins.install(manifest, ERROR_COUNTER, "test").unwrap();
@@ -915,14 +900,7 @@ async fn consumer_plugin_counts_errors_within_its_budget() {
         plugins.gather_custom().is_empty(),
         "a removed plugin's metrics are gone"
     );
-    assert_eq!(
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "error-counter"), ("outcome", "delivered")]
-        ),
-        6
-    );
+    assert_eq!(consumer_events(&registry, "error-counter", "delivered"), 6);
 }
 
 /// Updates to a metric the plugin did not declare are refused (and counted), and the plugin
@@ -948,14 +926,7 @@ async fn undeclared_metric_updates_are_refused() {
         custom(&plugins, "lookout_plugin_error_counter_failures_total", &[]),
         0.0
     );
-    assert_eq!(
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "error-counter"), ("outcome", "delivered")]
-        ),
-        2
-    );
+    assert_eq!(consumer_events(&registry, "error-counter", "delivered"), 2);
 }
 
 /// A metrics plugin declares its metrics with `describe()` and fills them from events.

@@ -26,15 +26,10 @@ DB_PASSWORD = "hunter2"
 "#;
 
 async fn get(host: &Host) -> (u64, Value) {
-    let body: Value = host
-        .http
-        .get(host.url("/api/v1/config"))
-        .send()
+    let body = host
+        .get_json("/api/v1/config")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect("GET /api/v1/config");
     (body["version"].as_u64().unwrap(), body["config"].clone())
 }
 

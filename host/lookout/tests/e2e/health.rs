@@ -9,7 +9,7 @@ use std::time::Duration;
 use lookout_testkit::{Host, eventually, repo_root};
 use serde_json::{Value, json};
 
-use crate::{LOOKOUT, host_with_config};
+use crate::host_with_config;
 
 fn host() -> Host {
     let app = repo_root().join("examples/workers/app.py");
@@ -35,9 +35,7 @@ max_p95_ms = 400
 window_s = 2
 "#
     );
-    let path = lookout_testkit::artifacts_dir().join("health.toml");
-    std::fs::write(&path, config).unwrap();
-    Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).unwrap()
+    host_with_config("health.toml", &config)
 }
 
 async fn ready(host: &Host) -> (u16, Value) {
@@ -49,6 +47,13 @@ async fn ready(host: &Host) -> (u16, Value) {
         .unwrap();
     let code = response.status().as_u16();
     (code, response.json().await.unwrap())
+}
+
+/// `n` concurrent `sleep` commands of `seconds` each on pool `h`; their status codes.
+async fn sleeps(host: &Host, n: usize, seconds: f64) -> Vec<u16> {
+    let body = json!({"command": "sleep", "args": {"seconds": seconds}});
+    let calls = (0..n).map(|_| host.execute("h", &body));
+    futures_util::future::join_all(calls).await
 }
 
 /// Waits until readiness is `want`; returns the body then.
@@ -118,13 +123,7 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
     until(&host, 200, "ready once the failures leave the window").await;
 
     // A slow command: p95 over 400 ms.
-    let slow: Vec<_> = (0..4)
-        .map(|_| async {
-            host.execute("h", &json!({"command": "sleep", "args": {"seconds": 0.6}}))
-                .await
-        })
-        .collect();
-    for code in futures_util::future::join_all(slow).await {
+    for code in sleeps(&host, 4, 0.6).await {
         assert_eq!(code, 200);
     }
     let body = until(&host, 503, "not ready on latency").await;
@@ -135,13 +134,7 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
     until(&host, 200, "ready once the slow requests leave the window").await;
 
     // A saturating load: more than 2 waiting.
-    let load: Vec<_> = (0..8)
-        .map(|_| async {
-            host.execute("h", &json!({"command": "sleep", "args": {"seconds": 0.5}}))
-                .await
-        })
-        .collect();
-    let (codes, body) = tokio::join!(futures_util::future::join_all(load), async {
+    let (codes, body) = tokio::join!(sleeps(&host, 8, 0.5), async {
         until(&host, 503, "not ready while saturated").await
     });
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
@@ -157,15 +150,10 @@ async fn readiness_follows_each_criterion_across_its_threshold() {
     .await;
 
     // A killed worker: one of two live until its replacement is up (1.5 s).
-    let detailed: Value = host
-        .http
-        .get(host.url("/health/detailed"))
-        .send()
+    let detailed = host
+        .get_json("/health/detailed")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect("GET /health/detailed");
     let pid = detailed["pools"][0]["pool"]["workers"][0]["pid"]
         .as_i64()
         .unwrap();

@@ -3,7 +3,6 @@
 //! scrubbed; colliding names are refused (409) naming the collision, `/metrics` stays one
 //! family a name (promtool is silent), and long label values never reach it.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lookout_artifacts::plugins::{CHATTY, CHATTY_CONSUMER, ERROR_COUNTER};
@@ -11,7 +10,7 @@ use lookout_testkit::{Host, eventually};
 use serde_json::{Value, json};
 
 use crate::plugins::put_plugin;
-use crate::quiet_host;
+use crate::{assert_promtool_silent, quiet_host};
 
 const CANARY: &str = "CANARY-chatty-7f3a9c";
 const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -24,14 +23,9 @@ fn assert_no_secret(what: &str, text: &str) {
 
 async fn plugins_json(host: &Host) -> (String, Value) {
     let text = host
-        .http
-        .get(host.url("/api/v1/plugins"))
-        .send()
+        .get_text("/api/v1/plugins")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("GET /api/v1/plugins");
     let value = serde_json::from_str(&text).unwrap();
     (text, value)
 }
@@ -210,15 +204,7 @@ async fn colliding_names_are_refused_and_metrics_stay_valid() {
         "the long labels refused and counted",
         Duration::from_secs(10),
         || async {
-            let text = host
-                .http
-                .get(host.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = host.get_text("/metrics").await?;
             let m = lookout_testkit::Metrics::parse(&text);
             let refused = m.sum(
                 "lookout_plugin_metric_rejections_total",
@@ -236,30 +222,7 @@ async fn colliding_names_are_refused_and_metrics_stay_valid() {
         "one family a name"
     );
 
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (`cargo xtask setup` installs Debian's prometheus package)");
-    use std::io::Write as _;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    assert_promtool_silent("promtool", &text);
 }
 
 /// At start the configured sanitizer is installed before the plugin folder is read: a pair in

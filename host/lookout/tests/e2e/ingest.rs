@@ -7,13 +7,8 @@ use serde_json::{Value, json};
 
 use crate::quiet_host;
 
-const SECRETS: &[&str] = &[
-    "hunter2",
-    "AKIAIOSFODNN7EXAMPLE",
-    "4111 1111 1111 1111",
-    "s3cr3tpw",
-    "abc123tokenvalue",
-];
+/// The secrets [`events_with_secrets`] carries: the first five of [`crate::SECRETS`].
+const SECRETS: &[&str] = crate::SECRETS.split_at(5).0;
 
 fn events_with_secrets() -> Value {
     json!([
@@ -243,15 +238,7 @@ async fn health_and_metrics_answer() {
         "the warm-up event accepted",
         Duration::from_secs(10),
         || async {
-            let text = host
-                .http
-                .get(host.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = host.get_text("/metrics").await?;
             text.contains(r#"lookout_events_total{kind="warm.up",outcome="accepted"} 1"#)
                 .then_some(text)
         },

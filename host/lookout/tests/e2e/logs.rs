@@ -8,29 +8,7 @@ use std::time::Duration;
 use lookout_testkit::{eventually, repo_root};
 use serde_json::{Value, json};
 
-use crate::default_host;
-
-/// One of each kind of secret `redact` recognises, as it would be written.
-const SECRETS: &[&str] = &[
-    "hunter2",
-    "AKIAIOSFODNN7EXAMPLE",
-    "4111 1111 1111 1111",
-    "s3cr3tpw",
-    "abc123tokenvalue",
-    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU",
-    "MIIEowIBAAKCAQEAx",
-    "ghp_0123456789abcdefghijABCDEFGHIJ012345",
-    "glpat-abcdefghij0123456789",
-    "xoxb-1234567890-abcdefghij",
-    "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-    "sk-abcdefghijklmnopqrstuvwxyz012345",
-    "AIzaSyA1234567890abcdefghijklmnopqrstu",
-    "npm_abcdefghijklmnopqrstuvwxyz0123456789",
-    "hf_abcdefghijklmnopqrstuvwxyz0123456789",
-    "dXNlcjpwYXNzd29yZA",
-    "topsecretflag",
-    "4111111111111111",
-];
+use crate::{SECRETS, default_host};
 
 /// Free text carrying every secret.
 fn leaky_text() -> String {

@@ -44,6 +44,58 @@ pub fn host_with_config(name: &str, text: &str) -> Host {
     Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
 }
 
+/// One of each kind of secret `redact` recognises, as it would be written.
+pub const SECRETS: &[&str] = &[
+    "hunter2",
+    "AKIAIOSFODNN7EXAMPLE",
+    "4111 1111 1111 1111",
+    "s3cr3tpw",
+    "abc123tokenvalue",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU",
+    "MIIEowIBAAKCAQEAx",
+    "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+    "glpat-abcdefghij0123456789",
+    "xoxb-1234567890-abcdefghij",
+    "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    "sk-abcdefghijklmnopqrstuvwxyz012345",
+    "AIzaSyA1234567890abcdefghijklmnopqrstu",
+    "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+    "hf_abcdefghijklmnopqrstuvwxyz0123456789",
+    "dXNlcjpwYXNzd29yZA",
+    "topsecretflag",
+    "4111111111111111",
+];
+
+/// Feeds `text` to `promtool check metrics` (`promtool` is the program) and asserts it
+/// accepts it without a word.
+pub fn assert_promtool_silent(promtool: &str, text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (`cargo xtask setup` installs Debian's prometheus package)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}
+
 /// Debian's Prometheus on a free loopback port, reading `dir/prometheus.yml` and keeping its
 /// data in `dir/data`; killed when dropped.
 pub struct Prometheus {

@@ -2,23 +2,16 @@
 //! on each, `promtool check metrics` silent, groups that can be turned off, and a real
 //! Prometheus server scraping the host and answering a PromQL query with the exact count.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use lookout_testkit::{Host, eventually};
 use serde_json::json;
 
-use crate::{LOOKOUT, Prometheus, default_host};
+use crate::{LOOKOUT, Prometheus, assert_promtool_silent, default_host};
 
 async fn metrics_text(host: &Host) -> String {
-    host.http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    host.get_text("/metrics").await.expect("GET /metrics")
 }
 
 /// Waits until the demo pool answers.
@@ -189,30 +182,7 @@ async fn every_family_is_present_with_help_and_promtool_is_silent() {
     }
 
     // promtool says nothing.
-    let mut check = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    assert_promtool_silent(promtool(), &text);
 }
 
 /// Groups turned off in `[metrics]` are not exported; the rest are.

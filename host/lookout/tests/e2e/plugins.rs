@@ -8,7 +8,7 @@ use lookout_testkit::{Host, LiveStream};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::{LOOKOUT, default_host};
+use crate::{LOOKOUT, default_host, host_with_config};
 
 const ALLOWLIST_MANIFEST: &str = r#"
 name = "allowlist"
@@ -20,6 +20,44 @@ allow = "user,command"
 input = [{ kind = "login", fields = { user = "bob", password = "hunter2" } }]
 expect = [{ kind = "login", fields = { user = "bob", password = "[REDACTED]" } }]
 "#;
+
+/// `POST /api/v1/plugins/{name}/rollback`.
+async fn rollback(host: &Host, name: &str) -> reqwest::Response {
+    rollback_as(host, name, None).await
+}
+
+/// `POST /api/v1/plugins/{name}/rollback`, with `token` as the bearer token if given.
+async fn rollback_as(host: &Host, name: &str, token: Option<&str>) -> reqwest::Response {
+    let request = host
+        .http
+        .post(host.url(&format!("/api/v1/plugins/{name}/rollback")));
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+    .send()
+    .await
+    .unwrap()
+}
+
+/// `DELETE /api/v1/plugins/{name}`.
+async fn remove_plugin(host: &Host, name: &str) -> reqwest::Response {
+    host.http
+        .delete(host.url(&format!("/api/v1/plugins/{name}")))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts a 200, showing the body otherwise.
+async fn assert_ok(response: reqwest::Response) {
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Stops `host` with SIGTERM and asserts it exits cleanly.
+fn stop(host: &mut Host) {
+    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+}
 
 fn upload(manifest: &str, wasm: &[u8]) -> Form {
     Form::new()
@@ -62,8 +100,7 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
         "redact keeps plain text"
     );
 
-    let response = put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_ok(put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await).await;
     publish_note(&host, "plain words").await;
     let after = stream.take(1, Duration::from_secs(10)).await;
     assert_eq!(
@@ -104,30 +141,15 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
         .collect();
     assert_eq!(outcomes, ["installed", "installed", "rejected"]);
 
-    let response = host
-        .http
-        .post(host.url("/api/v1/plugins/allowlist/rollback"))
-        .send()
-        .await
-        .unwrap();
+    let response = rollback(&host, "allowlist").await;
     assert_eq!(response.status(), 200);
     publish_note(&host, "plain words").await;
     let rolled = stream.take(1, Duration::from_secs(10)).await;
     assert_eq!(rolled[0]["fields"]["note"], "plain words", "back on redact");
 
-    let response = host
-        .http
-        .delete(host.url("/api/v1/plugins/redact"))
-        .send()
-        .await
-        .unwrap();
+    let response = remove_plugin(&host, "redact").await;
     assert_eq!(response.status(), 409);
-    let response = host
-        .http
-        .post(host.url("/api/v1/plugins/nothing/rollback"))
-        .send()
-        .await
-        .unwrap();
+    let response = rollback(&host, "nothing").await;
     assert_eq!(response.status(), 404);
 
     let metrics = host.metrics().await;
@@ -148,33 +170,17 @@ async fn sanitizer_policy_swaps_and_rolls_back_over_http() {
 /// right one works. Reading the plugin list needs no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_need_the_token_when_one_is_set() {
-    let config = lookout_testkit::artifacts_dir().join("admin-token.toml");
-    std::fs::write(
-        &config,
+    let host = host_with_config(
+        "admin-token.toml",
         "[server]\nadmin_token = \"correct-horse-battery-staple\"\n",
-    )
-    .unwrap();
-    let host = Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
-    let rollback = host.url("/api/v1/plugins/redact/rollback");
+    );
 
-    let response = host.http.post(&rollback).send().await.unwrap();
+    let response = rollback(&host, "redact").await;
     assert_eq!(response.status(), 401);
-    let response = host
-        .http
-        .post(&rollback)
-        .bearer_auth("wrong-token-wrong-token")
-        .send()
-        .await
-        .unwrap();
+    let response = rollback_as(&host, "redact", Some("wrong-token-wrong-token")).await;
     assert_eq!(response.status(), 401);
     // The right token gets through the guard (and then 409: no previous version yet).
-    let response = host
-        .http
-        .post(&rollback)
-        .bearer_auth("correct-horse-battery-staple")
-        .send()
-        .await
-        .unwrap();
+    let response = rollback_as(&host, "redact", Some("correct-horse-battery-staple")).await;
     assert_eq!(response.status(), 409);
     let response = host
         .http
@@ -194,12 +200,7 @@ async fn admin_routes_need_the_token_when_one_is_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_loopback_clients_may_swap() {
     let host = default_host();
-    let response = host
-        .http
-        .post(host.url("/api/v1/plugins/redact/rollback"))
-        .send()
-        .await
-        .unwrap();
+    let response = rollback(&host, "redact").await;
     assert_eq!(
         response.status(),
         409,
@@ -312,12 +313,7 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
         "{stderr_line}"
     );
 
-    let response = host
-        .http
-        .delete(host.url("/api/v1/plugins/digest"))
-        .send()
-        .await
-        .unwrap();
+    let response = remove_plugin(&host, "digest").await;
     assert_eq!(response.status(), 204);
     let list = plugin_list(&host).await;
     let names: Vec<&str> = list["plugins"]
@@ -330,14 +326,9 @@ async fn consumer_and_metrics_plugins_run_behind_the_api() {
 }
 
 async fn plugin_list(host: &Host) -> Value {
-    host.http
-        .get(host.url("/api/v1/plugins"))
-        .send()
+    host.get_json("/api/v1/plugins")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .expect("GET /api/v1/plugins")
 }
 
 async fn plugin_names(host: &Host) -> Vec<String> {
@@ -356,26 +347,21 @@ async fn watched_plugin_folder_loads_swaps_and_removes() {
     let dir = lookout_testkit::artifacts_dir().join("plugin-folder");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("slo.wasm"), SLO).unwrap();
-    std::fs::write(
-        dir.join("slo.toml"),
-        "name = \"slo\"\nworld = \"metrics\"\n",
-    )
-    .unwrap();
+    write_pair(&dir, "slo", "name = \"slo\"\nworld = \"metrics\"\n", SLO);
     // A corrupt pair at start is reported and skipped; the host starts with the rest.
-    std::fs::write(dir.join("corrupt.wasm"), b"\0asm not really").unwrap();
-    std::fs::write(
-        dir.join("corrupt.toml"),
+    write_pair(
+        &dir,
+        "corrupt",
         "name = \"corrupt\"\nworld = \"consumer\"\n",
-    )
-    .unwrap();
+        b"\0asm not really",
+    );
     // digest writes to stderr in init: loading it at start must not trip over the async runtime.
-    std::fs::write(dir.join("early.wasm"), DIGEST).unwrap();
-    std::fs::write(
-        dir.join("early.toml"),
+    write_pair(
+        &dir,
+        "early",
         "name = \"early\"\nworld = \"consumer\"\n",
-    )
-    .unwrap();
+        DIGEST,
+    );
     let host = Host::start(LOOKOUT, &["--plugins", dir.to_str().unwrap()]).unwrap();
     assert_eq!(plugin_names(&host).await, ["redact", "early", "slo"]);
     let logs = host.logs().join("\n");
@@ -450,6 +436,17 @@ async fn running_versions(host: &Host) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The manifest of the digest consumer at author version `version`.
+fn digest_manifest(version: &str) -> String {
+    format!("name = \"digest\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
+}
+
+/// Writes `dir/{stem}.wasm`, then its manifest `dir/{stem}.toml`.
+fn write_pair(dir: &std::path::Path, stem: &str, manifest: &str, wasm: &[u8]) {
+    std::fs::write(dir.join(format!("{stem}.wasm")), wasm).unwrap();
+    std::fs::write(dir.join(format!("{stem}.toml")), manifest).unwrap();
+}
+
 fn pair(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -474,20 +471,15 @@ async fn plugins_installed_through_the_api_survive_a_restart() {
     )
     .unwrap();
     let start = || Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
-    let digest = |version: &str| {
-        format!("name = \"digest\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
-    };
 
     let mut host = start();
     for version in ["1.0.0", "2.0.0"] {
-        let r = put_plugin(&host, "digest", &digest(version), DIGEST).await;
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        assert_ok(put_plugin(&host, "digest", &digest_manifest(version), DIGEST).await).await;
     }
-    let r = put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_ok(put_plugin(&host, "allowlist", ALLOWLIST_MANIFEST, ALLOWLIST).await).await;
     let before = running_versions(&host).await;
     assert_eq!(before, pair(&[("allowlist", "1.0.0"), ("digest", "2.0.0")]));
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    stop(&mut host);
 
     // Back after the restart, and the version before is the rollback target again.
     let mut host = start();
@@ -497,18 +489,12 @@ async fn plugins_installed_through_the_api_survive_a_restart() {
         logs.contains("\"sanitizer\":\"allowlist\""),
         "the start line names the restored sanitizer: {logs}"
     );
-    let r = host
-        .http
-        .post(host.url("/api/v1/plugins/digest/rollback"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_ok(rollback(&host, "digest").await).await;
     assert_eq!(
         running_versions(&host).await,
         pair(&[("allowlist", "1.0.0"), ("digest", "1.0.0")])
     );
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    stop(&mut host);
 
     // The rollback was kept: 1.0.0 is current on disk. Damage it: 2.0.0, the last good
     // version kept, runs instead, and the damage is reported by file.
@@ -542,14 +528,9 @@ async fn plugins_installed_through_the_api_survive_a_restart() {
     );
 
     // Removed through the API: gone after the next restart too.
-    let r = host
-        .http
-        .delete(host.url("/api/v1/plugins/digest"))
-        .send()
-        .await
-        .unwrap();
+    let r = remove_plugin(&host, "digest").await;
     assert_eq!(r.status(), 204);
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    stop(&mut host);
     let host = start();
     assert_eq!(
         running_versions(&host).await,
@@ -593,11 +574,8 @@ async fn the_newer_of_the_plugin_folder_and_a_push_wins_at_start() {
         ),
     )
     .unwrap();
-    let digest = |version: &str| {
-        format!("name = \"digest\"\nworld = \"consumer\"\nversion = \"{version}\"\n")
-    };
     let write_folder = |version: &str| {
-        std::fs::write(folder.join("digest.toml"), digest(version)).unwrap();
+        std::fs::write(folder.join("digest.toml"), digest_manifest(version)).unwrap();
         std::fs::write(folder.join("digest.wasm"), DIGEST).unwrap();
     };
     let start = || Host::start(LOOKOUT, &["--config", config.to_str().unwrap()]).unwrap();
@@ -605,15 +583,14 @@ async fn the_newer_of_the_plugin_folder_and_a_push_wins_at_start() {
 
     // Pushed after the folder's file: the push survives the restart.
     let mut host = start();
-    let r = put_plugin(&host, "digest", &digest("2.0.0"), DIGEST).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    assert_ok(put_plugin(&host, "digest", &digest_manifest("2.0.0"), DIGEST).await).await;
+    stop(&mut host);
     let mut host = start();
     assert_eq!(
         running_versions(&host).await,
         pair(&[("redact", ""), ("digest", "2.0.0")])
     );
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    stop(&mut host);
 
     // The folder's file written while the host was down: the folder wins.
     write_folder("3.0.0");
@@ -634,16 +611,9 @@ async fn the_newer_of_the_plugin_folder_and_a_push_wins_at_start() {
 
     // Pushed, then rolled back to the folder's version: nothing of the push comes back.
     let mut host = host;
-    let r = put_plugin(&host, "digest", &digest("4.0.0"), DIGEST).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let r = host
-        .http
-        .post(host.url("/api/v1/plugins/digest/rollback"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert!(host.terminate(Duration::from_secs(15)).unwrap().success());
+    assert_ok(put_plugin(&host, "digest", &digest_manifest("4.0.0"), DIGEST).await).await;
+    assert_ok(rollback(&host, "digest").await).await;
+    stop(&mut host);
     let host = start();
     assert_eq!(
         running_versions(&host).await,

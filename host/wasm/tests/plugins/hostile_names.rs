@@ -17,7 +17,7 @@ use lookout_wasm::{
 };
 use prometheus::Registry;
 
-use super::{config, start_bus_batch_of_one, start_bus_with_registry};
+use super::{config, consumer_events, start_bus_batch_of_one, start_bus_with_registry};
 
 /// The secrets chatty quotes.
 const CANARY: &str = "CANARY-chatty-7f3a9c";
@@ -166,14 +166,7 @@ async fn a_consumers_huge_error_is_cut_scrubbed_and_names_the_call() {
     assert!(error.starts_with("in `handle`: handle failed"), "{error}");
     assert_no_secret("the kept error", &error);
     assert_eq!(info.counters.failures, 3);
-    assert_eq!(
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "chatty-consumer"), ("outcome", "failed")]
-        ),
-        3
-    );
+    assert_eq!(consumer_events(&registry, "chatty-consumer", "failed"), 3);
 }
 
 /// Registers a consumer manifest for `error-counter`'s component under `name`, declaring
@@ -568,25 +561,22 @@ async fn refused_verdicts_are_failures_and_failure_reasons_name_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_and_disable_address_the_plugin_they_name() {
     let (_bus, _registry, plugins) = start_bus_with_registry();
-    plugins
-        .install(
-            counter_plugin("error-counter", "errors_total"),
-            ERROR_COUNTER,
-            "test",
-        )
-        .unwrap();
+    let install_error_counter = || {
+        plugins
+            .install(
+                counter_plugin("error-counter", "errors_total"),
+                ERROR_COUNTER,
+                "test",
+            )
+            .unwrap()
+    };
+    install_error_counter();
     assert!(matches!(
         plugins.remove("redact", "test"),
         Err(Error::Conflict { .. })
     ));
     plugins.remove("error-counter", "test").unwrap();
-    plugins
-        .install(
-            counter_plugin("error-counter", "errors_total"),
-            ERROR_COUNTER,
-            "test",
-        )
-        .unwrap();
+    install_error_counter();
     let off = plugins
         .set_disabled(BTreeSet::from(["error-counter".to_string()]), "test")
         .unwrap();

@@ -7,30 +7,12 @@
 use std::time::{Duration, Instant};
 
 use lookout_artifacts::plugins::{FLAKY, MISBEHAVE, REDACT};
-use lookout_core::{Bus, BusConfig, Event, FAILED_CLOSED, FieldValue, RedactAll, Sanitizer};
+use lookout_core::{Event, FAILED_CLOSED, FieldValue, Sanitizer};
 use lookout_testkit::{Collect, counter};
-use lookout_wasm::{
-    BreakerState, Budget, Error, Limits, Manifest, PluginRegistry, Runtime, WasmSanitizer,
-};
+use lookout_wasm::{BreakerState, Budget, Error, Limits, Manifest, Runtime, WasmSanitizer};
 use prometheus::Registry;
 
-use super::{config, misbehave};
-
-fn start(batch_size: usize) -> (Bus, Registry, PluginRegistry) {
-    let registry = Registry::new();
-    let runtime = Runtime::new(&registry).unwrap();
-    let bus = Bus::start(
-        BusConfig {
-            batch_size,
-            ..BusConfig::default()
-        },
-        &registry,
-        Box::new(RedactAll),
-    )
-    .unwrap();
-    let plugins = PluginRegistry::new(runtime, bus.clone(), &registry).unwrap();
-    (bus, registry, plugins)
-}
+use super::{config, consumer_events, misbehave, start_bus};
 
 fn calls(registry: &Registry, plugin: &str, outcome: &str) -> u64 {
     counter(
@@ -45,7 +27,7 @@ fn calls(registry: &Registry, plugin: &str, outcome: &str) -> u64 {
 /// quarantines it. A short sleep inside the deadline still works (clocks stay available).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_sanitizer_is_cut_at_its_deadline_and_fails_closed() {
-    let (bus, registry, plugins) = start(1);
+    let (bus, registry, plugins) = start_bus(1);
     let manifest = Manifest::parse(
         "name = \"misbehave\"\nworld = \"sanitizer\"\n[limits]\ncall_timeout_ms = 100\n\
          [quarantine]\nafter_failures = 2\nbackoff_ms = 60000\n",
@@ -104,7 +86,7 @@ async fn a_sleeping_sanitizer_is_cut_at_its_deadline_and_fails_closed() {
 /// deadline, saying why, and the running version stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_init_does_not_hold_a_push() {
-    let (_bus, _registry, plugins) = start(1);
+    let (_bus, _registry, plugins) = start_bus(1);
     let manifest = Manifest::parse(
         "name = \"misbehave\"\nworld = \"sanitizer\"\n[config]\nsleep_init_ms = \"5000\"\n\
          [limits]\ncall_timeout_ms = 100\n",
@@ -194,7 +176,7 @@ fn the_call_after_a_trap_replaces_its_instance_within_one_deadline() {
 /// batch, not 3 s: every batch is counted (failed), and nobody else is held up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_consumer_does_not_stall_its_queue() {
-    let (bus, registry, plugins) = start(1);
+    let (bus, registry, plugins) = start_bus(1);
     let manifest = Manifest::parse(
         "name = \"sleeper\"\nworld = \"consumer\"\n[config]\nsleep_on = \"test.sleep\"\n\
          sleep_ms = \"3000\"\n[limits]\ncall_timeout_ms = 100\n[quarantine]\nafter_failures = 100\n",
@@ -207,13 +189,7 @@ async fn a_sleeping_consumer_does_not_stall_its_queue() {
     for _ in 0..5 {
         bus.publish(Event::new("test.sleep"));
     }
-    let handled = |outcome: &str| {
-        counter(
-            &registry,
-            "lookout_consumer_events_total",
-            &[("consumer", "sleeper"), ("outcome", outcome)],
-        )
-    };
+    let handled = |outcome: &str| consumer_events(&registry, "sleeper", outcome);
     lookout_testkit::eventually(
         "the sleeper's five batches are counted",
         Duration::from_secs(10),
@@ -387,7 +363,7 @@ fn a_plugin_s_memories_share_one_cap() {
 /// still runs, any other). Memory of all plugins together has its own test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_budget_refuses_what_does_not_fit_and_says_by_how_much() {
-    let (_bus, _registry, plugins) = start(16);
+    let (_bus, _registry, plugins) = start_bus(16);
     let sanitizer = |name: &str| Manifest::new(name, lookout_wasm::World::Sanitizer);
     let budget = Budget::default();
 
@@ -464,7 +440,7 @@ async fn the_host_budget_refuses_what_does_not_fit_and_says_by_how_much() {
 /// plugin's next swap (the copy kept before is replaced) or its removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_of_all_plugins_counts_their_rollback_copies_until_dropped() {
-    let (_bus, _registry, plugins) = start(16);
+    let (_bus, _registry, plugins) = start_bus(16);
     let budget = Budget {
         total_memory_mib: 256,
         ..Budget::default()
@@ -525,7 +501,7 @@ async fn memory_of_all_plugins_counts_their_rollback_copies_until_dropped() {
 /// quarantine that never trips or never ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_fields_that_act_on_the_whole_host_are_capped() {
-    let (_bus, _registry, plugins) = start(16);
+    let (_bus, _registry, plugins) = start_bus(16);
     for (manifest, named) in [
         (
             "name = \"slow\"\nworld = \"sanitizer\"\n[limits]\ncall_timeout_ms = 10000\n",
