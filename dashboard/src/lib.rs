@@ -126,7 +126,7 @@ fn App() -> impl IntoView {
         dash.with(|d| {
             d.overview
                 .as_ref()
-                .map_or("unknown".to_string(), |o| o.health.status.clone())
+                .map_or("unknown".to_string(), |o| o.health.status.to_string())
         })
     };
     // The class alternates on every transition, which restarts the indicator's animation.
@@ -172,7 +172,7 @@ fn HostPanel(dash: RwSignal<Dashboard>) -> impl IntoView {
             .health
             .checks
             .into_iter()
-            .filter(|c| c.status != "ok")
+            .filter(|c| c.status != model::CheckStatus::Ok)
             .collect::<Vec<_>>()
     };
     view! {
@@ -186,7 +186,7 @@ fn HostPanel(dash: RwSignal<Dashboard>) -> impl IntoView {
                 <For each=failing key=|c| c.name.clone() let(check)>
                     <li>
                         <b>{check.name.clone()}</b>
-                        {format!(" {} (must be {} {})", check.value, check.rule.replace('_', " "), check.threshold)}
+                        {format!(" {} (must be {} {})", check.value, check.rule.words(), check.threshold)}
                         {check.detail.clone().map(|d| format!(" — {d}")).unwrap_or_default()}
                     </li>
                 </For>

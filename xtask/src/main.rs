@@ -212,8 +212,8 @@ fn setup(root: &Path, browser: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Python tools of tests/python-requirements.txt (kubernetes-validate, componentize-py)
-/// in a virtualenv at `<target>/py`; reinstalled when the requirements change.
+/// The Python tools of tests/python-requirements.txt (kubernetes-validate, componentize-py,
+/// rotel) in a virtualenv at `<target>/py`; reinstalled when the requirements change.
 fn python_tools(root: &Path) -> anyhow::Result<()> {
     let venv = target_dir(root).join("py");
     let requirements = root.join("tests/python-requirements.txt");
@@ -276,6 +276,19 @@ fn test(root: &Path) -> anyhow::Result<()> {
         "--all-targets",
         "--no-fail-fast",
     ]))?;
+    // The Python worker library's own unit tests (examples/workers/test_*.py), with the
+    // virtualenv's Python.
+    run(Command::new(target.join("py/bin/python"))
+        .current_dir(root)
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "examples/workers",
+            "-p",
+            "test_*.py",
+        ]))?;
     // The native telemetry handler example checks what it saw and fails if it is wrong.
     run(cargo().current_dir(root).args([
         "run",

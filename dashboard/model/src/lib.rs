@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use lookout_api::{
-    BusTotals, Host, NatsLink, Plugin, PluginCounters, PluginLimits, PluginStatus, Pool, PoolEntry,
+    BusTotals, CheckStatus, HealthStatus, Host, NatsLink, Plugin, PluginCounters, PluginLimits, PluginStatus, Pool, PoolEntry,
     PreviousPlugin, Swap, Window, Worker,
 };
 
@@ -422,7 +422,7 @@ mod tests {
                 ..Host::default()
             },
             health: Health {
-                status: status.into(),
+                status: api::HealthStatus::from_word(status),
                 ready: status != "not_ready",
                 ..Health::default()
             },

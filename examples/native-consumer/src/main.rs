@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
                 session_id: None,
                 timeout: None,
                 correlation_id: format!("example-{i}"),
+                trace: lookout_pool::Trace::new_root(),
             })
             .await;
     }

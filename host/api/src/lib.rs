@@ -23,10 +23,15 @@
 //! | [`Overview`] | `GET /api/v1/overview`, each message of `GET /api/v1/overview/stream` |
 //! | [`HealthReport`], [`Check`] | the overview's `health`; `/health/detailed`'s `checks`, `/health/ready`'s `failing` |
 //! | [`ErrorGroup`] | the overview's `errors` |
+//! | [`CheckStatus`], [`HealthStatus`], [`Rule`] | the health words, in [`status`](crate::status) |
+
+mod status;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use status::{CheckStatus, HealthStatus, Rule};
 
 /// The dashboard's picture of the host: what `GET /api/v1/overview` answers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,9 +82,8 @@ pub struct Host {
 pub struct HealthReport<V> {
     #[serde(default)]
     pub ready: bool,
-    /// `ok`, `degraded` (only checks that do not affect readiness fail) or `not_ready`.
     #[serde(default)]
-    pub status: String,
+    pub status: HealthStatus,
     #[serde(default)]
     pub checks: Vec<Check<V>>,
 }
@@ -87,7 +91,7 @@ pub struct HealthReport<V> {
 impl<V> HealthReport<V> {
     /// The checks that are not ok.
     pub fn failing(&self) -> impl Iterator<Item = &Check<V>> {
-        self.checks.iter().filter(|c| c.status != "ok")
+        self.checks.iter().filter(|c| c.status != CheckStatus::Ok)
     }
 }
 
@@ -97,16 +101,16 @@ impl<V> HealthReport<V> {
 pub struct Check<V> {
     #[serde(default)]
     pub name: String,
-    /// `ok` or `failing` (effective, after hysteresis).
+    /// Effective, after hysteresis.
     #[serde(default)]
-    pub status: String,
+    pub status: CheckStatus,
     #[serde(default)]
     pub value: V,
     #[serde(default)]
     pub threshold: V,
-    /// What `value` must be against `threshold`: `at_least`, `at_most` or `equals`.
+    /// What `value` must be against `threshold`.
     #[serde(default)]
-    pub rule: String,
+    pub rule: Rule,
     /// False for checks that only degrade the host (a quarantined consumer).
     #[serde(default)]
     pub affects_readiness: bool,
@@ -116,7 +120,7 @@ pub struct Check<V> {
     /// Set while the raw state differs from the effective one (it will flip after the hold).
     /// Written only.
     #[serde(skip_deserializing)]
-    pub pending: Option<String>,
+    pub pending: Option<CheckStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(default)]
     pub detail: Option<String>,

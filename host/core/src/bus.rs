@@ -131,13 +131,16 @@ pub const LIVE_STREAM_CONSUMER: &str = "live_stream";
 pub const RECENT_ERRORS_CONSUMER: &str = "recent_errors";
 /// The name of the NATS sink's consumer.
 pub const NATS_SINK_CONSUMER: &str = "nats_sink";
+/// The name of the OTLP exporter's consumer.
+pub const OTLP_CONSUMER: &str = "otlp";
 /// Every name lookout's own consumers register under, whether or not they run now (a live
 /// stream consumer exists only while a client is connected). Consumers' books and health
 /// checks are kept by name, so a plugin may not take one of these.
-pub const BUILT_IN_CONSUMERS: [&str; 3] = [
+pub const BUILT_IN_CONSUMERS: [&str; 4] = [
     LIVE_STREAM_CONSUMER,
     RECENT_ERRORS_CONSUMER,
     NATS_SINK_CONSUMER,
+    OTLP_CONSUMER,
 ];
 
 /// A registered consumer; dropping it leaves the consumer registered.
@@ -523,14 +526,7 @@ impl Pipeline {
                 self.kinds.clear();
             }
             let config = &self.config;
-            let rate = lookup(&config.sampling.rates, kind)
-                .copied()
-                .unwrap_or(config.sampling.default_rate);
-            let threshold = if rate >= 1.0 {
-                u64::MAX
-            } else {
-                (rate * u64::MAX as f64) as u64
-            };
+            let threshold = crate::sampling::threshold(config.sampling.rate(kind));
             let limiter = lookup(&config.rate_limits, kind).map(|l| {
                 let per_second =
                     std::num::NonZeroU32::new(l.per_second).unwrap_or(std::num::NonZeroU32::MIN);
@@ -709,22 +705,10 @@ const POLL: Duration = Duration::from_millis(1);
 const IDLE_POLLS: u32 = 50;
 
 /// The sampling key: the correlation id, so one request's events share a fate; else the id.
+/// The same decision as `SamplingConfig::keeps` (sampling.rs), which worker libraries copy.
 fn sample_hash(event: &Event) -> u64 {
     match &event.correlation_id {
-        Some(c) => mix(fnv1a(c.as_bytes())),
-        None => mix(event.id),
+        Some(c) => crate::sampling::key_hash(c.as_bytes()),
+        None => crate::sampling::mix(event.id),
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// splitmix64's finalizer: spreads nearby inputs over the whole range.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -19,11 +19,12 @@ mod error;
 mod event;
 mod invalid;
 mod metrics;
+mod sampling;
 mod sanitize;
 
 pub use bus::{
     BUILT_IN_CONSUMERS, Batch, Bus, Consumer, ConsumerError, ConsumerHandle, LIVE_STREAM_CONSUMER,
-    NATS_SINK_CONSUMER, Published, RECENT_ERRORS_CONSUMER, ShutdownReport,
+    NATS_SINK_CONSUMER, OTLP_CONSUMER, Published, RECENT_ERRORS_CONSUMER, ShutdownReport,
 };
 pub use config::{
     BusConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONSUMER_CAPACITY, DEFAULT_INGRESS_CAPACITY, RateLimit,

@@ -164,7 +164,7 @@ fn install_logger() -> LogFilter {
 /// `Pool::execute` in-process, with the bus and the real `redact` sanitizer behind it, and a
 /// consumer. Observability on: events (two a request, sanitized, delivered) and info logs;
 /// off: events turned off (`bus.enabled = false`) and logs off.
-async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &LogFilter) -> Run {
+async fn in_process(requests: usize, observability: bool, work: Work, logs: &LogFilter) -> Run {
     let registry = Registry::new();
     let runtime = lookout_wasm::Runtime::new(&registry).unwrap();
     let redact = lookout_wasm::WasmSanitizer::load(
@@ -191,25 +191,34 @@ async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &L
     wait_ready(|| pools.get("bench").unwrap().snapshot().status == PoolStatus::Ok).await;
     let run = {
         let pools = pools.clone();
-        let name = match (observability, work_ms) {
-            (true, 0) => "lookout pool, in-process (`Pool::execute`), observability on",
-            (false, 0) => "lookout pool, in-process (`Pool::execute`), observability off",
-            (true, _) => "the same, a command doing 2 ms of work, observability on",
-            (false, _) => "the same, a command doing 2 ms of work, observability off",
+        let name = match (observability, work) {
+            (true, Work::Echo) => "lookout pool, in-process (`Pool::execute`), observability on",
+            (false, Work::Echo) => "lookout pool, in-process (`Pool::execute`), observability off",
+            (true, Work::Sleep) => "the same, a command doing 2 ms of work, observability on",
+            (false, Work::Sleep) => "the same, a command doing 2 ms of work, observability off",
+            (_, Work::Telemetry) => {
+                "the same, the worker emitting 10 events and 3 spans, observability on"
+            }
         };
         drive(name, requests, move |i| {
             let pools = pools.clone();
             async move {
                 let request = ExecRequest {
-                    command: if work_ms == 0 { "echo" } else { "sleep" }.into(),
-                    args: if work_ms == 0 {
-                        args(i)
-                    } else {
-                        serde_json::json!({"seconds": work_ms as f64 / 1000.0})
+                    command: match work {
+                        Work::Echo => "echo",
+                        Work::Sleep => "sleep",
+                        Work::Telemetry => "telemetry",
+                    }
+                    .into(),
+                    args: match work {
+                        Work::Echo => args(i),
+                        Work::Sleep => serde_json::json!({"seconds": 0.002}),
+                        Work::Telemetry => serde_json::json!({"events": 10, "spans": 3, "i": i}),
                     },
                     session_id: None,
                     timeout: None,
                     correlation_id: format!("bench-{i}"),
+                    trace: lookout_pool::Trace::new_root(),
                 };
                 pools.get("bench").unwrap().execute(request).await.unwrap();
             }
@@ -221,10 +230,22 @@ async fn in_process(requests: usize, observability: bool, work_ms: u64, logs: &L
     logs.reload(tracing_subscriber::EnvFilter::new("off"))
         .unwrap();
     if observability {
-        // Every request's two events went through the sanitizer to the consumer.
-        assert!(delivered.load(std::sync::atomic::Ordering::Relaxed) >= 2 * requests as u64);
+        // Every request's events (two, and its three host spans) went through the sanitizer
+        // to the consumer.
+        assert!(delivered.load(std::sync::atomic::Ordering::Relaxed) >= 5 * requests as u64);
     }
     run
+}
+
+/// What each request of a run does.
+#[derive(Clone, Copy)]
+enum Work {
+    /// `echo`: the fixed cost of a round trip.
+    Echo,
+    /// 2 ms of work.
+    Sleep,
+    /// 10 events and 3 spans from the worker (protocol 2), then an echo.
+    Telemetry,
 }
 
 /// Over loopback HTTP through the `lookout` binary.
@@ -328,16 +349,17 @@ async fn main() {
         let n = if round == 0 { requests / 10 } else { requests };
         // LOOKOUT_BENCH_ONLY=pool runs only the in-process path (for a profiler).
         if std::env::var("LOOKOUT_BENCH_ONLY").is_ok_and(|o| o == "pool") {
-            in_process(n, true, 0, &logs).await;
+            in_process(n, true, Work::Echo, &logs).await;
             continue;
         }
         let measured = vec![
             direct(n).await,
-            in_process(n, false, 0, &logs).await,
-            in_process(n, true, 0, &logs).await,
+            in_process(n, false, Work::Echo, &logs).await,
+            in_process(n, true, Work::Echo, &logs).await,
             over_http(n, round == 1).await,
-            in_process(n / 10, false, 2, &logs).await,
-            in_process(n / 10, true, 2, &logs).await,
+            in_process(n / 10, false, Work::Sleep, &logs).await,
+            in_process(n / 10, true, Work::Sleep, &logs).await,
+            in_process(n / 4, true, Work::Telemetry, &logs).await,
         ];
         if round == 1 {
             runs = measured;
@@ -363,6 +385,15 @@ async fn main() {
         );
     }
     println!();
+    let (plain, chatty) = (&runs[2], &runs[6]);
+    let per_request_us = (1.0 / chatty.rate() - 1.0 / plain.rate()) * 1e6 * WORKERS as f64;
+    println!(
+        "worker telemetry, 10 events + 3 spans a request vs none: {:.0} vs {:.0} req/s, p50 {:.3} vs {:.3} ms; ≈ {per_request_us:.0} µs of worker time a request",
+        chatty.rate(),
+        plain.rate(),
+        chatty.quantile(0.5),
+        plain.quantile(0.5)
+    );
     for (what, off, on) in [
         ("echo", &runs[1], &runs[2]),
         ("2 ms of work", &runs[4], &runs[5]),

@@ -26,6 +26,9 @@ pub struct Config {
     pub metrics: lookout_server::MetricGroups,
     /// Sharing sanitized events with other hosts through NATS (off by default).
     pub nats: lookout_nats::NatsConfig,
+    /// Exporting sanitized spans and events to an OpenTelemetry collector (OTLP; off by
+    /// default).
+    pub otlp: lookout_otlp::OtlpConfig,
     /// Worker pools. A config file runs exactly the pools it lists (none if it lists none);
     /// without a file, lookout runs the `demo` pool (the embedded demo app, `python3`).
     #[serde(default)]
@@ -45,6 +48,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             metrics: lookout_server::MetricGroups::default(),
             nats: lookout_nats::NatsConfig::default(),
+            otlp: lookout_otlp::OtlpConfig::default(),
             pools: vec![demo],
         }
     }
@@ -276,6 +280,7 @@ impl Config {
     /// Every problem serde cannot see, each naming its field.
     pub fn problems(&self) -> Vec<Invalid> {
         let mut problems: Vec<Invalid> = self.nats.problems();
+        problems.extend(self.otlp.problems());
         let mut bad = |field: &str, reason: &str| problems.push(Invalid::new(field, reason));
         let sanitizer = self.sanitizer_name();
         if self.plugins.disabled.contains(&sanitizer) {

@@ -57,8 +57,8 @@ impl<'a> ConfigDiff<'a> {
         };
         // Read once at start, by the piece named: the listener, the body limits, the admin
         // routes' guard, the ingress queue, the plugin cache and folders, the log writer and
-        // the NATS connection.
-        let start_only: [(&str, bool); 11] = [
+        // the NATS connection and the OTLP exporter.
+        let start_only: [(&str, bool); 12] = [
             ("server.listen", old.server.listen != new.server.listen),
             (
                 "server.max_body_bytes",
@@ -88,6 +88,7 @@ impl<'a> ConfigDiff<'a> {
             ),
             ("log.format", old.log.format != new.log.format),
             ("nats", old.nats != new.nats),
+            ("otlp", old.otlp != new.otlp),
         ];
         let mut at_start = Vec::new();
         for (path, changed) in start_only {
@@ -141,8 +142,10 @@ impl<'a> ConfigDiff<'a> {
 /// Whether the setting at `path` holds a secret: shown as `***`.
 pub fn is_secret(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
-    // A pool's environment is where its workers' credentials go: every value is masked.
+    // A pool's environment is where its workers' credentials go, the OTLP headers where the
+    // collector's are: every value is masked.
     path.contains(".env.")
+        || path.starts_with("otlp.headers.")
         || ["token", "secret", "password", "hash_key", "key"]
             .iter()
             .any(|s| last.contains(s) && last != "keep_numbers")
@@ -286,6 +289,27 @@ mod tests {
             .find(|c| c.field == "server.admin_token")
             .unwrap();
         assert_eq!(token.to, "***");
+    }
+
+    #[test]
+    fn otlp_is_start_only_and_its_headers_are_secrets() {
+        let mut old = Config::default();
+        old.otlp
+            .headers
+            .insert("authorization".into(), "Bearer old-collector-key".into());
+        let mut new = old.clone();
+        new.otlp
+            .headers
+            .insert("authorization".into(), "Bearer new-collector-key".into());
+        new.otlp.batch_max = 100;
+        let diff = ConfigDiff::between(&old, &new);
+        assert_eq!(
+            diff.at_start,
+            ["otlp.batch_max", "otlp.headers.authorization"]
+        );
+        let shown = format!("{:?} {}", diff.changes, masked(&new));
+        assert!(!shown.contains("collector-key"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
     }
 
     #[test]

@@ -148,10 +148,10 @@ impl LiveConfig {
             let old_budget = self.plugins.budget();
             self.plugins
                 .set_budget(new.plugins.budget)
-                .map_err(|reason| vec![Invalid::new("plugins.budget", reason)])?;
+                .map_err(|e| vec![Invalid::new("plugins.budget", e.to_string())])?;
             undo.push(move || {
-                if let Err(reason) = self.plugins.set_budget(old_budget) {
-                    tracing::error!(%reason, "the plugin budget could not be put back after a refused change");
+                if let Err(e) = self.plugins.set_budget(old_budget) {
+                    tracing::error!(reason = %e, "the plugin budget could not be put back after a refused change");
                 }
             });
         }

@@ -1,6 +1,7 @@
 //! The host's logs: JSON on stderr, one object a line, with the same top-level keys on every
 //! line — `timestamp` (RFC 3339, UTC), `level`, `target`, `message`, `fields` (the line's
-//! context as a flat object) and `correlation_id` when the line belongs to a request — or a
+//! context as a flat object) and `correlation_id` and `trace_id` when the line belongs to a
+//! request (the trace id ties the line to the request's OTLP trace) — or a
 //! human-readable format for local use. The level filter can be changed while the host runs.
 //! The one line on stdout, where the host listens, has the same shape in the JSON format.
 
@@ -109,6 +110,7 @@ pub fn listening_line(format: LogFormat, addr: std::net::SocketAddr) -> String {
                 target: "lookout",
                 message: "listening".into(),
                 correlation_id: None,
+                trace_id: None,
                 fields,
             };
             serde_json::to_string(&line).unwrap_or_default()
@@ -139,6 +141,7 @@ where
             target: meta.target(),
             message: fields.message.unwrap_or_default(),
             correlation_id: fields.correlation_id,
+            trace_id: fields.trace_id,
             fields: fields.rest,
         };
         let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
@@ -155,6 +158,8 @@ struct Line<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
     fields: Map<String, Value>,
 }
 
@@ -162,6 +167,7 @@ struct Line<'a> {
 struct Fields {
     message: Option<String>,
     correlation_id: Option<String>,
+    trace_id: Option<String>,
     rest: Map<String, Value>,
 }
 
@@ -176,6 +182,12 @@ impl Fields {
             }
             "correlation_id" => {
                 self.correlation_id = Some(match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+            }
+            "trace_id" => {
+                self.trace_id = Some(match value {
                     Value::String(s) => s,
                     other => other.to_string(),
                 })

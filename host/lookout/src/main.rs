@@ -282,9 +282,7 @@ async fn serve(
     // would be redacted: there is never a moment without a sanitizer.
     let bus = Bus::start(config.bus.clone(), &registry, Box::new(RedactAll))?;
     let plugins = Arc::new(PluginRegistry::new(runtime, bus.clone(), &registry)?);
-    plugins
-        .set_budget(config.plugins.budget)
-        .map_err(anyhow::Error::msg)?;
+    plugins.set_budget(config.plugins.budget)?;
     plugins.set_disabled(config.plugins.disabled.iter().cloned().collect(), "startup")?;
     let pools = Arc::new(
         lookout_pool::Pools::start(&config.pools, &bus, &registry).map_err(anyhow::Error::msg)?,
@@ -293,6 +291,8 @@ async fn serve(
     let nats = lookout_nats::Nats::start(&config.nats, &bus, &registry)
         .await?
         .map(Arc::new);
+    // A bus consumer like the NATS sink; the collector need not be there yet.
+    let otlp = lookout_otlp::Otlp::start(&config.otlp, &bus, &registry)?;
     let recent_errors = lookout_server::RecentErrors::default();
     // Held for the host's life: dropping the registration would unregister it.
     let _recent_errors =
@@ -423,6 +423,15 @@ async fn serve(
     if let Some(nats) = &nats {
         tracing::info!(target: "lookout", "shutting down: publishing what the NATS sink holds");
         nats.stop(
+            grace
+                .saturating_sub(stopping.elapsed())
+                .max(Duration::from_secs(1)),
+        )
+        .await;
+    }
+    if let Some(otlp) = &otlp {
+        tracing::info!(target: "lookout", "shutting down: exporting what the OTLP queues hold");
+        otlp.stop(
             grace
                 .saturating_sub(stopping.elapsed())
                 .max(Duration::from_secs(1)),

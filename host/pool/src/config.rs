@@ -61,6 +61,35 @@ pub struct PoolConfig {
     /// When this pool counts as healthy (readiness).
     #[serde(default)]
     pub health: HealthCriteria,
+    /// A protocol-2 worker that writes nothing (no heartbeat, no telemetry, no reply) for this
+    /// long while busy is hung: killed and replaced, its request failed (0: off). Workers are
+    /// asked to beat three times as often. For requests longer than a deadline can bound.
+    #[serde(default)]
+    pub heartbeat_timeout_ms: u64,
+    /// How much telemetry (events and spans) each protocol-2 worker may send.
+    #[serde(default)]
+    pub telemetry: TelemetryLimits,
+}
+
+/// A worker's telemetry budget: `[pools.telemetry]`. What is over it is dropped, counted in
+/// `lookout_worker_telemetry_dropped_total` and reported on the request's
+/// `request.completed` as `telemetry_dropped`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryLimits {
+    /// Events and spans a second (a second's worth may come at once).
+    pub events_per_s: u32,
+    /// Bytes of telemetry lines a second (a second's worth may come at once).
+    pub bytes_per_s: u64,
+}
+
+impl Default for TelemetryLimits {
+    fn default() -> Self {
+        TelemetryLimits {
+            events_per_s: 200,
+            bytes_per_s: 1 << 20,
+        }
+    }
 }
 
 /// A pool's readiness criteria: `[pools.health]`.
@@ -140,6 +169,8 @@ impl PoolConfig {
             env: BTreeMap::new(),
             cwd: None,
             health: HealthCriteria::default(),
+            heartbeat_timeout_ms: 0,
+            telemetry: TelemetryLimits::default(),
         }
     }
 
@@ -207,6 +238,24 @@ impl PoolConfig {
         if h.window_s == 0 || h.window_s > 3600 {
             bad("health.window_s", "must be 1–3600".to_string());
         }
+        if self.heartbeat_timeout_ms != 0 && self.heartbeat_timeout_ms < 30 {
+            bad(
+                "heartbeat_timeout_ms",
+                "must be 0 (off) or at least 30 (workers beat every third of it)".to_string(),
+            );
+        }
+        if self.telemetry.events_per_s > 1_000_000 {
+            bad(
+                "telemetry.events_per_s",
+                "must be at most 1000000".to_string(),
+            );
+        }
+        if self.telemetry.bytes_per_s > 1 << 30 {
+            bad(
+                "telemetry.bytes_per_s",
+                "must be at most 1073741824 (1 GiB)".to_string(),
+            );
+        }
         problems
     }
 
@@ -217,6 +266,11 @@ impl PoolConfig {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long a busy protocol-2 worker may stay silent, if it is watched.
+    pub(crate) fn heartbeat_timeout(&self) -> Option<Duration> {
+        (self.heartbeat_timeout_ms > 0).then(|| Duration::from_millis(self.heartbeat_timeout_ms))
     }
 
     pub(crate) fn stop_grace(&self) -> Duration {

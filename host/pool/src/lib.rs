@@ -14,20 +14,24 @@ mod metrics;
 mod pool;
 mod process;
 mod protocol;
+mod telemetry;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
 use lookout_core::Bus;
 use parking_lot::RwLock;
 
-pub use config::{HealthCriteria, MAX_POOL_SIZE, PoolConfig};
+pub use config::{HealthCriteria, MAX_POOL_SIZE, PoolConfig, TelemetryLimits};
 pub use error::{Error, Result};
 pub use metrics::PoolMetrics;
 pub use pool::{
     CleanFailure, ErrorKind, ExecError, ExecRequest, Executed, MAX_WINDOW, Pool, PoolSnapshot,
     PoolStatus, SessionInfo, WindowStats, WorkerSnapshot, WorkerState, args_fields,
 };
+pub use process::memory_bytes;
 pub use protocol::{PROTOCOL, read_worker_stdout};
+pub use trace::Trace;
 
 /// Every pool of a host, by name. Pools can be added and removed while the host runs.
 #[derive(Debug, Default)]

@@ -15,6 +15,8 @@ pub struct PoolMetrics {
     pub(crate) sessions: IntGaugeVec,
     pub(crate) worker_exits: IntCounterVec,
     pub(crate) rejected: IntCounterVec,
+    pub(crate) telemetry: IntCounterVec,
+    pub(crate) telemetry_dropped: IntCounterVec,
 }
 
 impl std::fmt::Debug for PoolMetrics {
@@ -26,8 +28,9 @@ impl std::fmt::Debug for PoolMetrics {
 /// Why a request is refused before any worker (`lookout_requests_rejected_total{reason}`).
 const REJECT_REASONS: [&str; 3] = ["queue_full", "unavailable", "queue_timeout"];
 /// Why a worker process ends (`lookout_worker_exits_total{reason}`).
-const EXIT_REASONS: [&str; 8] = [
+const EXIT_REASONS: [&str; 9] = [
     "crashed",
+    "hung",
     "failed_to_start",
     "recycled_max_requests",
     "recycled_max_age",
@@ -46,6 +49,12 @@ impl PoolMetrics {
         }
         for reason in EXIT_REASONS {
             self.worker_exits.with_label_values(&[pool, reason]);
+        }
+        for kind in crate::telemetry::KINDS {
+            self.telemetry.with_label_values(&[pool, kind]);
+        }
+        for reason in crate::telemetry::DROP_REASONS {
+            self.telemetry_dropped.with_label_values(&[pool, reason]);
         }
     }
 
@@ -66,7 +75,7 @@ impl PoolMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "lookout_requests_total",
-                    "Requests executed by pool, command and status (ok, error, timeout, crashed, protocol_error).",
+                    "Requests executed by pool, command and status (ok, error, timeout, hung, crashed, protocol_error).",
                 ),
                 &["pool", "command", "status"],
             )?,
@@ -107,7 +116,7 @@ impl PoolMetrics {
             worker_exits: IntCounterVec::new(
                 Opts::new(
                     "lookout_worker_exits_total",
-                    "Worker processes that ended, by pool and reason (crashed, failed_to_start, recycled_max_requests, recycled_max_age, recycled_memory, recycled_manual, recycled_config_changed, stopped).",
+                    "Worker processes that ended, by pool and reason (crashed, hung, failed_to_start, recycled_max_requests, recycled_max_age, recycled_memory, recycled_manual, recycled_config_changed, stopped).",
                 ),
                 &["pool", "reason"],
             )?,
@@ -115,6 +124,20 @@ impl PoolMetrics {
                 Opts::new(
                     "lookout_requests_rejected_total",
                     "Requests refused before reaching a worker, by pool and reason (queue_full, unavailable, queue_timeout).",
+                ),
+                &["pool", "reason"],
+            )?,
+            telemetry: IntCounterVec::new(
+                Opts::new(
+                    "lookout_worker_telemetry_total",
+                    "Telemetry from workers' own code taken onto the bus, by pool and kind (event, span).",
+                ),
+                &["pool", "kind"],
+            )?,
+            telemetry_dropped: IntCounterVec::new(
+                Opts::new(
+                    "lookout_worker_telemetry_dropped_total",
+                    "Telemetry from workers' own code dropped, by pool and reason (rate, bytes: over the pool's telemetry budget; invalid: unreadable or not allowed).",
                 ),
                 &["pool", "reason"],
             )?,
@@ -127,6 +150,8 @@ impl PoolMetrics {
         registry.register(Box::new(metrics.sessions.clone()))?;
         registry.register(Box::new(metrics.worker_exits.clone()))?;
         registry.register(Box::new(metrics.rejected.clone()))?;
+        registry.register(Box::new(metrics.telemetry.clone()))?;
+        registry.register(Box::new(metrics.telemetry_dropped.clone()))?;
         Ok(metrics)
     }
 }

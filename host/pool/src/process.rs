@@ -7,13 +7,18 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lookout_core::{Bus, Event, FieldValue};
+use lookout_core::{Bus, BusConfig, Event, FieldValue};
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::config::PoolConfig;
-use crate::protocol::{self, Reply, Request, SessionEnd, cut, next_line};
+use crate::config::{PoolConfig, TelemetryLimits};
+use crate::metrics::PoolMetrics;
+use crate::protocol::{
+    self, Configure, Line, Lines, Reply, Request, RequestTrace, SessionEnd, cut,
+};
+use crate::telemetry::{Serving, Telemetry};
+use crate::trace::{hex, traceparent};
 
 /// Lines of a worker's stderr kept for crash reports.
 const STDERR_TAIL: usize = 20;
@@ -60,12 +65,23 @@ pub(crate) struct Process {
     pub served: u64,
     /// The commands it announced.
     pub commands: Vec<String>,
+    /// The protocol it speaks (1 or 2).
+    pub protocol: u64,
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    stdout: Lines<BufReader<ChildStdout>>,
     pub tail: Tail,
     current: Current,
     next_request: u64,
+    /// Protocol 2: its events and spans, under its budget.
+    pub telemetry: Telemetry,
+    /// The request it serves, for its telemetry.
+    serving: Option<Serving>,
+    /// Protocol 2: how long it may stay silent while busy.
+    heartbeat_timeout: Option<Duration>,
+    bus: Bus,
+    /// What the last `configure` said (sent again when any of it changes).
+    configured: Option<(Arc<BusConfig>, Option<Duration>, TelemetryLimits)>,
 }
 
 /// How a worker failed to come up, with what it wrote to stderr.
@@ -85,11 +101,25 @@ pub(crate) enum Ran {
     Protocol(String),
     /// Past its deadline; the worker was killed.
     TimedOut,
+    /// Silent for longer than the heartbeat timeout while busy; the worker was killed.
+    Hung(Duration),
+}
+
+/// The trace of the request a worker runs: the trace and the host's `execute` span.
+pub(crate) struct RunTrace {
+    pub trace_id: [u8; 16],
+    pub execute_span: [u8; 8],
+    pub sampled: bool,
 }
 
 impl Process {
     /// Spawns the worker and waits for its ready line, up to the startup timeout.
-    pub async fn start(config: &PoolConfig, id: String, bus: &Bus) -> Result<Process, StartError> {
+    pub async fn start(
+        config: &PoolConfig,
+        id: String,
+        bus: &Bus,
+        metrics: &PoolMetrics,
+    ) -> Result<Process, StartError> {
         let argv = config.argv();
         let mut command = Command::new(&argv[0]);
         command
@@ -127,7 +157,9 @@ impl Process {
             ));
         }
         let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut stdout = Lines::new(BufReader::new(
+            child.stdout.take().expect("stdout is piped"),
+        ));
         let fail = |reason: String, tail: &Tail| StartError {
             reason,
             pid: Some(pid),
@@ -135,7 +167,7 @@ impl Process {
         };
         let timeout = Duration::from_millis(config.startup_timeout_ms);
         let line = tokio::select! {
-            line = next_line(&mut stdout) => line,
+            line = stdout.next() => line,
             status = child.wait() => {
                 // Let the stderr reader catch up with the last lines.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -160,20 +192,66 @@ impl Process {
                 return Err(fail(reason, &tail));
             }
         };
-        tracing::debug!(target: "lookout::pool", pool = %config.name, worker = %id, pid, python = ?ready.python, "worker ready");
-        Ok(Process {
+        let protocol = ready.protocol();
+        tracing::debug!(target: "lookout::pool", pool = %config.name, worker = %id, pid, protocol, python = ?ready.python, "worker ready");
+        let telemetry = Telemetry::new(bus, metrics, &config.name, &id, config.telemetry);
+        let mut process = Process {
             id,
             pid: ready.pid.unwrap_or(pid),
             started: Instant::now(),
             served: 0,
             commands: ready.commands,
+            protocol,
             child,
             stdin,
             stdout,
             tail,
             current,
             next_request: 1,
-        })
+            telemetry,
+            serving: None,
+            heartbeat_timeout: config.heartbeat_timeout(),
+            bus: bus.clone(),
+            configured: None,
+        };
+        process.configure(config).await;
+        Ok(process)
+    }
+
+    /// Protocol 2: takes the pool's current heartbeat timeout and budget (they change live),
+    /// and tells the worker how to help (heartbeats, the bus's sampling, its budget) when it
+    /// has not heard the current settings yet. A failed write shows on the next request, as
+    /// a crash.
+    async fn configure(&mut self, config: &PoolConfig) {
+        self.heartbeat_timeout = config.heartbeat_timeout();
+        self.telemetry.set_limits(config.telemetry);
+        if self.protocol < 2 {
+            return;
+        }
+        let bus = self.bus.config();
+        if self
+            .configured
+            .as_ref()
+            .is_some_and(|(sent, beat, limits)| {
+                Arc::ptr_eq(sent, &bus)
+                    && *beat == self.heartbeat_timeout
+                    && *limits == config.telemetry
+            })
+        {
+            return;
+        }
+        let message = Configure {
+            kind: "configure",
+            heartbeat_ms: self
+                .heartbeat_timeout
+                .map(|t| (t.as_millis() as u64 / 3).max(10)),
+            sampling: &bus.sampling,
+            limits: config.telemetry,
+        };
+        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+        line.push(b'\n');
+        let _ = self.write(&line).await;
+        self.configured = Some((bus, self.heartbeat_timeout, config.telemetry));
     }
 
     /// The last stderr lines.
@@ -181,32 +259,52 @@ impl Process {
         self.tail.lock().iter().cloned().collect()
     }
 
-    /// Sends one request and waits for its reply until `deadline`.
+    /// Sends one request and waits for its reply until `deadline`; a protocol-2 worker's
+    /// telemetry meanwhile is the request's.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &mut self,
+        config: &PoolConfig,
         correlation_id: &str,
         command: &str,
         args: &serde_json::Value,
         session_id: Option<&str>,
+        trace: &RunTrace,
         deadline: tokio::time::Instant,
     ) -> Ran {
+        self.configure(config).await;
         let id = self.next_request;
         self.next_request += 1;
+        let (trace_id, span_id) = (hex(&trace.trace_id), hex(&trace.execute_span));
+        let parent = traceparent(&trace.trace_id, &trace.execute_span, trace.sampled);
         let request = Request {
             id,
             correlation_id,
             command,
             args,
             session_id,
+            trace: (self.protocol >= 2).then_some(RequestTrace {
+                trace_id: &trace_id,
+                span_id: &span_id,
+                traceparent: &parent,
+            }),
         };
         let mut line = serde_json::to_vec(&request).unwrap_or_default();
         line.push(b'\n');
+        self.telemetry.in_request = 0;
+        self.serving = Some(Serving {
+            correlation_id: correlation_id.to_string(),
+            command: command.to_string(),
+            trace_id: trace.trace_id,
+            execute_span: trace.execute_span,
+        });
         *self.current.lock() = Some(Running {
             correlation_id: correlation_id.to_string(),
             request: id,
             ended: None,
         });
         let ran = self.exchange(id, &line, deadline).await;
+        self.serving = None;
         if let Some(running) = self.current.lock().as_mut() {
             running.ended = Some(Instant::now());
         }
@@ -220,27 +318,55 @@ impl Process {
                     .await,
             );
         }
-        tokio::select! {
-            biased;
-            line = next_line(&mut self.stdout) => match line {
-                Ok(Some(line)) => match protocol::reply(&line, id) {
-                    Ok(reply) => Ran::Replied(reply),
+        let mut heard = tokio::time::Instant::now();
+        loop {
+            let silence = self.heartbeat_timeout.filter(|_| self.protocol >= 2);
+            let read = tokio::select! {
+                biased;
+                line = self.stdout.next() => line,
+                status = self.child.wait() => return Ran::Crashed(describe_exit(status.ok())),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.kill().await;
+                    return Ran::TimedOut;
+                }
+                _ = async {
+                    match silence {
+                        Some(t) => tokio::time::sleep_until(heard + t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let silent = heard.elapsed();
+                    self.kill().await;
+                    return Ran::Hung(silent);
+                }
+            };
+            heard = tokio::time::Instant::now();
+            match read {
+                Ok(Some(line)) => match protocol::line(&line, Some(id), self.protocol) {
+                    Ok(Line::Reply(reply)) => return Ran::Replied(reply),
+                    Ok(other) => self.take(line.len(), other),
                     Err(reason) => {
                         self.kill().await;
-                        Ran::Protocol(reason)
+                        return Ran::Protocol(reason);
                     }
                 },
-                Ok(None) => Ran::Crashed(self.exited("closed stdout").await),
+                Ok(None) => return Ran::Crashed(self.exited("closed stdout").await),
                 Err(e) => {
                     self.kill().await;
-                    Ran::Protocol(format!("wrote an unreadable line: {e}"))
+                    return Ran::Protocol(format!("wrote an unreadable line: {e}"));
                 }
-            },
-            status = self.child.wait() => Ran::Crashed(describe_exit(status.ok())),
-            _ = tokio::time::sleep_until(deadline) => {
-                self.kill().await;
-                Ran::TimedOut
             }
+        }
+    }
+
+    /// A telemetry line (protocol 2), for the request being served or none.
+    fn take(&mut self, len: usize, line: Line) {
+        let serving = self.serving.as_ref();
+        match line {
+            Line::Event(event) => self.telemetry.event(len, event, serving),
+            Line::Span(span) => self.telemetry.span(len, span, serving),
+            Line::Unreadable(why) => self.telemetry.invalid(&why),
+            Line::Heartbeat | Line::Reply(_) => {}
         }
     }
 
@@ -264,9 +390,29 @@ impl Process {
         stdin.flush().await
     }
 
-    /// Resolves when the process exits on its own (for an idle worker).
-    pub async fn exit(&mut self) -> String {
-        describe_exit(self.child.wait().await.ok())
+    /// While the worker is idle: takes its telemetry (protocol 2), and resolves when it
+    /// exits on its own or breaks the protocol (then it is killed), saying how. Cancel-safe:
+    /// an arriving request cancels it between lines.
+    pub async fn idle(&mut self) -> String {
+        loop {
+            let read = tokio::select! {
+                line = self.stdout.next() => line,
+                status = self.child.wait() => return format!("exited while idle: {}", describe_exit(status.ok())),
+            };
+            let why = match read {
+                Ok(Some(line)) => match protocol::line(&line, None, self.protocol) {
+                    Ok(other) => {
+                        self.take(line.len(), other);
+                        continue;
+                    }
+                    Err(reason) => reason,
+                },
+                Ok(None) => return self.exited("closed stdout while idle").await,
+                Err(e) => format!("wrote an unreadable line: {e}"),
+            };
+            self.kill().await;
+            return format!("broke the protocol while idle: {why}");
+        }
     }
 
     /// After a failed write or EOF: how it exited (waiting briefly for the status).
@@ -307,8 +453,9 @@ impl Process {
     }
 }
 
-/// Resident memory of a process, from /proc (Linux).
-pub(crate) fn memory_bytes(pid: u32) -> Option<u64> {
+/// Resident memory of a process, from /proc (Linux); `None` where it cannot be read (the
+/// process is gone, or no /proc). The host's own: `memory_bytes(std::process::id())`.
+pub fn memory_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

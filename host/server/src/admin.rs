@@ -35,6 +35,7 @@ impl From<PluginError> for ApiError {
             | PluginError::Trap { .. }
             | PluginError::Manifest { .. }
             | PluginError::Budget { .. }
+            | PluginError::BudgetTooSmall { .. }
             | PluginError::Fixture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())

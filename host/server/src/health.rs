@@ -20,6 +20,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use lookout_api::{CheckStatus, HealthStatus, Rule};
 use lookout_core::{Bus, Event, Severity};
 use lookout_pool::Pools;
 use lookout_wasm::{PluginRegistry, World};
@@ -48,7 +49,7 @@ struct Raw {
     ok: bool,
     value: Value,
     threshold: Value,
-    rule: &'static str,
+    rule: Rule,
     affects_readiness: bool,
     detail: Option<String>,
 }
@@ -158,19 +159,14 @@ impl Health {
                 .entry(r.name.clone())
                 .or_insert_with(|| Tracked::new(r.ok, now));
             tracked.observe(r.ok, now, hold);
-            let pending = (tracked.effective_ok != tracked.raw_ok)
-                .then(|| if tracked.raw_ok { "ok" } else { "failing" }.to_string());
+            let pending =
+                (tracked.effective_ok != tracked.raw_ok).then(|| CheckStatus::of(tracked.raw_ok));
             checks.push(Check {
                 name: r.name,
-                status: if tracked.effective_ok {
-                    "ok"
-                } else {
-                    "failing"
-                }
-                .to_string(),
+                status: CheckStatus::of(tracked.effective_ok),
                 value: r.value,
                 threshold: r.threshold,
-                rule: r.rule.to_string(),
+                rule: r.rule,
                 affects_readiness: r.affects_readiness,
                 for_s: now.duration_since(tracked.effective_since).as_secs_f64(),
                 pending,
@@ -179,17 +175,17 @@ impl Health {
         }
         let ready = checks
             .iter()
-            .all(|c| c.status == "ok" || !c.affects_readiness);
+            .all(|c| c.status == CheckStatus::Ok || !c.affects_readiness);
         let status = if !ready {
-            "not_ready"
-        } else if checks.iter().all(|c| c.status == "ok") {
-            "ok"
+            HealthStatus::NotReady
+        } else if checks.iter().all(|c| c.status == CheckStatus::Ok) {
+            HealthStatus::Ok
         } else {
-            "degraded"
+            HealthStatus::Degraded
         };
         let report = Report {
             ready,
-            status: status.to_string(),
+            status,
             checks,
         };
         if state.ready != Some(ready) {
@@ -253,7 +249,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
                 && snapshot.status != lookout_pool::PoolStatus::Stopping,
             value: json!(ratio),
             threshold: json!(criteria.min_available_ratio),
-            rule: "at_least",
+            rule: Rule::AtLeast,
             affects_readiness: true,
             detail: Some(format!("{live} of {} workers live", snapshot.size))
                 .filter(|_| ratio < criteria.min_available_ratio)
@@ -272,7 +268,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
             ok: !judged || window.error_rate() <= criteria.max_error_rate,
             value: json!(window.error_rate()),
             threshold: json!(criteria.max_error_rate),
-            rule: "at_most",
+            rule: Rule::AtMost,
             affects_readiness: true,
             detail: Some(format!(
                 "{} of {} requests failed in the last {} s{}",
@@ -287,7 +283,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
             ok: !judged || window.p95_ms.is_none_or(|p| p <= criteria.max_p95_ms),
             value: json!(window.p95_ms),
             threshold: json!(criteria.max_p95_ms),
-            rule: "at_most",
+            rule: Rule::AtMost,
             affects_readiness: true,
             detail: Some(format!(
                 "over the last {} s, {} requests",
@@ -299,7 +295,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
             ok: snapshot.queue_length <= config.max_queue_length(),
             value: json!(snapshot.queue_length),
             threshold: json!(config.max_queue_length()),
-            rule: "at_most",
+            rule: Rule::AtMost,
             affects_readiness: true,
             detail: None,
         });
@@ -311,7 +307,7 @@ fn raw_checks(pools: &Pools, plugins: &PluginRegistry) -> Vec<Raw> {
             ok: plugin.status.state == lookout_wasm::BreakerState::Running,
             value: json!(plugin.status.state),
             threshold: json!("running"),
-            rule: "equals",
+            rule: Rule::Equals,
             // A quarantined sanitizer fails every batch closed: the host would drop data.
             affects_readiness: sanitizer,
             detail: plugin.status.last_error.clone(),
@@ -424,14 +420,14 @@ pub(crate) async fn readyz(
     }
     let mut text = String::new();
     for c in &report.checks {
-        if c.status == "ok" {
+        if c.status == CheckStatus::Ok {
             text.push_str(&format!("[+]{} ok\n", c.name));
         } else {
             text.push_str(&format!(
                 "[-]{} failed: {} (must be {} {}){}\n",
                 c.name,
                 c.value,
-                c.rule.replace('_', " "),
+                c.rule.words(),
                 c.threshold,
                 if c.affects_readiness {
                     ""

@@ -124,7 +124,8 @@ pub(crate) struct Totals {
     pub bus_seconds: f64,
     /// Time in plugin calls.
     pub plugin_seconds: f64,
-    /// `process_resident_memory_bytes` (0 where the process collector is not registered).
+    /// The host's resident memory, read from /proc as the process collector's
+    /// `process_resident_memory_bytes` is (0 where there is no /proc).
     pub memory_bytes: f64,
 }
 
@@ -133,14 +134,7 @@ impl Totals {
         let books = state.bus.books();
         let all = books.total();
         let published_of = |kind: &str| books.kinds.get(kind).map_or(0, |k| k.published) as f64;
-        let memory = state
-            .registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "process_resident_memory_bytes")
-            .flat_map(|f| f.get_metric())
-            .map(|m| m.get_gauge().get_value())
-            .sum();
+        let memory = lookout_pool::memory_bytes(std::process::id()).unwrap_or(0) as f64;
         Totals {
             published: all.published as f64,
             request_events: published_of("request.started") + published_of("request.completed"),

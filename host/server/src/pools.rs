@@ -12,8 +12,11 @@
 //! correlation_id, pool, command, worker?, session_id?, duration_ms, queue_wait_ms, args}`,
 //! everything but the ids passed through the sanitizer: 500 the command failed (`worker`),
 //! 502 the worker died or broke the protocol, 503 queue full or pool unavailable (with
-//! `Retry-After`), 504 timeout, 404 no such pool, 400 a bad body or correlation id.
+//! `Retry-After`), 504 timeout or a hung worker, 404 no such pool, 400 a bad body or correlation id.
 //! `x-correlation-id` is taken from the request (or made up) and returned on every answer.
+//! A W3C `traceparent` on `execute` joins the request to the caller's trace (an invalid one is
+//! ignored; without one lookout starts a trace); the answer's `traceparent` names lookout's
+//! span for the request, and the body carries `trace_id`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use serde_json::json;
 use crate::{ApiError, AppState};
 
 const CORRELATION_HEADER: &str = "x-correlation-id";
+const TRACEPARENT_HEADER: &str = "traceparent";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +106,19 @@ pub(crate) async fn execute(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let answer = |response: Response| with_correlation(response, &correlation_id);
+    let trace = lookout_pool::Trace::start(
+        headers
+            .get(TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let trace_id = trace.trace_id_hex();
+    let answer = |response: Response| {
+        let mut response = with_correlation(response, &correlation_id);
+        if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+            response.headers_mut().insert(TRACEPARENT_HEADER, value);
+        }
+        response
+    };
     let body: ExecuteBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -140,6 +156,7 @@ pub(crate) async fn execute(
         session_id: body.session_id,
         timeout: body.timeout_ms.map(Duration::from_millis),
         correlation_id: correlation_id.clone(),
+        trace,
     };
     let args = request.args.clone();
     match pool.execute(request).await {
@@ -150,10 +167,17 @@ pub(crate) async fn execute(
                 "duration_ms": done.duration_ms,
                 "queue_wait_ms": done.queue_wait_ms,
                 "correlation_id": correlation_id,
+                "trace_id": trace_id,
             }))
             .into_response(),
         ),
-        Err(e) => answer(error_response(&state, e, &args, &correlation_id)),
+        Err(e) => answer(error_response(
+            &state,
+            e,
+            &args,
+            &correlation_id,
+            Some(&trace_id),
+        )),
     }
 }
 
@@ -163,11 +187,12 @@ fn error_response(
     e: ExecError,
     args: &serde_json::Value,
     correlation_id: &str,
+    trace_id: Option<&str>,
 ) -> Response {
     let status = match e.kind {
         ErrorKind::Worker => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::WorkerCrashed | ErrorKind::ProtocolError => StatusCode::BAD_GATEWAY,
-        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Timeout | ErrorKind::Hung => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::QueueFull | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
     let clean = CleanFailure::of(&state.bus, &e, args);
@@ -180,6 +205,7 @@ fn error_response(
             "stderr_tail": clean.stderr_tail,
         },
         "correlation_id": correlation_id,
+        "trace_id": trace_id,
         "pool": e.pool,
         "command": e.command,
         "worker": e.worker,
@@ -264,6 +290,7 @@ pub(crate) async fn create_session(
             e,
             &serde_json::Value::Null,
             &correlation_id,
+            None,
         )),
     }
 }

@@ -28,6 +28,9 @@ pub enum Error {
     /// The plugin asks for more than this host's budget (`[plugins.budget]`) allows.
     #[error("plugin `{plugin}`: over this host's plugin budget: {reason}")]
     Budget { plugin: String, reason: String },
+    /// A new host budget is smaller than what already runs; nothing changed.
+    #[error("the new plugin budget does not fit what runs: {reason}")]
+    BudgetTooSmall { reason: String },
     /// A manifest fixture did not give the output it expects.
     #[error("plugin `{plugin}`: {reason}")]
     Fixture { plugin: String, reason: String },

@@ -933,13 +933,12 @@ impl PluginRegistry {
 
     /// Sets the host-wide budget (`[plugins.budget]`) for every push from now on — after
     /// checking that the running plugins, and the versions kept warm for rollback, fit it;
-    /// if they do not, nothing changes.
-    pub fn set_budget(&self, budget: Budget) -> std::result::Result<(), String> {
+    /// if they do not, nothing changes: [`Error::Budget`] names a plugin over a per-plugin
+    /// cap, [`Error::BudgetTooSmall`] the total.
+    pub fn set_budget(&self, budget: Budget) -> Result<()> {
         let state = self.state.lock();
         for installed in state.running() {
-            budget
-                .admit(&installed.manifest)
-                .map_err(|e| e.to_string())?;
+            budget.admit(&installed.manifest)?;
         }
         let (running, warm) = reserved_mib(&state);
         let total = running + warm;
@@ -950,11 +949,13 @@ impl PluginRegistry {
             } else {
                 String::new()
             };
-            return Err(format!(
-                "the running plugins' limits.max_memory_mib ({running} MiB){kept} come to \
-                 {total} MiB, {} MiB over total_memory_mib ({budgeted} MiB)",
-                total - budgeted
-            ));
+            return Err(Error::BudgetTooSmall {
+                reason: format!(
+                    "the running plugins' limits.max_memory_mib ({running} MiB){kept} come to \
+                     {total} MiB, {} MiB over total_memory_mib ({budgeted} MiB)",
+                    total - budgeted
+                ),
+            });
         }
         self.runtime.set_budget(budget);
         Ok(())

@@ -493,6 +493,7 @@ const AT_START: &[&str] = &[
     "plugins.state_dir",
     "log.format",
     "nats",
+    "otlp",
 ];
 
 /// A new valid value for a setting: chosen where the type alone cannot say, derived from
@@ -514,6 +515,8 @@ fn new_value(field: &str, from: &Value) -> Value {
         "pools.t.env.MODE" => json!("b"),
         "pools.t.env.DB_PASSWORD" => json!("rotated-password"),
         "pools.t.health.max_queue_length" => json!(7),
+        // 0 (off) or at least 30.
+        "pools.t.heartbeat_timeout_ms" => json!(3000),
         "bus.rate_limits.x.*.burst" => json!(20),
         _ => match from {
             Value::Bool(b) => json!(!b),

@@ -13,11 +13,13 @@ mod load;
 mod logs;
 mod metrics;
 mod nats;
+mod otlp;
 mod plugins;
 mod policy;
 mod pools;
 mod security;
 mod soak;
+mod traces;
 
 use lookout_testkit::Host;
 

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lookout_core::Event;
+use lookout_core::{Event, now_ns};
 
 use super::events::completed_event;
 use super::failure::CleanFailure;
 use super::request::{ErrorKind, ExecError, Executed};
 use super::snapshot::WorkerState;
 use super::state::{Inner, Job};
-use crate::process::{Process, Ran};
+use crate::process::{Process, Ran, RunTrace};
+use crate::telemetry::{SpanFields, span_event};
+use crate::trace::{hex, new_span_id};
 
 /// How a worker's life ended (a job that leaves the worker unusable ends it).
 pub(super) enum End {
@@ -20,6 +22,11 @@ pub(super) enum End {
     Retire,
     Recycle(&'static str),
     Crashed(String),
+    /// Silent past the heartbeat timeout while running this request; killed.
+    Hung {
+        correlation_id: String,
+        silent_ms: f64,
+    },
 }
 
 /// Runs one request, answers its caller and publishes its events. `Some` when the worker
@@ -35,6 +42,9 @@ pub(super) async fn run_job(
     let pool = config.name.as_str();
     let request = &job.request;
     let cid = request.correlation_id.as_str();
+    let trace = &request.trace;
+    let trace_id = hex(&trace.trace_id);
+    let execute_span = new_span_id();
     let queue_wait = job.enqueued.elapsed();
     let queue_wait_ms = queue_wait.as_secs_f64() * 1e3;
     inner
@@ -47,25 +57,34 @@ pub(super) async fn run_job(
         .field("pool", pool)
         .field("command", request.command.as_str())
         .field("worker", process.id.as_str())
-        .field("queue_wait_ms", queue_wait_ms);
+        .field("queue_wait_ms", queue_wait_ms)
+        .field("trace_id", trace_id.as_str());
     if let Some(session) = &request.session_id {
         started = started.field("session_id", session.as_str());
     }
     inner.publish(started);
-    tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, "request started");
+    tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, trace_id = %trace_id, "request started");
 
     let began = Instant::now();
     let deadline = tokio::time::Instant::now() + remaining;
     let ran = process
         .run(
+            &config,
             cid,
             &request.command,
             &request.args,
             request.session_id.as_deref(),
+            &RunTrace {
+                trace_id: trace.trace_id,
+                execute_span,
+                sampled: trace.sampled,
+            },
             deadline,
         )
         .await;
     let duration = began.elapsed();
+    let total = job.enqueued.elapsed();
+    let ended_ns = now_ns();
     let duration_ms = duration.as_secs_f64() * 1e3;
     let error = |kind: ErrorKind, message: String| ExecError {
         kind,
@@ -135,6 +154,24 @@ pub(super) async fn run_job(
                 Some(End::Crashed(format!("broke the protocol: {what}"))),
             )
         }
+        Ran::Hung(silent) => {
+            let silent_ms = silent.as_secs_f64() * 1e3;
+            let mut err = error(
+                ErrorKind::Hung,
+                format!(
+                    "worker {} wrote nothing for {silent_ms:.0} ms (heartbeat_timeout_ms = {}); it was killed and is being replaced",
+                    process.id, config.heartbeat_timeout_ms
+                ),
+            );
+            err.stderr_tail = process.tail();
+            (
+                Err(err),
+                Some(End::Hung {
+                    correlation_id: cid.to_string(),
+                    silent_ms,
+                }),
+            )
+        }
         Ran::TimedOut => {
             let err = error(
                 ErrorKind::Timeout,
@@ -173,6 +210,7 @@ pub(super) async fn run_job(
             ErrorKind::Worker => "error",
             ErrorKind::WorkerCrashed => "crashed",
             ErrorKind::ProtocolError => "protocol_error",
+            ErrorKind::Hung => "hung",
             _ => "timeout",
         },
     };
@@ -187,17 +225,35 @@ pub(super) async fn run_job(
         .duration
         .with_label_values(&[pool, label])
         .observe(duration.as_secs_f64());
-    inner.publish(completed_event(
+    let mut completed = completed_event(
         pool,
         request,
         &outcome,
         &process.id,
         duration_ms,
         queue_wait_ms,
-    ));
+    )
+    .field("trace_id", trace_id.as_str());
+    if process.telemetry.in_request > 0 {
+        completed = completed.field("telemetry_dropped", process.telemetry.in_request as i64);
+    }
+    inner.publish(completed);
+    publish_spans(
+        inner,
+        &job,
+        &process.id,
+        status,
+        &outcome,
+        HostTimes {
+            execute_span,
+            ended_ns,
+            total,
+            execute: duration,
+        },
+    );
     match &outcome {
         Ok(_) => {
-            tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, duration_ms, "request completed")
+            tracing::info!(target: "lookout::pool", pool, worker = %process.id, command = %request.command, correlation_id = cid, trace_id = %trace_id, duration_ms, "request completed")
         }
         Err(e) => {
             // Everything a worker said, and the arguments, through the sanitizer first.
@@ -211,6 +267,7 @@ pub(super) async fn run_job(
                 command = %request.command,
                 session_id = request.session_id.as_deref().unwrap_or_default(),
                 correlation_id = cid,
+                trace_id = %trace_id,
                 duration_ms,
                 queue_wait_ms,
                 error_kind = e.kind.as_str(),
@@ -225,4 +282,98 @@ pub(super) async fn run_job(
     }
     let _ = job.reply.send(outcome);
     end
+}
+
+/// When the host's spans of a request were.
+struct HostTimes {
+    execute_span: [u8; 8],
+    ended_ns: u64,
+    /// Enqueue to reply.
+    total: Duration,
+    /// Dispatch to reply.
+    execute: Duration,
+}
+
+/// The host's spans of one request, as `trace.span` events: `request <command>` (enqueue to
+/// reply; its parent is the caller's span, when it sent a `traceparent`), and beneath it
+/// `queue_wait` (enqueue to dispatch) and `execute` (dispatch to reply, the parent of the
+/// worker's spans).
+fn publish_spans(
+    inner: &Inner,
+    job: &Job,
+    worker: &str,
+    status: &str,
+    outcome: &Result<Executed, ExecError>,
+    t: HostTimes,
+) {
+    let request = &job.request;
+    let trace = &request.trace;
+    let pool = inner.name.as_str();
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let start = t.ended_ns.saturating_sub(nanos(t.total));
+    let dispatched = t.ended_ns.saturating_sub(nanos(t.execute));
+    // The span's status message: the error's class and message (sanitized on the bus, as
+    // every span is).
+    let error = outcome
+        .as_ref()
+        .err()
+        .map(|e| format!("{}: {}", e.kind.as_str(), e.message));
+    let error = error.as_deref();
+    let name = format!("request {}", request.command);
+    let queue_span = new_span_id();
+    let span = |span_id, parent, name, start_unix_nano, end_unix_nano, error| SpanFields {
+        correlation_id: &request.correlation_id,
+        trace_id: &trace.trace_id,
+        span_id,
+        parent,
+        name,
+        start_unix_nano,
+        end_unix_nano,
+        error,
+    };
+    let spans = [
+        span(
+            &trace.span_id,
+            trace.parent_span_id.as_ref(),
+            &name,
+            start,
+            t.ended_ns,
+            error,
+        ),
+        span(
+            &queue_span,
+            Some(&trace.span_id),
+            "queue_wait",
+            start,
+            dispatched,
+            None,
+        ),
+        span(
+            &t.execute_span,
+            Some(&trace.span_id),
+            "execute",
+            dispatched,
+            t.ended_ns,
+            error,
+        ),
+    ];
+    for (i, fields) in spans.into_iter().enumerate() {
+        let mut event = span_event(fields)
+            .field("origin", "host")
+            .field("pool", pool)
+            .field("worker", worker)
+            .field("command", request.command.as_str());
+        if i == 0 {
+            event = event
+                .field("attr.pool", pool)
+                .field("attr.command", request.command.as_str())
+                .field("attr.worker", worker)
+                .field("attr.status", status)
+                .field("attr.correlation_id", request.correlation_id.as_str());
+            if let Some(session) = &request.session_id {
+                event = event.field("attr.session_id", session.as_str());
+            }
+        }
+        inner.publish(event);
+    }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::trace::Trace;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct ExecRequest {
@@ -15,6 +17,9 @@ pub struct ExecRequest {
     /// Shorter than the pool's `request_timeout_ms`, if the caller wants.
     pub timeout: Option<Duration>,
     pub correlation_id: String,
+    /// The trace it belongs to and the host's span for it (`Trace::start` joins a caller's
+    /// `traceparent`; `Trace::new_root()` starts a trace).
+    pub trace: Trace,
 }
 
 /// A reply from a worker.
@@ -56,6 +61,8 @@ pub enum ErrorKind {
     ProtocolError,
     /// Past its deadline, running or waiting.
     Timeout,
+    /// The worker went silent past `heartbeat_timeout_ms` while running it; it was replaced.
+    Hung,
     /// Every worker busy and the queue full.
     QueueFull,
     /// The pool is stopping, or has no worker and none coming.
@@ -69,6 +76,7 @@ impl ErrorKind {
             ErrorKind::WorkerCrashed => "worker_crashed",
             ErrorKind::ProtocolError => "protocol_error",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Hung => "hung",
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::Unavailable => "unavailable",
         }

@@ -42,6 +42,7 @@ impl Pool {
             session_id: Some(session_id.clone()),
             timeout: None,
             correlation_id: correlation_id.to_string(),
+            trace: crate::trace::Trace::new_root(),
         };
         if state.stopping {
             return Err(inner.error(

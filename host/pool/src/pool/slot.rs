@@ -40,7 +40,7 @@ pub(super) async fn run_slot(
         );
         inner.set_slot(index, WorkerState::Starting);
         let starting = Instant::now();
-        let process = Process::start(&config, id.clone(), &inner.bus).await;
+        let process = Process::start(&config, id.clone(), &inner.bus, &inner.metrics).await;
         let mut process = match process {
             Ok(p) => p,
             Err(StartError { reason, pid, tail }) => {
@@ -156,6 +156,23 @@ pub(super) async fn run_slot(
                 );
                 inner.worker_exit(&format!("recycled_{reason}"));
             }
+            End::Hung {
+                correlation_id,
+                silent_ms,
+            } => {
+                let how = format!("silent for {silent_ms:.0} ms while busy; killed");
+                tracing::error!(target: "lookout::pool", pool, worker = %id, pid, correlation_id, silent_ms, "worker hung");
+                inner.publish(
+                    lifecycle("worker.hung")
+                        .severity(Severity::Error)
+                        .correlation_id(correlation_id.as_str())
+                        .field("silent_ms", silent_ms)
+                        .field("heartbeat_timeout_ms", config.heartbeat_timeout_ms as i64),
+                );
+                inner.worker_exit("hung");
+                let mut state = inner.state.lock();
+                state.slots[index].last_error = Some(how);
+            }
             End::Crashed(how) => {
                 // Let the stderr reader catch up with the last lines before reporting them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -223,7 +240,7 @@ async fn serve(
         let assignment = tokio::select! {
             biased;
             _ = stop.changed() => return End::Stop,
-            how = process.exit() => return End::Crashed(format!("exited while idle: {how}")),
+            how = process.idle() => return End::Crashed(how),
             _ = async {
                 match max_age {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -252,7 +252,12 @@ async fn plugin_names_that_collide_are_refused_naming_what_they_collide_with() {
         "lookout_plugin_swaps_total",
         &[("outcome", "rejected")],
     );
-    assert_eq!(rejected, 8, "every refusal is in the history");
+    // One for each of lookout's own consumers, and the five above.
+    assert_eq!(
+        rejected,
+        lookout_core::BUILT_IN_CONSUMERS.len() as u64 + 5,
+        "every refusal is in the history"
+    );
     bus.publish(
         Event::new("request.completed")
             .field("success", false)

@@ -471,6 +471,8 @@ async fn memory_of_all_plugins_counts_their_rollback_copies_until_dropped() {
             ..budget
         })
         .unwrap_err();
+    assert!(matches!(err, Error::BudgetTooSmall { .. }), "{err}");
+    let err = err.to_string();
     assert!(
         err.contains("192 MiB") && err.contains("32 MiB over") && err.contains("rollback"),
         "{err}"

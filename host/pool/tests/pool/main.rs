@@ -11,6 +11,8 @@ use lookout_pool::{
 use lookout_testkit::{Collect, eventually, repo_root};
 use prometheus::Registry;
 
+mod telemetry;
+
 struct Harness {
     bus: Bus,
     registry: Registry,
@@ -73,6 +75,7 @@ impl Harness {
                 session_id: session.map(str::to_string),
                 timeout,
                 correlation_id: format!("t-{command}-{}", lookout_core::now_ns()),
+                trace: lookout_pool::Trace::new_root(),
             })
             .await
     }
