@@ -79,7 +79,7 @@ pub fn span(event: &Event) -> Result<Span, NotASpan> {
         },
         _ => Status::default(),
     };
-    let kind = span_kind(event, &name, parent_span_id.is_empty());
+    let kind = span_kind(event);
     let mut attributes = Vec::with_capacity(event.fields.len());
     for field in &event.fields {
         if let Some(key) = field.key.strip_prefix("attr.") {
@@ -112,22 +112,16 @@ pub fn span(event: &Event) -> Result<Span, NotASpan> {
     })
 }
 
-/// SERVER for the root of a request in lookout (a host span named `request <command>`, or a
-/// host span without a parent), INTERNAL for the rest, unless the event says (`span_kind`).
-fn span_kind(event: &Event, name: &str, no_parent: bool) -> SpanKind {
+/// The span's kind as the host named it (`span_kind`: the pool marks a request's root span
+/// `server`); INTERNAL when it does not say (every worker span: a worker cannot set it, its
+/// attributes are `attr.*`).
+fn span_kind(event: &Event) -> SpanKind {
     match text(event, "span_kind").as_deref() {
-        Some("server") => return SpanKind::Server,
-        Some("client") => return SpanKind::Client,
-        Some("producer") => return SpanKind::Producer,
-        Some("consumer") => return SpanKind::Consumer,
-        Some("internal") => return SpanKind::Internal,
-        _ => {}
-    }
-    let host = text(event, "origin").as_deref() == Some("host");
-    if host && (no_parent || name.starts_with("request ")) {
-        SpanKind::Server
-    } else {
-        SpanKind::Internal
+        Some("server") => SpanKind::Server,
+        Some("client") => SpanKind::Client,
+        Some("producer") => SpanKind::Producer,
+        Some("consumer") => SpanKind::Consumer,
+        _ => SpanKind::Internal,
     }
 }
 
@@ -321,51 +315,30 @@ mod tests {
 
     #[test]
     fn the_request_span_is_server_and_errors_carry_their_message() {
-        let root = Event::new(SPAN_KIND)
+        let child = Event::new(SPAN_KIND)
             .severity(Severity::Error)
             .field("trace_id", TRACE)
             .field("span_id", "00f067aa0ba902b7")
             .field("parent_span_id", "b7ad6b7169203331")
-            .field("name", "request traced")
+            .field("name", "execute")
             .field("start_unix_nano", 10i64)
             .field("end_unix_nano", 20i64)
             .field("status", "error")
             .field("status_message", "boom")
             .field("origin", "host");
-        let span = span(&root).unwrap();
-        assert_eq!(span.kind, SpanKind::Server as i32);
+        let span = span(&child).unwrap();
+        assert_eq!(
+            span.kind,
+            SpanKind::Internal as i32,
+            "unnamed kind: internal"
+        );
         let status = span.status.unwrap();
         assert_eq!(
             (status.code, status.message.as_str()),
             (StatusCode::Error as i32, "boom")
         );
-        let child = Event {
-            fields: root
-                .fields
-                .iter()
-                .map(|f| match f.key.as_str() {
-                    "name" => lookout_core::Field {
-                        key: "name".into(),
-                        value: "queue_wait".into(),
-                    },
-                    _ => f.clone(),
-                })
-                .collect(),
-            ..root.clone()
-        };
-        assert_eq!(super::span(&child).unwrap().kind, SpanKind::Internal as i32);
-        let no_parent = Event {
-            fields: root
-                .fields
-                .iter()
-                .filter(|f| f.key != "parent_span_id")
-                .cloned()
-                .collect(),
-            ..root
-        };
-        let span = super::span(&no_parent).unwrap();
-        assert!(span.parent_span_id.is_empty());
-        assert_eq!(span.kind, SpanKind::Server as i32);
+        let root = child.clone().field("span_kind", "server");
+        assert_eq!(super::span(&root).unwrap().kind, SpanKind::Server as i32);
     }
 
     #[test]

@@ -272,6 +272,10 @@ fn span_event(span_id: &str, parent: Option<&str>, name: &str) -> Event {
     if let Some(parent) = parent {
         event = event.field("parent_span_id", parent);
     }
+    if name.starts_with("request ") {
+        // As the pool marks a request's root span.
+        event = event.field("span_kind", "server");
+    }
     event
         .field("name", name)
         .field("start_unix_nano", 1_733_230_000_000_000_000i64)

@@ -46,6 +46,28 @@ pub fn host_with_config(name: &str, text: &str) -> Host {
     Host::start(LOOKOUT, &["--config", path.to_str().unwrap()]).expect("lookout starts")
 }
 
+/// Waits (10 s) for at least `n` of the host's log lines that contain `needle`; returns them
+/// parsed (every line is JSON).
+pub async fn log_lines_with(host: &Host, needle: &str, n: usize) -> Vec<serde_json::Value> {
+    let lines = lookout_testkit::eventually(
+        &format!("{n} log lines with {needle}"),
+        std::time::Duration::from_secs(10),
+        || async {
+            let lines: Vec<String> = host
+                .logs()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            (lines.len() >= n).then_some(lines)
+        },
+    )
+    .await;
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// One of each kind of secret `redact` recognises, as it would be written.
 pub const SECRETS: &[&str] = &[
     "hunter2",

@@ -361,7 +361,6 @@ async fn a_receiver_outage_loses_nothing_unaccounted() {
 /// `load_model`, with their attributes — the caller's trace id kept, the answer's
 /// `traceparent` naming the request span, and the secret in a span attribute never arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the pool's span events (lead)"]
 async fn a_requests_trace_arrives_whole_with_the_callers_traceparent() {
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const CALLER: &str = "00f067aa0ba902b7";

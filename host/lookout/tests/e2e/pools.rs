@@ -67,22 +67,8 @@ async fn execute_runs_on_the_demo_pool_with_its_correlation_id() {
         assert_eq!(e["correlation_id"], "trace-42.a", "{e}");
         assert_eq!(e["fields"]["pool"], "demo", "{e}");
     }
-    let lines = eventually(
-        "the request's log lines",
-        Duration::from_secs(10),
-        || async {
-            let lines: Vec<String> = host
-                .logs()
-                .into_iter()
-                .filter(|l| l.contains("trace-42.a"))
-                .collect();
-            (lines.len() >= 2).then_some(lines)
-        },
-    )
-    .await;
-    for line in &lines {
-        let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["correlation_id"], "trace-42.a", "{line}");
+    for line in crate::log_lines_with(&host, "trace-42.a", 2).await {
+        assert_eq!(line["correlation_id"], "trace-42.a", "{line}");
     }
 
     // An explicit session, then a request in it on its worker.

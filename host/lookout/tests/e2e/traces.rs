@@ -98,22 +98,11 @@ async fn a_callers_trace_is_joined_and_its_spans_stream_sanitized() {
     }
 
     // The request's log lines carry its trace id beside its correlation id; no secret.
-    let lines = eventually(
-        "the request's log lines",
-        Duration::from_secs(10),
-        || async {
-            let lines: Vec<String> = host
-                .logs()
-                .into_iter()
-                .filter(|l| l.contains("\"tr-1\""))
-                .collect();
-            (lines.len() >= 2).then_some(lines)
-        },
-    )
-    .await;
-    for line in &lines {
-        let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
+    for line in crate::log_lines_with(&host, "\"tr-1\"", 2).await {
+        assert_eq!(
+            line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{line}"
+        );
     }
     assert!(
         !host.logs().iter().any(|l| l.contains(SECRET)),

@@ -365,6 +365,7 @@ fn publish_spans(
             .field("command", request.command.as_str());
         if i == 0 {
             event = event
+                .field("span_kind", "server")
                 .field("attr.pool", pool)
                 .field("attr.command", request.command.as_str())
                 .field("attr.worker", worker)

@@ -35,20 +35,7 @@ impl Harness {
 
     /// The sum of a counter's series with these labels.
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric())
-            .filter(|m| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-            })
-            .map(|m| m.get_counter().get_value())
-            .sum()
+        lookout_testkit::counter(&self.registry, name, labels) as f64
     }
 
     /// Every event of the request `cid`, once its `request.completed` is in.
