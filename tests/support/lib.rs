@@ -499,7 +499,8 @@ pub fn family_sum(
                     .any(|l| l.name() == *k && l.value() == *v)
             })
         })
-        .map(|m| m.get_counter().get_value())
+        // A counter's value or a gauge's: a metric has one of them, the other reads 0.
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
         .sum()
 }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use lookout_api::{
-    BusTotals, CheckStatus, HealthStatus, Host, NatsLink, Plugin, PluginCounters, PluginLimits, PluginStatus, Pool, PoolEntry,
-    PreviousPlugin, Swap, Window, Worker,
+    BusTotals, CheckStatus, HealthStatus, Host, NatsLink, Plugin, PluginCounters, PluginLimits,
+    PluginStatus, Pool, PoolEntry, PreviousPlugin, Swap, Window, Worker,
 };
 
 /// Samples kept per pool: two minutes at one a second.

@@ -420,23 +420,19 @@ async fn serve(
     if report.unprocessed + report.undelivered > 0 {
         tracing::warn!(target: "lookout", unprocessed = report.unprocessed, undelivered = report.undelivered, "shutdown grace ran out: events not processed or not delivered (counted)");
     }
+    // Each sink takes what is left of the grace (at least a second), one after the other.
+    let remaining = || {
+        grace
+            .saturating_sub(stopping.elapsed())
+            .max(Duration::from_secs(1))
+    };
     if let Some(nats) = &nats {
         tracing::info!(target: "lookout", "shutting down: publishing what the NATS sink holds");
-        nats.stop(
-            grace
-                .saturating_sub(stopping.elapsed())
-                .max(Duration::from_secs(1)),
-        )
-        .await;
+        nats.stop(remaining()).await;
     }
     if let Some(otlp) = &otlp {
         tracing::info!(target: "lookout", "shutting down: exporting what the OTLP queues hold");
-        otlp.stop(
-            grace
-                .saturating_sub(stopping.elapsed())
-                .max(Duration::from_secs(1)),
-        )
-        .await;
+        otlp.stop(remaining()).await;
     }
     log_final_counts(&bus.books(), report);
     tracing::info!(target: "lookout", "stopped");

@@ -35,7 +35,7 @@ pub use config::{
 pub use metrics::{DropReason, SkipReason};
 
 use export::Exporter;
-use metrics::OtlpMetrics;
+use metrics::{OtlpMetrics, SignalMetrics};
 use queue::SignalQueue;
 
 /// Why the exporter could not be set up.
@@ -161,28 +161,22 @@ impl Otlp {
         let flushing = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         let traces = config.traces.then(|| {
-            let queue = Arc::new(SignalQueue::new(
-                config.queue_capacity,
+            start_signal(
+                config,
                 metrics.traces.clone(),
-            ));
-            tasks.push(tokio::spawn(export::run(
-                queue.clone(),
-                exporter.clone(),
-                flushing.clone(),
-            )));
-            queue
+                &exporter,
+                &flushing,
+                &mut tasks,
+            )
         });
         let logs = config.logs.then(|| {
-            let queue = Arc::new(SignalQueue::new(
-                config.queue_capacity,
+            start_signal(
+                config,
                 metrics.logs.clone(),
-            ));
-            tasks.push(tokio::spawn(export::run(
-                queue.clone(),
-                exporter.clone(),
-                flushing.clone(),
-            )));
-            queue
+                &exporter,
+                &flushing,
+                &mut tasks,
+            )
         });
         let registration = bus
             .register(
@@ -351,4 +345,21 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// One signal's bounded queue and the exporter task that empties it.
+fn start_signal<T: export::Item>(
+    config: &OtlpConfig,
+    metrics: SignalMetrics,
+    exporter: &Arc<Exporter>,
+    flushing: &Arc<AtomicBool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Arc<SignalQueue<T>> {
+    let queue = Arc::new(SignalQueue::new(config.queue_capacity, metrics));
+    tasks.push(tokio::spawn(export::run(
+        queue.clone(),
+        exporter.clone(),
+        flushing.clone(),
+    )));
+    queue
 }

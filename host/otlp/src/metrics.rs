@@ -76,11 +76,7 @@ pub(crate) struct SignalMetrics {
 
 impl SignalMetrics {
     pub fn dropped(&self, reason: DropReason) -> &IntCounter {
-        let at = DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .expect("every reason has a series");
-        &self.dropped[at]
+        series(&DropReason::ALL, reason, &self.dropped)
     }
 }
 
@@ -178,10 +174,15 @@ impl OtlpMetrics {
     }
 
     pub fn skipped(&self, reason: SkipReason) -> &IntCounter {
-        let at = SkipReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .expect("every reason has a series");
-        &self.skipped[at]
+        series(&SkipReason::ALL, reason, &self.skipped)
     }
+}
+
+/// The pre-created series of `reason`, one per entry of `all`, in its order.
+fn series<'a, R: PartialEq>(all: &[R], reason: R, counters: &'a [IntCounter]) -> &'a IntCounter {
+    let at = all
+        .iter()
+        .position(|r| *r == reason)
+        .expect("every reason has a series");
+    &counters[at]
 }

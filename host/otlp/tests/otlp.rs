@@ -209,23 +209,7 @@ fn host(endpoint: &str, tune: impl FnOnce(&mut OtlpConfig)) -> Host {
 
 impl Host {
     fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let families = self.registry.gather();
-        if name == "lookout_otlp_queued" {
-            return families
-                .iter()
-                .filter(|f| f.name() == name)
-                .flat_map(|f| f.get_metric().iter())
-                .filter(|m| {
-                    labels.iter().all(|(k, v)| {
-                        m.get_label()
-                            .iter()
-                            .any(|l| l.name() == *k && l.value() == *v)
-                    })
-                })
-                .map(|m| m.get_gauge().get_value())
-                .sum::<f64>() as u64;
-        }
-        family_sum(&families, name, labels) as u64
+        family_sum(&self.registry.gather(), name, labels) as u64
     }
 
     fn dropped(&self, signal: &str, reason: &str) -> u64 {

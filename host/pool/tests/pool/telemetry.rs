@@ -38,6 +38,14 @@ impl Harness {
         lookout_testkit::counter(&self.registry, name, labels) as f64
     }
 
+    /// Runs `command` (a new trace) and returns every event of the request once it completed.
+    async fn events_of(&self, command: &str, args: serde_json::Value, cid: &str) -> Vec<Event> {
+        self.run_traced(command, args, cid, Trace::new_root())
+            .await
+            .unwrap();
+        self.of_request(cid).await
+    }
+
     /// Every event of the request `cid`, once its `request.completed` is in.
     async fn of_request(&self, cid: &str) -> Vec<Event> {
         eventually(
@@ -151,16 +159,8 @@ async fn a_workers_events_and_spans_belong_to_its_request_and_trace() {
     );
 
     // `logging` records are `log` events of the request, with the traceback of an exception.
-    h.run_traced(
-        "logs",
-        serde_json::Value::Null,
-        "t-logs-1",
-        Trace::new_root(),
-    )
-    .await
-    .unwrap();
     let logs: Vec<_> = h
-        .of_request("t-logs-1")
+        .events_of("logs", serde_json::Value::Null, "t-logs-1")
         .await
         .into_iter()
         .filter(|e| e.kind == "log")
@@ -188,15 +188,9 @@ async fn a_chatty_worker_is_held_to_its_budget_and_the_rest_is_counted() {
         c.telemetry.events_per_s = 50;
     }))
     .await;
-    h.run_traced(
-        "chatty",
-        serde_json::json!({"n": 2000}),
-        "t-chatty-1",
-        Trace::new_root(),
-    )
-    .await
-    .unwrap();
-    let events = h.of_request("t-chatty-1").await;
+    let events = h
+        .events_of("chatty", serde_json::json!({"n": 2000}), "t-chatty-1")
+        .await;
     let through = events.iter().filter(|e| e.kind == "demo.chatty").count() as i64;
     let completed = events
         .iter()
@@ -315,15 +309,9 @@ async fn sampling_is_pushed_down_and_decided_as_the_host_decides() {
     // Rate 0 from now on: the next request's worker hears it first.
     bus.sampling.rates.insert("demo.traced.*".into(), 0.0);
     h.bus.set_config(bus).unwrap();
-    h.run_traced(
-        "traced",
-        serde_json::json!({"rows": 1}),
-        "t-after",
-        Trace::new_root(),
-    )
-    .await
-    .unwrap();
-    let after = h.of_request("t-after").await;
+    let after = h
+        .events_of("traced", serde_json::json!({"rows": 1}), "t-after")
+        .await;
     assert!(
         !after.iter().any(|e| e.kind.starts_with("demo.traced.")),
         "{after:#?}"
