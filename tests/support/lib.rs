@@ -26,6 +26,18 @@ pub fn patience(d: Duration) -> Duration {
     d.mul_f64(factor.max(0.1))
 }
 
+/// Waits until something accepts TCP connections on 127.0.0.1:`port` (a server a test
+/// started), or fails after `timeout`.
+pub async fn listening(what: &str, port: u16, timeout: Duration) {
+    eventually(&format!("{what} listening"), timeout, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Some`, or fails naming `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

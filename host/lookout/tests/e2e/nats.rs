@@ -37,13 +37,7 @@ impl NatsServer {
             port,
             args: args.to_vec(),
         };
-        eventually("nats-server listening", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
+        lookout_testkit::listening("nats-server", port, Duration::from_secs(10)).await;
         server
     }
 

@@ -154,13 +154,7 @@ impl Rotel {
 
     async fn listening(&self) {
         let port = self.http_port;
-        eventually("rotel listening", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
+        lookout_testkit::listening("rotel", port, Duration::from_secs(20)).await;
     }
 
     fn endpoint(&self) -> String {
