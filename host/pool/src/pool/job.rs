@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lookout_core::{Event, now_ns};
+use lookout_core::{Event, Severity, now_ns};
 
 use super::events::completed_event;
 use super::failure::CleanFailure;
@@ -307,6 +307,21 @@ fn publish_spans(
     t: HostTimes,
 ) {
     let request = &job.request;
+    // What the bus would sample out is not even built: the same decision, made here (all of
+    // a request's spans share its fate, errors aside).
+    let severity = if outcome.is_err() {
+        Severity::Error
+    } else {
+        Severity::Info
+    };
+    let bus = inner.bus.config();
+    if !bus.enabled
+        || !bus
+            .sampling
+            .keeps("trace.span", severity, &request.correlation_id)
+    {
+        return;
+    }
     let trace = &request.trace;
     let pool = inner.name.as_str();
     let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);

@@ -316,4 +316,29 @@ async fn sampling_is_pushed_down_and_decided_as_the_host_decides() {
         !after.iter().any(|e| e.kind.starts_with("demo.traced.")),
         "{after:#?}"
     );
+
+    // Spans the bus would sample out are not even built, the host's included.
+    let mut bus = BusConfig::default();
+    bus.sampling.rates.insert("trace.span".into(), 0.0);
+    let spans_before = h
+        .bus
+        .books()
+        .kinds
+        .get("trace.span")
+        .map_or(0, |k| k.published);
+    h.bus.set_config(bus).unwrap();
+    let unspanned = h
+        .events_of("traced", serde_json::json!({"rows": 1}), "t-unspanned")
+        .await;
+    assert!(
+        !unspanned.iter().any(|e| e.kind == "trace.span"),
+        "{unspanned:#?}"
+    );
+    let books = h.bus.books();
+    let spans = books.kinds.get("trace.span").unwrap();
+    assert_eq!(
+        spans.published, spans_before,
+        "none was published to be sampled out"
+    );
+    assert_eq!(spans.sampled_out, 0);
 }
