@@ -246,19 +246,23 @@ def _dumps(message):
         return json.dumps(_finite(message), separators=(",", ":"), default=repr, allow_nan=False)
 
 
-def _write(line):
-    """Writes one whole line to the protocol channel; any thread may."""
+def _write(line, flush=True):
+    """Writes one whole line to the protocol channel; any thread may. A request's telemetry
+    is not flushed on its own (a write each costs more than the line): the reply, the next
+    heartbeat or an idle line takes it along, in order. Only a flush counts as a sign of
+    life, so the heartbeat clock keeps running while lines wait."""
     global _last_line
     with _io:
         if _out is None:
             return
         _out.write(line)
-        _out.flush()
-        _last_line = time.monotonic()
+        if flush or _current is None:
+            _out.flush()
+            _last_line = time.monotonic()
 
 
-def _send(message):
-    _write(_dumps(message) + "\n")
+def _send(message, flush=True):
+    _write(_dumps(message) + "\n", flush)
 
 
 def _heartbeats():
@@ -316,7 +320,7 @@ def emit(kind, /, severity="info", **fields):
         raise ValueError(f"severity {severity!r} is not one of {', '.join(SEVERITIES)}")
     if _out is None or _sampled_out(kind, severity):
         return
-    _send({"type": "event", "kind": kind, "severity": severity, "fields": fields})
+    _send({"type": "event", "kind": kind, "severity": severity, "fields": fields}, flush=False)
 
 
 class Span:
@@ -370,7 +374,7 @@ class Span:
             message["status"] = "error"
             message["error"] = f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
         message["attributes"] = self.attributes
-        _send(message)
+        _send(message, flush=False)
         return False
 
 

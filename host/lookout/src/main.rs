@@ -292,7 +292,7 @@ async fn serve(
         .await?
         .map(Arc::new);
     // A bus consumer like the NATS sink; the collector need not be there yet.
-    let otlp = lookout_otlp::Otlp::start(&config.otlp, &bus, &registry)?;
+    let otlp = lookout_otlp::Otlp::start(&config.otlp, &bus, &registry)?.map(Arc::new);
     let recent_errors = lookout_server::RecentErrors::default();
     // Held for the host's life: dropping the registration would unregister it.
     let _recent_errors =
@@ -373,6 +373,7 @@ async fn serve(
         max_plugin_bytes: config.server.max_plugin_bytes,
         started,
         nats: nats.clone(),
+        otlp: otlp.clone(),
     };
     let app = lookout_server::router(state);
 

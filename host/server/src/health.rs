@@ -385,6 +385,7 @@ pub(crate) async fn detailed(State(state): State<Arc<AppState>>) -> Response {
         "pools": pools,
         "plugins": plugins,
         "nats": state.nats.as_ref().map(|n| n.status()),
+        "otlp": state.otlp.as_ref().map(|o| o.status()),
     });
     (code, Json(body)).into_response()
 }

@@ -83,6 +83,8 @@ pub struct AppState {
     pub recent_errors: RecentErrors,
     /// The NATS link, when on (its status goes in `/health/detailed` and the overview).
     pub nats: Option<Arc<lookout_nats::Nats>>,
+    /// The OTLP exporter, when on (its queues go in `/health/detailed`).
+    pub otlp: Option<Arc<lookout_otlp::Otlp>>,
 }
 
 impl AppState {

@@ -39,6 +39,7 @@ fn state(admin_token: Option<&str>) -> AppState {
         metric_groups: Arc::default(),
         recent_errors: lookout_server::RecentErrors::default(),
         nats: None,
+        otlp: None,
     }
 }
 

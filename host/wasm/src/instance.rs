@@ -93,27 +93,37 @@ impl<G: Guest> Instance<G> {
         }
     }
 
-    /// A trap in `function`, named as the operator reads it.
-    fn trap(&self, store: &Store<PluginState>, function: &str, e: &wasmtime::Error) -> Error {
+    /// A trap in `function` under `limits`, named as the operator reads it.
+    fn trap(
+        &self,
+        store: &Store<PluginState>,
+        limits: &Limits,
+        function: &str,
+        e: &wasmtime::Error,
+    ) -> Error {
         Error::Trap {
             plugin: self.name.to_string(),
-            reason: describe_trap(store, &self.limits, function, e).1,
+            reason: describe_trap(store, limits, function, e).1,
         }
     }
 
     /// A fresh instance with `init` run. Made for a call, both share that call's deadline
-    /// (`call_deadline`); at load each has its own `call_timeout_ms`.
+    /// (`call_deadline`); at load each has its own, the load timeout (`Limits::at_load`).
     fn instantiate(
         &self,
         call_deadline: Option<Instant>,
         sink: Option<MetricSink>,
     ) -> Result<Live<G>> {
-        let deadline = || call_deadline.unwrap_or_else(|| self.limits.deadline());
-        let mut store = self
-            .runtime
-            .new_store(&self.name, &self.limits, sink, deadline());
+        let at_load = self.limits.at_load();
+        let limits = if call_deadline.is_some() {
+            &self.limits
+        } else {
+            &at_load
+        };
+        let deadline = || call_deadline.unwrap_or_else(|| limits.deadline());
+        let mut store = self.runtime.new_store(&self.name, limits, sink, deadline());
         let bindings = G::instantiate(&self.pre, &mut store)
-            .map_err(|e| self.trap(&store, "instantiate", &e))?;
+            .map_err(|e| self.trap(&store, limits, "instantiate", &e))?;
         arm(&mut store, deadline());
         match bindings.init(&mut store, &self.config) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
@@ -121,7 +131,7 @@ impl<G: Guest> Instance<G> {
                 plugin: self.name.to_string(),
                 reason: admit(&reason),
             }),
-            Err(e) => Err(self.trap(&store, "init", &e)),
+            Err(e) => Err(self.trap(&store, limits, "init", &e)),
         }
     }
 

@@ -67,7 +67,22 @@ impl Limits {
     pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.timeout()
     }
+
+    /// The limits of loading (a push, a start, a restore): `instantiate` and `init` each get
+    /// at least [`MIN_LOAD_TIMEOUT_MS`]. They run off the event path, once, and a plugin that
+    /// parses a rule set in `init` must not be refused because the machine was busy; a hung
+    /// `init` is still cut. A call's replacement instance after a trap keeps the call's own
+    /// deadline.
+    pub(crate) fn at_load(&self) -> Limits {
+        Limits {
+            call_timeout_ms: self.call_timeout_ms.max(MIN_LOAD_TIMEOUT_MS),
+            ..*self
+        }
+    }
 }
+
+/// The least time `instantiate` and `init` each get when a plugin is loaded.
+pub const MIN_LOAD_TIMEOUT_MS: u64 = 1_000;
 
 /// When a plugin is quarantined, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -347,6 +347,17 @@ async fn a_receiver_outage_loses_nothing_unaccounted() {
         "nothing dropped"
     );
     assert!(!rotel.text().contains(SECRET));
+    // /health/detailed shows the exporter and its (now empty) queues.
+    let detailed: serde_json::Value = host.get_json("/health/detailed").await.unwrap();
+    let otlp = &detailed["otlp"];
+    assert!(
+        otlp["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("http://127.0.0.1:")),
+        "{detailed}"
+    );
+    assert_eq!(otlp["logs"]["queued"], 0, "{otlp}");
+    assert!(otlp["logs"]["capacity"].as_u64() > Some(0), "{otlp}");
 }
 
 /// A request with the caller's `traceparent` on the demo pool's `traced` command: its trace
