@@ -275,24 +275,34 @@ impl Process {
         self.configure(config).await;
         let id = self.next_request;
         self.next_request += 1;
-        let (trace_id, span_id) = (hex(&trace.trace_id), hex(&trace.execute_span));
-        let parent = traceparent(&trace.trace_id, &trace.execute_span, trace.sampled);
+        // Trace context and telemetry are protocol 2's: a protocol-1 worker's request costs
+        // what it did.
+        let v2 = self.protocol >= 2;
+        let ids = v2.then(|| {
+            (
+                hex(&trace.trace_id),
+                hex(&trace.execute_span),
+                traceparent(&trace.trace_id, &trace.execute_span, trace.sampled),
+            )
+        });
         let request = Request {
             id,
             correlation_id,
             command,
             args,
             session_id,
-            trace: (self.protocol >= 2).then_some(RequestTrace {
-                trace_id: &trace_id,
-                span_id: &span_id,
-                traceparent: &parent,
-            }),
+            trace: ids
+                .as_ref()
+                .map(|(trace_id, span_id, parent)| RequestTrace {
+                    trace_id,
+                    span_id,
+                    traceparent: parent,
+                }),
         };
         let mut line = serde_json::to_vec(&request).unwrap_or_default();
         line.push(b'\n');
         self.telemetry.in_request = 0;
-        self.serving = Some(Serving {
+        self.serving = v2.then(|| Serving {
             correlation_id: correlation_id.to_string(),
             command: command.to_string(),
             trace_id: trace.trace_id,

@@ -249,9 +249,7 @@ impl<R: AsyncBufRead + Unpin> Lines<R> {
                 }
             }
             if self.partial.len() > MAX_LINE {
-                return Err(std::io::Error::other(format!(
-                    "a line longer than {MAX_LINE} bytes"
-                )));
+                break;
             }
         }
         if self.partial.len() > MAX_LINE {

@@ -290,14 +290,9 @@ fn with_fields(
         })
         .take(MAX_FIELDS)
     {
-        let value = match value {
-            serde_json::Value::String(s) => FieldValue::Str(cut(&s, MAX_VALUE)),
-            serde_json::Value::Bool(b) => FieldValue::Bool(b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => FieldValue::Int(i),
-                None => FieldValue::Float(n.as_f64().unwrap_or_default()),
-            },
-            other => FieldValue::Str(cut(&other.to_string(), MAX_VALUE)),
+        let value = match crate::pool::field_value(&value) {
+            FieldValue::Str(s) if s.len() > MAX_VALUE => FieldValue::Str(cut(&s, MAX_VALUE)),
+            other => other,
         };
         e = e.field(format!("{prefix}{key}"), value);
     }

@@ -73,10 +73,10 @@ pub(super) fn completed_event(
     event
 }
 
-/// A request's arguments as event fields: `args.<key>` for each top-level key (nested values
-/// as JSON text), or `args` for a non-object.
-pub fn args_fields(args: &serde_json::Value) -> Vec<(String, FieldValue)> {
-    let value = |v: &serde_json::Value| match v {
+/// A JSON value as an event field's: scalars stay scalars, other JSON becomes its text (a
+/// request's arguments, a worker's event fields and span attributes alike).
+pub(crate) fn field_value(v: &serde_json::Value) -> FieldValue {
+    match v {
         serde_json::Value::String(s) => FieldValue::Str(s.clone()),
         serde_json::Value::Bool(b) => FieldValue::Bool(*b),
         serde_json::Value::Number(n) => match n.as_i64() {
@@ -84,7 +84,13 @@ pub fn args_fields(args: &serde_json::Value) -> Vec<(String, FieldValue)> {
             None => FieldValue::Float(n.as_f64().unwrap_or_default()),
         },
         other => FieldValue::Str(other.to_string()),
-    };
+    }
+}
+
+/// A request's arguments as event fields: `args.<key>` for each top-level key (nested values
+/// as JSON text), or `args` for a non-object.
+pub fn args_fields(args: &serde_json::Value) -> Vec<(String, FieldValue)> {
+    let value = field_value;
     match args {
         serde_json::Value::Null => Vec::new(),
         serde_json::Value::Object(map) => map

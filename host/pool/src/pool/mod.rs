@@ -42,6 +42,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use events::args_fields;
+pub(crate) use events::field_value;
 pub use failure::CleanFailure;
 pub use request::{ErrorKind, ExecError, ExecRequest, Executed};
 pub use session::SessionInfo;
